@@ -1,0 +1,49 @@
+# The project's commands. `make demo` and `make test` work on a fresh machine.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+REDIS_PORT ?= 6390
+export REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
+
+.PHONY: install demo test test-fast lint services redis dockerd base-image worker bench clean
+
+$(BIN)/connector: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/connector
+
+demo: install
+	@rm -rf data/default/blobs
+	$(BIN)/connector validate examples/blobs
+	$(BIN)/connector refresh examples/blobs --sandbox process
+	$(BIN)/connector show examples/blobs
+	$(BIN)/connector refresh examples/blobs --sandbox process --json
+
+test: install
+	$(BIN)/pytest -q -rs
+
+lint: install
+	$(BIN)/ruff check worker tests bench
+
+redis:
+	scripts/start-redis.sh $(REDIS_PORT)
+
+dockerd:
+	scripts/start-dockerd.sh
+
+services: redis dockerd
+
+base-image: install dockerd
+	$(BIN)/python -m worker.images base
+
+worker: install
+	$(BIN)/connector worker --concurrency $${CONCURRENCY:-2}
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) data .cache

@@ -1,0 +1,136 @@
+"""Local refresh through the CLI with the process sandbox: incremental semantics,
+failures that lose nothing, and the example connectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+# Fragments come from plan.json in the connector folder, so a test can change what the
+# "remote" holds between refreshes. A fragment whose content is "FAIL" raises.
+PLAN_CODE = """
+import json, pathlib
+HERE = pathlib.Path(__file__).parent
+
+def list_objects(context, metadata):
+    for name, spec in json.loads((HERE / "plan.json").read_text()).items():
+        yield {"name": name, "fingerprint": spec["fp"]}
+
+def read_bytes(context, metadata):
+    spec = json.loads((HERE / "plan.json").read_text())[metadata["name"]]
+    if spec["rows"] == "FAIL":
+        raise RuntimeError("remote said no for " + metadata["name"])
+    print("reading", metadata["name"])  # must land in the log, not in the protocol
+    yield "id,frag\\n"
+    for i in spec["rows"]:
+        yield f"{i},{metadata['name']}\\n"
+"""
+PLAN_SPEC = """
+name: plan
+schema:
+  - {name: id, type: int64}
+  - {name: frag, type: string}
+"""
+
+
+def set_plan(folder: Path, plan: dict) -> None:
+    (folder / "plan.json").write_text(json.dumps(plan))
+
+
+def ids(rows: list[dict]) -> list[int]:
+    return sorted(r["id"] for r in rows)
+
+
+def test_incremental_refresh_reads_only_new_and_changed(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1, 2]}, "b": {"fp": "1", "rows": [3]}})
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert s == {"listed": 2, "read": 2, "skipped": 0, "deleted": 0, "failed": 0, "rows": 3}
+    assert ids(cli.rows(c)) == [1, 2, 3]
+
+    # unchanged: nothing read
+    r, s = cli.refresh(c)
+    assert (s["read"], s["skipped"]) == (0, 2)
+
+    # b changes, c appears, a disappears
+    set_plan(c, {"b": {"fp": "2", "rows": [30, 31]}, "c": {"fp": "1", "rows": [4]}})
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert s == {"listed": 2, "read": 2, "skipped": 0, "deleted": 1, "failed": 0, "rows": 3}
+    assert ids(cli.rows(c)) == [4, 30, 31]
+    # old versions' files are gone: one Parquet file per committed fragment
+    files = list((cli.output / "default" / "plan" / "data").glob("*.parquet"))
+    assert len(files) == 2
+
+
+def test_failed_fragment_is_reread_next_time_and_nothing_duplicates(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    plan = {f"f{i}": {"fp": "1", "rows": [i]} for i in range(6)}
+    plan["f3"] = {"fp": "1", "rows": "FAIL"}
+    set_plan(c, plan)
+    r, s = cli.refresh(c, "--concurrency", "1")
+    assert r.returncode == 1
+    assert s["failed"] == 1
+    assert "remote said no for f3" in r.stderr
+    assert "RuntimeError" in r.stderr and "connector.py" in r.stderr  # the user's traceback
+    first = ids(cli.rows(c))
+    assert 3 not in first and len(first) == s["read"]
+
+    plan["f3"] = {"fp": "1", "rows": [3]}
+    set_plan(c, plan)
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert s["failed"] == 0 and s["skipped"] == len(first)
+    assert ids(cli.rows(c)) == [0, 1, 2, 3, 4, 5]
+
+
+def test_user_print_goes_to_log_not_data(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}})
+    r = cli("test", str(c), "--sandbox", "process")
+    assert r.returncode == 0, r.stderr
+    assert "reading a" in r.stdout  # shown as the fragment's log
+    assert "a" in r.stdout and "1 row" in r.stdout
+
+
+@pytest.mark.parametrize("example", ["blobs", "avro_events", "jsonl_users", "custom_parser"])
+def test_examples_refresh_offline(example, cli):
+    path = ROOT / "examples" / example
+    r, s = cli.refresh(path)
+    assert r.returncode == 0, r.stderr
+    assert s["failed"] == 0 and s["read"] == s["listed"] > 0 and s["rows"] > 0
+    rows = cli.rows(path)
+    assert len(rows) == s["rows"]
+    r, s = cli.refresh(path)
+    assert s["read"] == 0 and s["skipped"] == s["listed"]
+
+
+def test_blobs_example_expands_nested_prefixes_and_types_columns(cli):
+    path = ROOT / "examples" / "blobs"
+    r, s = cli.refresh(path)
+    assert s["listed"] == 3  # 2026/01/{orders-01,orders-02}.csv, 2026/02/orders-01.csv
+    rows = {r["order_id"]: r for r in cli.rows(path)}
+    assert rows[3]["shipped"] is False  # empty cell -> declared default
+    assert rows[6]["amount"] == "300.00"  # decimal(10,2)
+    assert rows[1]["ordered_at"].startswith("2026-01-03")
+
+
+def test_custom_parser_example_gets_credentials_and_nested_listing(cli):
+    path = ROOT / "examples" / "custom_parser"
+    cli.refresh(path)
+    col = sorted(r["col1"] for r in cli.rows(path))
+    assert "hi from folder1/fragment3" in col
+    assert "fragment1,md51" in col
+
+
+def test_jsonl_example_flattens_and_renames(cli):
+    path = ROOT / "examples" / "jsonl_users"
+    cli.refresh(path)
+    rows = {r["id"]: r for r in cli.rows(path)}
+    assert rows[1]["city"] == "London" and rows[2]["zip"] == "22201"
+    assert json.loads(rows[3]["tags"]) == ["kernel", "git"]

@@ -1,0 +1,237 @@
+"""The `connector` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.tree import Tree
+
+from worker.models import FragmentFailure, RefreshSummary
+from worker.sandbox.base import Sandbox
+from worker.sandbox.choose import PROCESS_WARNING, get_sandbox
+from worker.sink import Output
+from worker.spec import Connector, SpecError, load_connector
+from worker.state.sqlite import SqliteState
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD = 0, 1, 2
+
+
+def _default_output() -> str:
+    return os.environ.get("CONNECTOR_OUTPUT", "./data")
+
+
+def _load(path: str) -> Connector:
+    try:
+        return load_connector(path)
+    except SpecError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        sys.exit(EXIT_BAD)
+
+
+def _sandbox(name: str | None) -> Sandbox:
+    sandbox = get_sandbox(name)
+    if name is None and sandbox.name == "process":
+        err.print(f"[yellow]warning:[/yellow] {PROCESS_WARNING}")
+    return sandbox
+
+
+def _credentials(connector: Connector, file: str | None) -> str | None:
+    if file is not None:
+        return Path(file).read_text()
+    try:
+        return connector.read_credentials()
+    except SpecError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        sys.exit(EXIT_BAD)
+
+
+def local_state(output: Output, connector: Connector) -> SqliteState:
+    spec = connector.spec
+    if output.is_local:
+        return SqliteState(Path(output.dataset_dir(spec.tenant, spec.name)) / "state.sqlite")
+    base = Path(os.environ.get("CONNECTOR_STATE_DIR", Path.home() / ".cache" / "connector"))
+    return SqliteState(base / spec.tenant / f"{spec.name}.sqlite")
+
+
+def print_failures(summary: RefreshSummary) -> None:
+    for f in summary.failures:
+        err.print(f"[red]fragment {escape(repr(f.name))} failed ({f.kind}):[/red] "
+                  f"{escape(f.message)}",
+                  highlight=False)
+        if f.traceback:
+            err.print(f.traceback.rstrip(), highlight=False, markup=False)
+        if f.log:
+            err.print("[dim]log:[/dim]")
+            err.print(f.log.rstrip()[-4000:], highlight=False, markup=False)
+
+
+def rows_table(table, title: str, limit: int) -> Table:  # noqa: ANN001 - pyarrow Table
+    t = Table(title=title, show_lines=False)
+    for field in table.schema:
+        t.add_column(f"{field.name}\n[dim]{field.type}[/dim]")
+    for row in table.slice(0, limit).to_pylist():
+        t.add_row(*("∅" if v is None else str(v) for v in row.values()))
+    return t
+
+
+@click.group()
+def main() -> None:
+    """Host custom Python read connectors: test, refresh and show their data."""
+
+
+@main.command()
+@click.argument("path")
+def validate(path: str) -> None:
+    """Check a connector folder without running it."""
+    c = _load(path)
+    out.print(f"[green]ok[/green] {c.spec.tenant}/{c.spec.name}: parser {c.spec.parser.format}, "
+              f"{len(c.spec.schema_.columns)} column(s), {len(c.spec.packages)} package(s)")
+
+
+sandbox_option = click.option("--sandbox", type=click.Choice(["docker", "process"]),
+                              default=None, help="Where user code runs (default: docker "
+                              "when an engine answers, else process).")
+
+
+@main.command()
+@click.argument("path")
+@click.option("--credentials-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--limit", default=3, show_default=True, help="Fragments to read.")
+@sandbox_option
+def test(path: str, credentials_file: str | None, limit: int, sandbox: str | None) -> None:
+    """Run the connector once with no state: listing, schema and rows of a few fragments."""
+    c = _load(path)
+    creds = _credentials(c, credentials_file)
+    box = _sandbox(sandbox)
+    failed = False
+    try:
+        session = box.open(c, creds)
+    except FragmentFailure as e:
+        _print_failure("context", e)
+        sys.exit(EXIT_FAILED)
+    try:
+        try:
+            listed = list(session.list())
+        except FragmentFailure as e:
+            _print_failure("list_objects", e)
+            sys.exit(EXIT_FAILED)
+        tree = Tree(f"[bold]{c.spec.name}[/bold] ({len(listed)} fragment(s))")
+        nodes: dict[str, Tree] = {}
+        for f in listed:
+            parent, parts = tree, f.name.split("/")
+            for i, part in enumerate(parts[:-1]):
+                key = "/".join(parts[: i + 1])
+                parent = nodes.setdefault(key, parent.add(part + "/"))
+            parent.add(f"{parts[-1]}  [dim]{f.fingerprint}[/dim]")
+        out.print(tree)
+        for f in listed[:limit]:
+            if not session.usable:
+                session.close()
+                session = box.open(c, creds)
+            try:
+                stream = session.read(f)
+                import pyarrow as pa
+
+                batches = list(stream)
+                report = stream.report
+            except FragmentFailure as e:
+                _print_failure(f.name, e)
+                failed = True
+                continue
+            if batches:
+                table = pa.Table.from_batches(batches)
+                out.print(rows_table(table, f"{f.name}: {table.num_rows} row(s)", 20))
+            else:
+                out.print(f"{f.name}: 0 rows")
+            if report and report.rejected:
+                err.print(f"[yellow]{report.rejected} row(s) rejected[/yellow]")
+            if report and report.log:
+                out.print(f"[dim]log of {f.name}:[/dim]")
+                out.print(report.log.rstrip(), markup=False, highlight=False)
+    finally:
+        session.close()
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _print_failure(what: str, e: FragmentFailure) -> None:
+    err.print(f"[red]{escape(what)} failed ({e.kind}):[/red] {escape(e.message)}",
+              highlight=False)
+    if e.traceback:
+        err.print(e.traceback.rstrip(), markup=False, highlight=False)
+    if e.log:
+        err.print("[dim]log:[/dim]")
+        err.print(e.log.rstrip()[-4000:], markup=False, highlight=False)
+
+
+@main.command()
+@click.argument("path")
+@click.option("--output", default=None, help="Output directory or pyarrow filesystem URI.")
+@click.option("--concurrency", default=os.cpu_count() or 1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
+@sandbox_option
+def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
+            sandbox: str | None) -> None:
+    """Read new and changed fragments, drop those no longer listed."""
+    from worker.refresh import refresh as run_refresh
+
+    c = _load(path)
+    creds = _credentials(c, None)
+    box = _sandbox(sandbox)
+    sink = Output(output or _default_output())
+    state = local_state(sink, c)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True,
+                  disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task(f"refreshing {c.spec.name}", total=None)
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = run_refresh(c, box, state, sink, concurrency, on_progress, creds)
+    if as_json:
+        print(json.dumps(summary.counts()))
+    else:
+        s = summary
+        out.print(f"{c.spec.name}: listed {s.listed}, read {s.read}, skipped {s.skipped}, "
+                  f"deleted {s.deleted}, failed {s.failed}, rows {s.rows}")
+    print_failures(summary)
+    sys.exit(EXIT_FAILED if summary.failed else EXIT_OK)
+
+
+@main.command()
+@click.argument("path")
+@click.option("--output", default=None)
+@click.option("--jsonl", is_flag=True, help="One JSON object per row, all rows.")
+@click.option("--limit", default=20, show_default=True)
+def show(path: str, output: str | None, jsonl: bool, limit: int) -> None:
+    """The current dataset's rows."""
+    c = _load(path)
+    sink = Output(output or _default_output())
+    committed = local_state(sink, c).committed()
+    table = sink.read(sorted(x.path for x in committed.values()))
+    if jsonl:
+        if table is not None:
+            for batch in table.to_batches():
+                for row in batch.to_pylist():
+                    sys.stdout.write(json.dumps(row, default=str) + "\n")
+        return
+    if table is None:
+        out.print(f"{c.spec.name}: no rows committed yet")
+        return
+    out.print(rows_table(table, f"{c.spec.name}: {table.num_rows} row(s) in "
+                                f"{len(committed)} fragment(s)", limit))
+
+
+if __name__ == "__main__":
+    main()

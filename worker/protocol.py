@@ -1,0 +1,93 @@
+"""The framed protocol between host and sandbox runtime.
+
+One frame = 1 byte kind + 4 bytes big-endian length + payload. Kind `J` carries a JSON
+control object (`{"op": ...}`), kind `A` one Arrow record batch as a self-contained IPC
+stream. It runs over the runtime's stdin/stdout, so the same bytes cross a pipe
+(process sandbox) or an attached container socket (Docker sandbox); the runtime moves
+user `print` output off stdout so it cannot corrupt a frame.
+
+Host -> runtime ops: open, list, read, close.
+Runtime -> host ops: ready, listed, done, log, error (+ `A` frames while reading).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any, BinaryIO, Protocol
+
+import pyarrow as pa
+
+JSON = b"J"
+ARROW = b"A"
+HEADER = struct.Struct(">cI")
+MAX_FRAME = 512 << 20  # one batch bigger than this is a runtime bug, not data
+
+
+class ProtocolError(Exception):
+    """The other side sent something that is not a frame: the session is unusable."""
+
+
+class ByteSource(Protocol):
+    """Where the host reads the runtime's stdout from (a pipe or a container socket)."""
+
+    def read_exact(self, n: int, deadline: float | None) -> bytes:
+        """Exactly n bytes; raises TimeoutError past `deadline` (monotonic) or EOFError."""
+        ...
+
+
+def encode_json(obj: dict[str, Any]) -> bytes:
+    body = json.dumps(obj, separators=(",", ":"), default=str).encode()
+    return HEADER.pack(JSON, len(body)) + body
+
+
+def encode_batch(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as w:
+        w.write_batch(batch)
+    body = sink.getvalue()
+    return HEADER.pack(ARROW, body.size) + body.to_pybytes()
+
+
+def decode_batch(body: bytes) -> pa.RecordBatch:
+    with pa.ipc.open_stream(pa.py_buffer(body)) as r:
+        return r.read_next_batch()
+
+
+class FrameWriter:
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    def send(self, op: str, **fields: Any) -> None:
+        self._out.write(encode_json({"op": op, **fields}))
+        self._out.flush()
+
+    def send_batch(self, batch: pa.RecordBatch) -> None:
+        # Header and body in one write: a batch is large, and a second syscall per
+        # header would cost more than the copy.
+        self._out.write(encode_batch(batch))
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def read_frame(src: ByteSource, deadline: float | None) -> tuple[bytes, bytes]:
+    head = src.read_exact(HEADER.size, deadline)
+    kind, size = HEADER.unpack(head)
+    if kind not in (JSON, ARROW) or size > MAX_FRAME:
+        raise ProtocolError(f"bad frame header {head!r}")
+    return kind, src.read_exact(size, deadline)
+
+
+def read_stream_frame(stream: BinaryIO) -> tuple[bytes, bytes] | None:
+    """Runtime side: blocking read from stdin; None at EOF."""
+    head = stream.read(HEADER.size)
+    if not head:
+        return None
+    if len(head) != HEADER.size:
+        raise ProtocolError("truncated frame header")
+    kind, size = HEADER.unpack(head)
+    body = stream.read(size)
+    if len(body) != size:
+        raise ProtocolError("truncated frame body")
+    return kind, body

@@ -1,0 +1,160 @@
+"""An incremental refresh: list, diff against state, read what changed, finalize.
+
+The pieces are separate functions because queue mode runs them in different places
+(the list job diffs, fragment jobs read and commit, a finalize job applies deletions);
+local mode runs them in a row in one process.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pydantic import BaseModel
+
+from worker.dispatch.pool import run_pool
+from worker.models import (
+    Commit,
+    FailedFragment,
+    FailureKind,
+    Fragment,
+    FragmentFailure,
+    RefreshRecord,
+    RefreshSummary,
+)
+from worker.sandbox.base import Sandbox, Session
+from worker.sink import Output
+from worker.spec import Connector
+from worker.state.base import StateStore
+
+
+class Plan(BaseModel):
+    listed: int
+    to_read: list[Fragment]
+    skipped: int
+    deleted: list[str]
+
+
+def diff(listed: list[Fragment], committed: dict[str, Commit]) -> Plan:
+    """New names and changed fingerprints are read; names no longer listed leave."""
+    to_read = [f for f in listed
+               if (c := committed.get(f.name)) is None or c.fingerprint != f.fingerprint]
+    names = {f.name for f in listed}
+    return Plan(listed=len(listed), to_read=to_read, skipped=len(listed) - len(to_read),
+                deleted=sorted(n for n in committed if n not in names))
+
+
+class SessionPool:
+    """Warm sessions of one connector: reused while usable, replaced when not."""
+
+    def __init__(self, sandbox: Sandbox, connector: Connector, credentials: str | None) -> None:
+        self._sandbox, self._connector, self._credentials = sandbox, connector, credentials
+        self._idle: queue.SimpleQueue[Session] = queue.SimpleQueue()
+        self._all: list[Session] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        try:
+            s = self._idle.get_nowait()
+        except queue.Empty:
+            s = self._sandbox.open(self._connector, self._credentials)
+            with self._lock:
+                self._all.append(s)
+        try:
+            yield s
+        finally:
+            if s.usable:
+                self._idle.put(s)
+            else:
+                s.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for s in self._all:
+                s.close()
+            self._all.clear()
+
+
+def read_fragment(session: Session, connector: Connector, fragment: Fragment,
+                  output: Output, state: StateStore) -> Commit:
+    """Read one fragment to Parquet, then commit it: durable first, recorded second."""
+    spec = connector.spec
+    path = output.fragment_path(spec.tenant, spec.name, fragment.name, fragment.fingerprint)
+    stream = session.read(fragment)
+    rows = output.write(path, stream)
+    commit = Commit(name=fragment.name, fingerprint=fragment.fingerprint,
+                    path=path if rows else "", rows=rows)
+    old = state.commit(commit)
+    if old is not None and old.path:
+        output.delete(old.path)
+    return commit
+
+
+def finalize(plan_deleted: list[str], output: Output, state: StateStore) -> int:
+    removed = state.remove(plan_deleted)
+    for c in removed:
+        output.delete(c.path)
+    return len(removed)
+
+
+def _failed(name: str, exc: BaseException) -> FailedFragment:
+    if isinstance(exc, FragmentFailure):
+        return exc.to_model(name)
+    return FailedFragment(name=name, kind=FailureKind.INFRA,
+                          message=f"{type(exc).__name__}: {exc}")
+
+
+def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: Output,
+            concurrency: int, on_progress: Callable[[str, int, int], None] | None = None,
+            credentials: str | None = None) -> RefreshSummary:
+    """A whole local refresh. `on_progress(stage, done, total)` drives a progress bar."""
+    record = RefreshRecord(id=uuid.uuid4().hex[:12], started=time.time())
+    summary = record.summary
+    state.save_refresh(record)
+    pool = SessionPool(sandbox, connector, credentials)
+    try:
+        try:
+            with pool.session() as s:
+                listed = list(s.list())
+        except FragmentFailure as e:
+            summary.failed = 1
+            summary.failures.append(e.to_model("(listing)"))
+            return summary
+        plan = diff(listed, state.committed())
+        summary.listed, summary.skipped = plan.listed, plan.skipped
+        total = len(plan.to_read)
+        if on_progress:
+            on_progress("read", 0, total)
+        lock = threading.Lock()
+
+        def task(fragment: Fragment) -> Commit:
+            with pool.session() as s:
+                return read_fragment(s, connector, fragment, output, state)
+
+        def done(fragment: Fragment, commit: Commit | None, exc: BaseException | None) -> bool:
+            with lock:
+                if exc is not None:
+                    summary.failed += 1
+                    summary.failures.append(_failed(fragment.name, exc))
+                else:
+                    assert commit is not None
+                    summary.read += 1
+                    summary.rows += commit.rows
+                if on_progress:
+                    on_progress("read", summary.read + summary.failed, total)
+                return exc is None
+
+        run_pool(plan.to_read, task, concurrency, done)
+        # Deletions are safe even after a failed read: the listing itself succeeded.
+        summary.deleted = finalize(plan.deleted, output, state)
+        return summary
+    finally:
+        pool.close()
+        record.finished = time.time()
+        record.status = "failed" if summary.failed else "ok"
+        state.save_refresh(record)

@@ -1,0 +1,5 @@
+import sys
+
+from worker.runtime.main import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""The sandbox seam: where user code runs, and the only way the host talks to it.
+
+The cut is here because everything on the other side is untrusted: the user's three
+functions, and the parsers that read their bytes. The host hands over a connector and
+its credentials once (`open`), then asks for listings and reads; it gets back validated
+fragments and Arrow record batches, never Python objects of the user's. A process back
+end (rlimits) and a Docker back end (hardened containers) implement it; refresh code
+sees only this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import pyarrow as pa
+
+from worker.models import Fragment, ReadReport
+from worker.spec import Connector
+
+
+class ReadStream(Protocol):
+    """Record batches of one fragment. `report` is set once the iterator is exhausted;
+    a failed read raises `FragmentFailure` from the iterator."""
+
+    report: ReadReport | None
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]: ...
+
+
+class Session(Protocol):
+    """One warm runtime for one connector and tenant: context() ran once in it."""
+
+    def list(self) -> Iterator[Fragment]:
+        """Every readable fragment, prefixes expanded to any depth, in listing order."""
+        ...
+
+    def read(self, fragment: Fragment) -> ReadStream: ...
+
+    @property
+    def usable(self) -> bool:
+        """False after a crash, timeout, OOM or protocol error: never reuse it then."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Sandbox(Protocol):
+    name: str
+
+    def open(self, connector: Connector, credentials: str | None) -> Session:
+        """Start a runtime, send credentials over its stdin, run context(); raises
+        FragmentFailure (kind user) if context() fails."""
+        ...

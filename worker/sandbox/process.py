@@ -1,0 +1,134 @@
+"""The process sandbox: the runtime as a child process with rlimits.
+
+For local development and trusted code: it keeps user code out of the worker process
+and bounds memory and time, but shares the host's filesystem and network. Untrusted
+code belongs in the Docker sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from worker.models import FailureKind
+from worker.sandbox.session import FramedSession, human_size
+from worker.spec import Connector
+
+PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+# Address-space slack over the memory limit: the interpreter, pyarrow and their
+# shared libraries map ~250 MiB of virtual memory before user code allocates a byte.
+AS_SLACK = 384 << 20
+
+
+class PipeSource:
+    """`ByteSource` over a pipe fd, with select() for deadlines."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buf = bytearray()
+
+    def read_exact(self, n: int, deadline: float | None) -> bytes:
+        while len(self._buf) < n:
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([self._fd], [], [], wait)
+            if not ready:
+                raise TimeoutError
+            data = os.read(self._fd, max(1 << 20, n - len(self._buf)))
+            if not data:
+                raise EOFError
+            self._buf += data
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+
+class ProcessChannel:
+    def __init__(self, connector: Connector) -> None:
+        limits = connector.spec.limits
+        self._memory = limits.memory
+        self._home = tempfile.TemporaryDirectory(prefix="connector-")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": PROJECT_ROOT,
+            "HOME": self._home.name,
+            "TMPDIR": self._home.name,
+            "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            # jemalloc/mimalloc reserve large address ranges; the system allocator
+            # lets RLIMIT_AS mean roughly "memory".
+            "ARROW_DEFAULT_MEMORY_POOL": "system",
+            "OPENBLAS_NUM_THREADS": "1",
+        }
+        mem = limits.memory + AS_SLACK
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.runtime"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=str(connector.path), env=env, preexec_fn=limit, start_new_session=True,
+        )
+        assert self._proc.stdout and self._proc.stdin and self._proc.stderr
+        self.source = PipeSource(self._proc.stdout.fileno())
+        self._stderr = bytearray()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self._proc.stderr
+        for line in self._proc.stderr:
+            if len(self._stderr) < 64 << 10:
+                self._stderr += line
+
+    def send(self, data: bytes) -> None:
+        assert self._proc.stdin
+        self._proc.stdin.write(data)
+        self._proc.stdin.flush()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
+        for f in (self._proc.stdin, self._proc.stdout):
+            with contextlib.suppress(OSError):
+                f and f.close()
+        self._home.cleanup()
+
+    def exit_reason(self) -> tuple[str, FailureKind]:
+        try:
+            code = self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return "sandbox process stopped answering", FailureKind.INFRA
+        err = self._stderr.decode("utf-8", "replace").strip()
+        tail = f": {err.splitlines()[-1]}" if err else ""
+        if "MemoryError" in err or "std::bad_alloc" in err:
+            return f"out of memory (limit {human_size(self._memory)})", FailureKind.LIMIT
+        if code < 0:
+            return f"sandbox process killed by {signal.Signals(-code).name}{tail}", FailureKind.USER
+        return f"sandbox process exited {code}{tail}", FailureKind.USER
+
+
+class ProcessSandbox:
+    name = "process"
+
+    def open(self, connector: Connector, credentials: str | None) -> FramedSession:
+        session = FramedSession(ProcessChannel(connector), connector, str(connector.path))
+        try:
+            session.start(credentials)
+        except BaseException:
+            session.close()
+            raise
+        return session

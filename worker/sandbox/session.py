@@ -1,0 +1,242 @@
+"""The host side of the framed protocol, shared by every sandbox back end.
+
+A back end only knows how to start a runtime and move bytes (`Channel`); everything
+about frames, deadlines, output caps and turning failures into precise messages lives
+here once, so the process and Docker sandboxes fail the same way for the same cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Protocol
+
+import pyarrow as pa
+from pydantic import ValidationError
+
+from worker.models import FailureKind, Fragment, FragmentFailure, ReadReport
+from worker.protocol import ARROW, ByteSource, ProtocolError, decode_batch, encode_json, read_frame
+from worker.spec import Connector, Limits
+
+LOG_HEAD = 32 << 10
+LOG_TAIL = 32 << 10
+
+
+def human_size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            v = n / (1 << shift)
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} B"
+
+
+class Channel(Protocol):
+    """Bytes to and from one running runtime."""
+
+    source: ByteSource
+
+    def send(self, data: bytes) -> None:
+        """Write to the runtime's stdin; raises OSError if it is gone."""
+        ...
+
+    def kill(self) -> None:
+        """Stop the runtime and everything it started, now."""
+        ...
+
+    def exit_reason(self) -> tuple[str, FailureKind]:
+        """Why the runtime's stdout ended: e.g. ('out of memory (limit 256 MiB)', LIMIT)."""
+        ...
+
+
+class LogBuffer:
+    """A fragment's log, bounded: the head and the tail survive a flood."""
+
+    def __init__(self) -> None:
+        self._head = bytearray()
+        self._tail = bytearray()
+        self.dropped = 0
+
+    def add(self, text: str) -> None:
+        data = text.encode()
+        room = LOG_HEAD - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+            data = data[room:]
+        if data:
+            self._tail += data
+            if len(self._tail) > LOG_TAIL:
+                self.dropped += len(self._tail) - LOG_TAIL
+                del self._tail[: len(self._tail) - LOG_TAIL]
+
+    def text(self) -> str:
+        mid = f"\n... [{self.dropped} bytes of log dropped] ...\n" if self.dropped else ""
+        return (bytes(self._head) + mid.encode() + bytes(self._tail)).decode("utf-8", "replace")
+
+
+class FramedSession:
+    """A `Session` over any `Channel`."""
+
+    def __init__(self, channel: Channel, connector: Connector, module_dir: str,
+                 limits: Limits | None = None) -> None:
+        self._ch = channel
+        self._connector = connector
+        self._module_dir = module_dir
+        self._limits = limits or connector.spec.limits
+        self._usable = True
+        self._log = LogBuffer()
+
+    # --- plumbing ------------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        return self._usable
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self._limits.timeout
+
+    def _send(self, op: str, **fields: object) -> None:
+        try:
+            self._ch.send(encode_json({"op": op, **fields}))
+        except OSError:
+            self._usable = False
+            msg, kind = self._ch.exit_reason()
+            raise FragmentFailure(msg, kind, log=self._log.text()) from None
+
+    def _broken(self, e: BaseException) -> FragmentFailure:
+        """The runtime stopped answering properly: kill it and say why."""
+        self._usable = False
+        if isinstance(e, TimeoutError):
+            self._ch.kill()
+            return FragmentFailure(f"timed out after {self._limits.timeout:g} s",
+                                   FailureKind.LIMIT, log=self._log.text())
+        if isinstance(e, ProtocolError):
+            self._ch.kill()
+            return FragmentFailure(f"sandbox broke the protocol: {e}", FailureKind.USER,
+                                   log=self._log.text())
+        msg, kind = self._ch.exit_reason()
+        return FragmentFailure(msg, kind, log=self._log.text())
+
+    def _frames(self, deadline: float, budget: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Frames until the caller stops; `log` frames are absorbed; errors raised."""
+        used = 0
+        while True:
+            try:
+                kind, body = read_frame(self._ch.source, deadline)
+            except (TimeoutError, EOFError, ProtocolError, OSError) as e:
+                raise self._broken(e) from None
+            used += len(body) + 5
+            if budget is not None and used > budget:
+                self._usable = False
+                self._ch.kill()
+                raise FragmentFailure(f"output exceeded {human_size(budget)}",
+                                      FailureKind.LIMIT, log=self._log.text())
+            if kind == ARROW:
+                yield kind, body
+                continue
+            try:
+                msg = json.loads(body)
+            except ValueError:
+                raise self._broken(ProtocolError("control frame is not JSON")) from None
+            op = msg.get("op")
+            if op == "log":
+                self._log.add(str(msg.get("text", "")))
+            elif op == "error":
+                kind_ = msg.get("kind", "user")
+                try:
+                    fk = FailureKind(kind_)
+                except ValueError:
+                    fk = FailureKind.USER
+                message = str(msg.get("message"))
+                if fk in (FailureKind.INFRA, FailureKind.LIMIT):
+                    self._usable = False  # runtime state is suspect after these
+                if message == "out of memory":
+                    message += f" (limit {human_size(self._limits.memory)})"
+                raise FragmentFailure(message, fk,
+                                      traceback=str(msg.get("traceback", "")),
+                                      log=self._log.text())
+            else:
+                yield kind, body
+
+    def _take_log(self) -> str:
+        text, self._log = self._log.text(), LogBuffer()
+        return text
+
+    # --- the Session protocol -------------------------------------------------------
+
+    def start(self, credentials: str | None) -> None:
+        spec = self._connector.spec
+        self._send("open", module_dir=self._module_dir, credentials=credentials,
+                   parser=spec.parser.model_dump(), schema=spec.schema_.model_dump())
+        for _, body in self._frames(self._deadline()):
+            if json.loads(body).get("op") == "ready":
+                return
+            raise self._broken(ProtocolError("expected 'ready'"))
+
+    def list(self) -> Iterator[Fragment]:
+        self._send("list")
+        seen: set[str] = set()
+        for _, body in self._frames(self._deadline()):
+            msg = json.loads(body)
+            if msg.get("op") == "done":
+                self._take_log()
+                return
+            for obj in msg.get("objects", ()):
+                try:
+                    frag = Fragment.model_validate(obj)
+                except ValidationError as e:
+                    raise FragmentFailure(f"list_objects yielded a bad object {obj!r}: "
+                                          f"{e.errors()[0]['msg']}") from None
+                if frag.name in seen:
+                    raise FragmentFailure(f"list_objects yielded the name {frag.name!r} twice; "
+                                          "fragment names must be unique")
+                seen.add(frag.name)
+                yield frag
+
+    def read(self, fragment: Fragment) -> _ReadStream:
+        return _ReadStream(self, fragment)
+
+    def close(self) -> None:
+        if self._usable:
+            with contextlib.suppress(OSError):
+                self._ch.send(encode_json({"op": "close"}))
+        self._usable = False
+        self._ch.kill()
+
+
+class _ReadStream:
+    def __init__(self, session: FramedSession, fragment: Fragment) -> None:
+        self._s = session
+        self._fragment = fragment
+        self.report: ReadReport | None = None
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        s = self._s
+        if not s.usable:
+            raise FragmentFailure("sandbox session is no longer usable", FailureKind.INFRA)
+        s._send("read", fragment=self._fragment.metadata())
+        finished = False
+        try:
+            for kind, body in s._frames(s._deadline(), s._limits.max_output_bytes):
+                if kind == ARROW:
+                    yield decode_batch(body)
+                    continue
+                msg = json.loads(body)
+                if msg.get("op") != "done":
+                    raise s._broken(ProtocolError(f"unexpected op {msg.get('op')!r}"))
+                self.report = ReadReport(rows=int(msg.get("rows", 0)),
+                                         rejected=int(msg.get("rejected", 0)),
+                                         warnings=list(msg.get("warnings", [])),
+                                         log=s._take_log())
+                finished = True
+                return
+        except FragmentFailure:
+            s._take_log()
+            finished = True
+            raise
+        finally:
+            if not finished:
+                # The consumer stopped mid-stream: frames are still in flight.
+                s._usable = False
+                s._ch.kill()

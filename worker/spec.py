@@ -1,0 +1,292 @@
+"""The connector folder: `connector.yaml` + `connector.py`, loaded and validated.
+
+This module is imported by the sandbox runtime as well as the host, so it depends on
+pydantic and the standard library only. Every error names the file, the field and
+the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SPEC_FILE = "connector.yaml"
+CODE_FILE = "connector.py"
+REQUIRED_FUNCTIONS = ("list_objects", "read_bytes")
+
+_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+SIMPLE_TYPES = (
+    "string", "int32", "int64", "float32", "float64", "bool",
+    "date", "timestamp", "binary", "json",
+)
+
+
+class SpecError(Exception):
+    """A connector folder that cannot be used; the message names file, field and reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Credentials(_Strict):
+    """Where the credentials string comes from; it is read on the host, never stored in images."""
+
+    env: str | None = None
+    file: str | None = None
+
+    def model_post_init(self, _: Any) -> None:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+
+
+class ParserSpec(_Strict):
+    format: Literal["xsv", "json", "avro", "parquet", "custom"] = "xsv"
+    # xsv
+    delimiter: str = ","
+    header: bool = True
+    quote: str | None = '"'
+    escape: str | None = None
+    comment: str | None = None
+    encoding: str = "utf-8"
+    # json
+    flatten: bool = False
+    separator: str = "."
+    # custom
+    reader: Literal["text", "binary"] = "text"
+
+    @field_validator("delimiter", "quote", "escape", "comment")
+    @classmethod
+    def _one_char(cls, v: str | None) -> str | None:
+        if v is not None and len(v) != 1:
+            raise ValueError(f"must be a single character, got {v!r}")
+        return v
+
+
+OnInvalid = Literal["fail", "skip", "default"]
+
+
+class Column(_Strict):
+    name: str
+    type: str = "string"
+    nullable: bool = True
+    default: Any = None
+    source: str | None = None
+    format: str | None = None
+    on_invalid: OnInvalid | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v:
+            raise ValueError("column name must not be empty")
+        return v
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v in SIMPLE_TYPES:
+            return v
+        m = _DECIMAL.match(v)
+        if m and 0 < int(m.group(1)) <= 38 and int(m.group(2)) <= int(m.group(1)):
+            return f"decimal({m.group(1)},{m.group(2)})"
+        raise ValueError(
+            f"unknown type {v!r}; expected one of {', '.join(SIMPLE_TYPES)} or decimal(p,s)"
+        )
+
+    @property
+    def source_name(self) -> str:
+        return self.source or self.name
+
+
+class Schema(_Strict):
+    columns: list[Column] = Field(default_factory=list)
+    on_invalid: OnInvalid = "fail"
+    max_errors: int = Field(default=0, ge=0)
+
+    @field_validator("columns")
+    @classmethod
+    def _unique(cls, v: list[Column]) -> list[Column]:
+        seen: set[str] = set()
+        for c in v:
+            if c.name in seen:
+                raise ValueError(f"column {c.name!r} is declared twice")
+            seen.add(c.name)
+        return v
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.I)
+
+
+def parse_size(value: int | str) -> int:
+    """'256m', '1GiB', 1048576 -> bytes."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(str(value).strip())
+    if not m:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512m or 1g)")
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+    return int(float(m.group(1)) * mult)
+
+
+class Limits(_Strict):
+    memory: Annotated[int, Field(gt=0)] = 512 << 20
+    cpus: float = Field(default=1.0, gt=0)
+    timeout: float = Field(default=300.0, gt=0)
+    max_output_bytes: Annotated[int, Field(gt=0)] = 1 << 30
+    pids: int = Field(default=128, gt=0)
+    network: Literal["none", "egress"] = "none"
+    runtime: Literal["runc", "runsc"] = "runc"
+
+    @field_validator("memory", "max_output_bytes", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+
+class Schedule(_Strict):
+    every: str
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: str) -> str:
+        parse_interval(v)
+        return v
+
+    @property
+    def seconds(self) -> int:
+        return parse_interval(self.every)
+
+
+def parse_interval(value: str) -> int:
+    m = re.fullmatch(r"(\d+)\s*([smhd])", value.strip())
+    if not m:
+        raise ValueError(f"not an interval: {value!r} (use e.g. 30s, 15m, 2h, 1d)")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+class ConnectorSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    tenant: str = Field(default="default", pattern=r"^[a-z0-9_-]+$")
+    packages: list[str] = Field(default_factory=list)
+    credentials: Credentials | None = None
+    parser: ParserSpec = Field(default_factory=ParserSpec)
+    schema_: Schema = Field(default_factory=Schema, alias="schema")
+    limits: Limits = Field(default_factory=Limits)
+    schedule: Schedule | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("packages")
+    @classmethod
+    def _pins(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_,.-]+\])?\s*"
+                                r"((==|>=|<=|~=|!=|<|>)\s*[A-Za-z0-9.*+!-]+\s*,?\s*)*", p):
+                raise ValueError(f"not a pip requirement: {p!r}")
+        return v
+
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _schema_list(cls, v: Any) -> Any:
+        # `schema:` may be a bare list of columns: the common case needs no nesting.
+        return {"columns": v} if isinstance(v, list) else v
+
+
+class Connector(BaseModel):
+    """A loaded, validated connector folder."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    spec: ConnectorSpec
+    code: str
+
+    @property
+    def code_hash(self) -> str:
+        h = hashlib.sha256()
+        h.update(self.code.encode())
+        h.update(self.spec.model_dump_json(by_alias=True).encode())
+        return h.hexdigest()
+
+    def read_credentials(self) -> str | None:
+        """The credentials string for context(), resolved where this process runs."""
+        c = self.spec.credentials
+        if c is None:
+            return None
+        if c.env is not None:
+            if c.env not in os.environ:
+                raise SpecError(f"{self.path / SPEC_FILE}: credentials.env: "
+                                f"environment variable {c.env} is not set")
+            return os.environ[c.env]
+        assert c.file is not None
+        f = (self.path / c.file) if not os.path.isabs(c.file) else Path(c.file)
+        try:
+            return f.read_text()
+        except OSError as e:
+            raise SpecError(f"{self.path / SPEC_FILE}: credentials.file: cannot read {f}: "
+                            f"{e.strerror}") from None
+
+
+def _format_validation(path: Path, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]).replace("schema_", "schema") or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_spec(path: Path, text: str) -> ConnectorSpec:
+    import yaml  # host only: the sandbox runtime never parses YAML
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
+    try:
+        return ConnectorSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(_format_validation(path, e)) from None
+
+
+def check_code(path: Path, code: str, spec: ConnectorSpec) -> None:
+    """Static checks only: the code is never imported on the host."""
+    try:
+        tree = ast.parse(code, filename=str(path))
+    except SyntaxError as e:
+        raise SpecError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    defined |= {
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+        if isinstance(t, ast.Name)
+    }
+    needed = list(REQUIRED_FUNCTIONS)
+    if spec.parser.format == "custom":
+        needed.append("parser_function")
+    missing = [f for f in needed if f not in defined]
+    if missing:
+        raise SpecError(f"{path}: missing function(s): {', '.join(missing)}")
+
+
+def load_connector(folder: str | os.PathLike[str]) -> Connector:
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise SpecError(f"{folder}: not a connector folder (no such directory)")
+    spec_path, code_path = folder / SPEC_FILE, folder / CODE_FILE
+    for p in (spec_path, code_path):
+        if not p.is_file():
+            raise SpecError(f"{p}: missing")
+    spec = parse_spec(spec_path, spec_path.read_text())
+    code = code_path.read_text()
+    check_code(code_path, code, spec)
+    return Connector(path=folder, spec=spec, code=code)
