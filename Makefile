@@ -26,7 +26,7 @@ test: install
 	$(BIN)/pytest -q -rs
 
 lint: install
-	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff check .
 
 redis:
 	scripts/start-redis.sh $(REDIS_PORT)
