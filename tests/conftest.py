@@ -62,3 +62,127 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path / "out")
+
+
+# --- Redis (queue mode) ------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
+
+
+@pytest.fixture
+def redis_client():
+    """A real Redis; a missing one is an error, not a skip (`scripts/start-redis.sh`)."""
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        r.ping()
+    except redis.exceptions.ConnectionError as e:
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({e}); start it with "
+                    "scripts/start-redis.sh 6390")
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_client, monkeypatch):
+    """Unique key prefixes for this test (ours and RQ's), deleted afterwards."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:10]
+    ours, rqs = f"cxt{tag}", f"rqt{tag}"
+    monkeypatch.setenv("CONNECTOR_REDIS_PREFIX", ours)
+    yield ours, rqs
+    for p in (ours, rqs):
+        keys = list(redis_client.scan_iter(match=f"{p}*", count=1000))
+        for i in range(0, len(keys), 500):
+            redis_client.delete(*keys[i:i + 500])
+
+
+class QueueEnv:
+    """Queue mode as a user runs it: the CLI and real worker processes, against a real
+    Redis, under this test's own key prefixes."""
+
+    def __init__(self, tmp: Path, prefixes: tuple[str, str]) -> None:
+        self.tmp = tmp
+        self.output = tmp / "qout"
+        self.env = {
+            **os.environ,
+            "REDIS_URL": REDIS_URL,
+            "CONNECTOR_REDIS_PREFIX": prefixes[0],
+            "RQ_KEY_PREFIX": prefixes[1],
+            "CONNECTOR_SANDBOX": "process",
+            "CONNECTOR_CACHE_DIR": str(tmp / "cache"),
+            "CONNECTOR_OUTPUT": str(self.output),
+        }
+        self.workers: list[tuple[subprocess.Popen, Path]] = []
+
+    def cli(self, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
+                              capture_output=True, text=True, env={**self.env, **(env or {})},
+                              timeout=timeout)
+
+    def deploy(self, path: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        r = self.cli("deploy", str(path), *extra, env=env)
+        assert r.returncode == 0, r.stderr
+
+    def refresh(self, name: str, tenant: str, *extra: str,
+                timeout: float = 240) -> tuple[subprocess.CompletedProcess[str], dict]:
+        r = self.cli("refresh", name, "--tenant", tenant, "--queue", "--wait", "--json",
+                     *extra, timeout=timeout)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        return r, (json.loads(lines[-1]) if lines else {})
+
+    def start(self, name: str, tenant: str) -> str:
+        r = self.cli("refresh", name, "--tenant", tenant, "--queue")
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip().splitlines()[-1]
+
+    def rows(self, name: str, tenant: str) -> list[dict]:
+        r = self.cli("show", name, "--tenant", tenant, "--jsonl")
+        assert r.returncode == 0, r.stderr
+        return [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip()]
+
+    def start_workers(self, concurrency: int = 1, *extra: str,
+                      env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Worker processes in their own process group (so a test can kill them all)."""
+        log = self.tmp / f"worker-{len(self.workers)}.log"
+        p = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--concurrency",
+                              str(concurrency), *extra], cwd=ROOT,
+                             env={**self.env, **(env or {})}, stdout=log.open("w"),
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers.append((p, log))
+        return p
+
+    def kill(self, p: subprocess.Popen, sig: int = 9) -> None:
+        import contextlib
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.Signals(sig))
+        p.wait(timeout=30)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for _, log in self.workers)
+
+    def stop(self) -> None:
+        import contextlib
+        import signal
+
+        for p, _ in self.workers:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        for p, _ in self.workers:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill(p)
+
+
+@pytest.fixture
+def queue_env(tmp_path: Path, redis_prefix) -> QueueEnv:
+    q = QueueEnv(tmp_path, redis_prefix)
+    yield q
+    q.stop()

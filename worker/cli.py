@@ -180,11 +180,20 @@ def _print_failure(what: str, e: FragmentFailure) -> None:
 @click.option("--concurrency", default=os.cpu_count() or 1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
 @sandbox_option
+@click.option("--queue", "queued", is_flag=True,
+              help="Queue mode: PATH is a deployed connector's NAME; workers refresh it.")
+@click.option("--tenant", default=None, help="Queue mode: the connector's tenant.")
+@click.option("--wait", is_flag=True, help="Queue mode: follow the refresh to its end.")
 def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
-            sandbox: str | None) -> None:
+            sandbox: str | None, queued: bool, tenant: str | None, wait: bool) -> None:
     """Read new and changed fragments, drop those no longer listed."""
     from worker.refresh import refresh as run_refresh
 
+    if queued or tenant is not None:
+        from worker.queue.cli import queued_refresh
+
+        queued_refresh(path, tenant, wait, as_json)
+        return
     c = _load(path)
     creds = _credentials(c, None)
     box = _sandbox(sandbox)
@@ -214,12 +223,21 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
 @click.option("--output", default=None)
 @click.option("--jsonl", is_flag=True, help="One JSON object per row, all rows.")
 @click.option("--limit", default=20, show_default=True)
-def show(path: str, output: str | None, jsonl: bool, limit: int) -> None:
+@click.option("--tenant", default=None,
+              help="Queue mode: show the deployed connector NAME of this tenant.")
+def show(path: str, output: str | None, jsonl: bool, limit: int, tenant: str | None) -> None:
     """The current dataset's rows."""
-    c = _load(path)
     sink = Output(output or _default_output())
-    committed = local_state(sink, c).committed()
-    table = sink.read(sorted(x.path for x in committed.values()))
+    if tenant is not None or not Path(path).is_dir():
+        from worker.queue.cli import queued_rows
+
+        name, table, fragments = queued_rows(path, tenant, sink)
+    else:
+        c = _load(path)
+        name = c.spec.name
+        committed = local_state(sink, c).committed()
+        table = sink.read(sorted(x.path for x in committed.values()))
+        fragments = len(committed)
     if jsonl:
         if table is not None:
             for batch in table.to_batches():
@@ -227,11 +245,20 @@ def show(path: str, output: str | None, jsonl: bool, limit: int) -> None:
                     sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
     if table is None:
-        out.print(f"{c.spec.name}: no rows committed yet")
+        out.print(f"{name}: no rows committed yet")
         return
-    out.print(rows_table(table, f"{c.spec.name}: {table.num_rows} row(s) in "
-                                f"{len(committed)} fragment(s)", limit))
+    out.print(rows_table(table, f"{name}: {table.num_rows} row(s) in "
+                                f"{fragments} fragment(s)", limit))
 
+
+def _register_queue_commands() -> None:
+    from worker.queue.cli import deploy, status, worker
+
+    for command in (deploy, status, worker):
+        main.add_command(command)
+
+
+_register_queue_commands()
 
 if __name__ == "__main__":
     main()

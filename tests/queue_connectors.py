@@ -1,0 +1,87 @@
+"""Connectors for the queue-mode tests. The bundle deployed to Redis is a snapshot, so
+what the "remote" holds lives outside the folder: a plan file at an absolute path the
+test rewrites, and a log with one line per read_bytes call (to count reads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import write_connector
+
+PLAN_CODE = '''
+import json, pathlib, time
+PLAN = pathlib.Path({plan!r})
+READS = pathlib.Path({reads!r})
+
+def list_objects(context, metadata):
+    for name, spec in json.loads(PLAN.read_text()).items():
+        yield {{"name": name, "fingerprint": spec["fp"]}}
+
+def read_bytes(context, metadata):
+    name = metadata["name"]
+    spec = json.loads(PLAN.read_text())[name]
+    with open(READS, "a") as f:
+        f.write(name + "\\n")
+    print("reading", name)  # lands in the fragment's log
+    time.sleep(spec.get("sleep", 0))
+    if spec["rows"] == "FAIL":
+        raise RuntimeError("remote said no for " + name)
+    yield "id,frag\\n"
+    for i in spec["rows"]:
+        yield f"{{i}},{{name}}\\n"
+'''
+
+GEN_CODE = '''
+import pathlib
+READS = pathlib.Path({reads!r})
+
+def list_objects(context, metadata):
+    for i in range({n}):
+        yield {{"name": f"g{{i:05d}}", "fingerprint": "1"}}
+
+def read_bytes(context, metadata):
+    with open(READS, "a") as f:
+        f.write(metadata["name"] + "\\n")
+    yield "id\\n" + str(int(metadata["name"][1:])) + "\\n"
+'''
+
+SPEC = """
+name: {name}
+tenant: {tenant}
+schema:
+  - {{name: id, type: int64}}
+{extra}
+"""
+FRAG_COLUMN = "  - {name: frag, type: string}\n"
+
+
+class PlanConnector:
+    def __init__(self, root: Path, name: str, tenant: str, extra_spec: str = "",
+                 code: str = PLAN_CODE, files: dict[str, str] | None = None) -> None:
+        self.name, self.tenant = name, tenant
+        base = root / f"{tenant}-{name}"
+        base.mkdir(parents=True, exist_ok=True)
+        self.plan_file, self.reads_file = base / "plan.json", base / "reads.log"
+        self.reads_file.touch()
+        spec = SPEC.format(name=name, tenant=tenant, extra="")
+        spec = spec.rstrip("\n") + "\n" + FRAG_COLUMN + extra_spec
+        self.folder = write_connector(
+            base / "connector", code.format(plan=str(self.plan_file),
+                                            reads=str(self.reads_file)), spec, files)
+
+    def set(self, plan: dict) -> None:
+        self.plan_file.write_text(json.dumps(plan))
+
+    def reads(self) -> list[str]:
+        return self.reads_file.read_text().split()
+
+
+def gen_connector(root: Path, name: str, tenant: str, n: int) -> tuple[Path, Path]:
+    base = root / f"{tenant}-{name}"
+    reads = base / "reads.log"
+    base.mkdir(parents=True, exist_ok=True)
+    reads.touch()
+    folder = write_connector(base / "connector", GEN_CODE.format(reads=str(reads), n=n),
+                             SPEC.format(name=name, tenant=tenant, extra=""))
+    return folder, reads

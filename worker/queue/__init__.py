@@ -1,0 +1,1 @@
+"""Queue mode: connectors deployed to Redis, refreshed by RQ workers."""

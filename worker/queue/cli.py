@@ -1,0 +1,180 @@
+"""Queue-mode commands: deploy, refresh --queue, show --tenant, status, worker.
+
+Registered on the `connector` group by worker/cli.py. Exit codes as in local mode:
+0 ok, 1 the refresh failed, 2 bad connector, usage, unknown connector or no Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import NoReturn
+
+import click
+import pyarrow as pa
+import redis.exceptions
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from worker.bundle import BundleError
+from worker.models import RefreshRecord
+from worker.queue.client import TenantClient
+from worker.queue.conn import connect, redis_url
+from worker.registry import DeployError, NotDeployed
+from worker.secrets import SecretError
+from worker.sink import Output
+from worker.spec import SpecError, load_connector
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+# Tables read by scripts and logs (not a terminal) get room instead of 80 columns.
+wide = out if out.is_terminal else Console(soft_wrap=True, width=160)
+EXIT_OK, EXIT_FAILED, EXIT_BAD = 0, 1, 2
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    sys.exit(EXIT_BAD)
+
+
+def _client(tenant: str) -> TenantClient:
+    r = connect()
+    try:
+        r.ping()
+    except redis.exceptions.ConnectionError as e:
+        _fail(f"cannot reach Redis at {redis_url()}: {e}")
+    return TenantClient(r, tenant)
+
+
+def _target(path: str, tenant: str | None) -> tuple[str, str]:
+    """(tenant, name): NAME with --tenant, or a connector folder's own spec."""
+    if tenant is None and Path(path).is_dir():
+        try:
+            spec = load_connector(path).spec
+        except SpecError as e:
+            _fail(str(e))
+        return spec.tenant, spec.name
+    return tenant or "default", path
+
+
+@click.command()
+@click.argument("path")
+@click.option("--credentials-ref", is_flag=True,
+              help="Store only the credentials' env/file reference, resolved on the worker.")
+def deploy(path: str, credentials_ref: bool) -> None:
+    """Store a connector version for its tenant (spec + bundle; credentials sealed)."""
+    try:
+        spec = load_connector(path).spec
+        d = _client(spec.tenant).deploy(path, credentials_ref)
+    except (SpecError, DeployError, SecretError, BundleError) as e:
+        _fail(str(e))
+    how = ("none" if d.credentials is None else
+           "sealed" if d.credentials.sealed else "reference")
+    out.print(f"deployed {d.tenant}/{d.name} version {d.bundle[:12]} (credentials: {how})")
+
+
+def queued_refresh(name: str, tenant: str | None, wait: bool, as_json: bool) -> NoReturn:
+    t, name = _target(name, tenant)
+    client = _client(t)
+    try:
+        handle = client.refresh(name)
+    except NotDeployed as e:
+        _fail(str(e))
+    if handle.joined:
+        err.print(f"a refresh of {t}/{name} is already running: joining {handle.id}")
+    if not wait:
+        print(json.dumps(handle.model_dump()) if as_json else handle.id)
+        sys.exit(EXIT_OK)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True,
+                  disable=as_json or not err.is_terminal) as progress:
+        task = progress.add_task(f"refreshing {t}/{name} ({handle.id})", total=None)
+        record = client.wait(name, handle.id,
+                             lambda done, total: progress.update(task, completed=done,
+                                                                 total=total))
+    s = record.summary
+    if as_json:
+        print(json.dumps(s.counts()))
+    else:
+        out.print(f"{name}: listed {s.listed}, read {s.read}, skipped {s.skipped}, "
+                  f"deleted {s.deleted}, failed {s.failed}, rows {s.rows}")
+    _print_failures(record, tail=4000)
+    sys.exit(EXIT_FAILED if record.status == "failed" else EXIT_OK)
+
+
+def queued_rows(name: str, tenant: str | None,
+                output: Output) -> tuple[str, pa.Table | None, int]:
+    t, name = _target(name, tenant)
+    try:
+        table, fragments = _client(t).rows(name, output)
+    except NotDeployed as e:
+        _fail(str(e))
+    return name, table, fragments
+
+
+def _print_failures(record: RefreshRecord, tail: int) -> None:
+    for f in record.summary.failures:
+        err.print(f"[red]fragment {escape(repr(f.name))} failed ({f.kind}):[/red] "
+                  f"{escape(f.message)}", highlight=False)
+        if f.traceback:
+            err.print(f.traceback.rstrip()[-tail:], markup=False, highlight=False)
+        if f.log:
+            err.print("[dim]log:[/dim]")
+            err.print(f.log.rstrip()[-tail:], markup=False, highlight=False)
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--limit", default=10, show_default=True, help="Refreshes to show.")
+def status(name: str, tenant: str, limit: int) -> None:
+    """Recent refreshes of a deployed connector, with failures and their logs."""
+    client = _client(tenant)
+    try:
+        d = client.deployment(name)
+        records = client.refreshes(name, limit)
+        committed = client.committed(name)
+    except NotDeployed as e:
+        _fail(str(e))
+    out.print(f"[bold]{tenant}/{name}[/bold] version {d.bundle[:12]} deployed "
+              f"{_when(d.deployed_at)}; {len(committed)} fragment(s), "
+              f"{sum(c.rows for c in committed.values())} row(s) committed"
+              + (f"; every {d.spec.schedule.every}" if d.spec.schedule else ""))
+    t = Table(title="recent refreshes")
+    for col in ("id", "status", "started", "seconds", "listed", "read", "skipped",
+                "deleted", "failed", "rows"):
+        t.add_column(col)
+    for r in records:
+        s = r.summary
+        secs = f"{r.finished - r.started:.1f}" if r.finished else ""
+        colour = {"ok": "green", "failed": "red"}.get(r.status, "yellow")
+        t.add_row(r.id, f"[{colour}]{r.status}[/{colour}]", _when(r.started), secs,
+                  *(str(v) for v in (s.listed, s.read, s.skipped, s.deleted, s.failed,
+                                     s.rows)))
+    wide.print(t)
+    for r in records:
+        if r.summary.failures:
+            err.print(f"[bold]refresh {r.id}[/bold]:")
+            _print_failures(r, tail=2000)
+
+
+@click.command()
+@click.option("--concurrency", default=1, show_default=True, help="Worker processes.")
+@click.option("--burst", is_flag=True, help="Quit when no work is left (retries included).")
+@click.option("--log-level", default="INFO", show_default=True)
+def worker(concurrency: int, burst: bool, log_level: str) -> None:
+    """Run queue-mode workers on every tenant's queue (warm sessions, no fork per job)."""
+    from worker.queue.worker import run_many
+
+    try:
+        sys.exit(run_many(concurrency, burst, log_level))
+    except redis.exceptions.ConnectionError as e:
+        _fail(f"cannot reach Redis at {redis_url()}: {e}")

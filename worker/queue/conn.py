@@ -1,0 +1,20 @@
+"""The Redis connection of the orchestrator and the workers."""
+
+from __future__ import annotations
+
+import os
+
+from redis import Redis
+
+DEFAULT_URL = "redis://127.0.0.1:6390/0"
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", DEFAULT_URL)
+
+
+def connect(url: str | None = None) -> Redis:
+    """Binary-safe client (RQ stores bytes); short connect timeout so a missing Redis
+    is reported, not waited on; retries ride over a brief blip."""
+    return Redis.from_url(url or redis_url(), socket_connect_timeout=5,
+                          health_check_interval=30, retry_on_timeout=True)

@@ -1,0 +1,45 @@
+"""What a job needs from the worker process it runs in: Redis, the output, warm
+sessions and the sandbox. The worker installs one; a job run elsewhere (a plain
+`rq worker`, a test) gets a default built from the environment."""
+
+from __future__ import annotations
+
+import os
+
+from redis import Redis
+
+from worker.queue.conn import connect
+from worker.queue.sessions import SessionCache
+from worker.sandbox.base import Sandbox
+from worker.sandbox.choose import get_sandbox
+from worker.sink import Output
+
+
+class WorkerContext:
+    def __init__(self, redis: Redis, output: Output, sandbox: Sandbox,
+                 sessions: SessionCache) -> None:
+        self.redis = redis
+        self.output = output
+        self.sandbox = sandbox
+        self.sessions = sessions
+
+    @classmethod
+    def from_env(cls, redis: Redis | None = None) -> WorkerContext:
+        idle = float(os.environ.get("CONNECTOR_SESSION_IDLE", "300"))
+        return cls(redis or connect(), Output(os.environ.get("CONNECTOR_OUTPUT", "./data")),
+                   get_sandbox(os.environ.get("CONNECTOR_SANDBOX")), SessionCache(idle))
+
+
+_current: WorkerContext | None = None
+
+
+def install(ctx: WorkerContext | None) -> None:
+    global _current
+    _current = ctx
+
+
+def current() -> WorkerContext:
+    global _current
+    if _current is None:
+        _current = WorkerContext.from_env()
+    return _current

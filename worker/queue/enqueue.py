@@ -1,0 +1,131 @@
+"""Putting queue-mode work on RQ: one queue per tenant, plain ids as job arguments.
+
+Job arguments are tenant, connector, refresh id, bundle hash and fragment names; the
+fragments' fingerprints and metadata wait in Redis (worker.queue.tracker), credentials
+never travel with a job. Jobs are serialized as JSON, not pickle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import uuid
+from datetime import timedelta
+
+from pydantic import BaseModel
+from redis import Redis
+from rq import Queue, Retry
+from rq.callbacks import Callback
+from rq.exceptions import DuplicateJobError
+from rq.job import Job
+from rq.queue import EnqueueData
+from rq.serializers import JSONSerializer
+
+from worker.models import RefreshRecord
+from worker.registry import Deployment, get_deployment
+from worker.state import keys
+from worker.state.redis import RedisState
+
+JOBS = "worker.queue.jobs"
+RESULT_TTL = 3600
+FAILURE_TTL = 7 * 86400
+
+
+def retry_policy() -> Retry:
+    """Infrastructure failures only (user-code failures never raise out of a job)."""
+    raw = os.environ.get("CONNECTOR_RETRY_INTERVALS", "5,15,30")
+    intervals = [int(x) for x in raw.split(",") if x.strip()]
+    return Retry(max=len(intervals), interval=intervals)
+
+
+def batch_size(n: int) -> int:
+    """Fragments per read job: small refreshes spread one per job across workers, big
+    ones go in batches (fewer jobs, less queue overhead) of at most CONNECTOR_BATCH_MAX."""
+    cap = int(os.environ.get("CONNECTOR_BATCH_MAX", "50"))
+    return max(1, min(cap, math.ceil(n / 32)))
+
+
+def tenant_queue(redis: Redis, tenant: str) -> Queue:
+    return Queue(keys.tenant_queue(tenant), connection=redis, serializer=JSONSerializer)
+
+
+def _job_id(tenant: str, connector: str, refresh_id: str, part: str) -> str:
+    return f"{keys.prefix()}-{tenant}-{connector}-{refresh_id}-{part}"
+
+
+def enqueue_list(redis: Redis, tenant: str, connector: str, refresh_id: str,
+                 bundle: str, timeout: float) -> Job:
+    return tenant_queue(redis, tenant).enqueue_call(
+        f"{JOBS}.list_job", args=[tenant, connector, refresh_id, bundle],
+        job_id=_job_id(tenant, connector, refresh_id, "list"), timeout=int(timeout) + 120,
+        result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL, retry=retry_policy(),
+        on_failure=Callback(f"{JOBS}.on_list_failed"))
+
+
+def split(names: list[str]) -> list[list[str]]:
+    size = batch_size(len(names))
+    return [names[i:i + size] for i in range(0, len(names), size)]
+
+
+def enqueue_reads(redis: Redis, tenant: str, connector: str, refresh_id: str, bundle: str,
+                  batches: list[list[str]], timeout: float) -> int:
+    """One read job per planned batch; ids are deterministic (refresh id + batch index),
+    so a retried list job enqueues only the batches not there yet."""
+    q = tenant_queue(redis, tenant)
+    datas: list[EnqueueData] = []
+    for i, chunk in enumerate(batches):
+        job_id = _job_id(tenant, connector, refresh_id, f"r{i}")
+        if Job.exists(job_id, connection=redis):
+            continue
+        datas.append(Queue.prepare_data(
+            f"{JOBS}.read_job", args=[tenant, connector, refresh_id, bundle, chunk],
+            job_id=job_id, timeout=int(timeout * len(chunk)) + 60, result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL, retry=retry_policy(),
+            on_failure=Callback(f"{JOBS}.on_read_failed")))
+    for i in range(0, len(datas), 200):
+        q.enqueue_many(datas[i:i + 200])
+    return len(datas)
+
+
+def enqueue_finalize(redis: Redis, tenant: str, connector: str, refresh_id: str) -> None:
+    """At most one finalize job per refresh (a second request is a no-op)."""
+    with contextlib.suppress(DuplicateJobError):
+        tenant_queue(redis, tenant).enqueue_call(
+            f"{JOBS}.finalize_job", args=[tenant, connector, refresh_id],
+            job_id=_job_id(tenant, connector, refresh_id, "fin"), unique=True, at_front=True,
+            timeout=600, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL, retry=retry_policy(),
+            on_failure=Callback(f"{JOBS}.on_finalize_failed"))
+
+
+def arm_schedule(redis: Redis, d: Deployment) -> None:
+    """The next periodic refresh, if the spec has a schedule and none is armed."""
+    if d.spec.schedule is None:
+        return
+    from worker.state.keys import ConnectorKeys
+
+    with contextlib.suppress(DuplicateJobError):
+        tenant_queue(redis, d.tenant).enqueue_in(
+            timedelta(seconds=d.spec.schedule.seconds), f"{JOBS}.scheduled_job",
+            d.tenant, d.name, job_id=ConnectorKeys(d.tenant, d.name).schedule_job,
+            unique=True, result_ttl=0, failure_ttl=FAILURE_TTL)
+
+
+class RefreshHandle(BaseModel):
+    id: str
+    joined: bool  # True: a refresh of this connector was already running
+
+
+def start_refresh(redis: Redis, tenant: str, name: str) -> RefreshHandle:
+    """Start a queued refresh of a deployed connector, or join the running one."""
+    from worker.queue.tracker import Tracker
+
+    d = get_deployment(redis, tenant, name)  # NotDeployed for another tenant's name
+    rid = uuid.uuid4().hex[:12]
+    holder = Tracker(redis, tenant, name, rid).acquire()
+    if holder is not None:
+        return RefreshHandle(id=holder, joined=True)
+    RedisState(redis, tenant, name).save_refresh(RefreshRecord(id=rid, started=time.time()))
+    enqueue_list(redis, tenant, name, rid, d.bundle, d.spec.limits.timeout)
+    return RefreshHandle(id=rid, joined=False)

@@ -1,0 +1,237 @@
+"""The RQ jobs of a queued refresh: list, read (a batch of fragments), finalize.
+
+list_job    opens a session, lists, diffs against RedisState, records the plan and
+            enqueues read jobs (or finalizes at once when nothing changed).
+read_job    reads each still-pending fragment of its batch: already committed with
+            this fingerprint (a retry after a crash) -> counted, not read again; else
+            Parquet (tmp + rename) then one atomic commit. User-code failures are
+            recorded and stop the refresh (not-yet-started fragments stay unread);
+            infrastructure failures raise, so RQ retries the job with backoff.
+finalize    applies deletions, closes the refresh record, releases the lock and
+            re-arms the schedule. Runs once, when the last fragment is accounted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from types import TracebackType
+from typing import Any
+
+from redis import Redis
+from rq.job import Job
+
+from worker import secrets
+from worker.models import FailedFragment, FailureKind, FragmentFailure, RefreshRecord
+from worker.queue import enqueue
+from worker.queue.context import WorkerContext, current
+from worker.queue.sessions import SessionKey
+from worker.queue.tracker import Outcome, Tracker
+from worker.refresh import diff, finalize, read_fragment
+from worker.registry import DeployError, get_deployment, materialize, open_credentials
+from worker.sandbox.base import Session
+from worker.spec import Connector, SpecError
+from worker.state.redis import RedisState
+
+EXCERPT = 8000  # characters of traceback and of log kept per failed fragment
+_connectors: dict[SessionKey, Connector] = {}
+
+
+def _connector(ctx: WorkerContext, key: SessionKey) -> Connector:
+    if key not in _connectors:
+        _connectors[key] = materialize(ctx.redis, key.tenant, key.connector, key.bundle)
+    return _connectors[key]
+
+
+def _session(ctx: WorkerContext, key: SessionKey) -> Session:
+    """A warm session of exactly this tenant's connector version."""
+
+    def opener() -> Session:
+        try:
+            connector = _connector(ctx, key)
+            creds = open_credentials(get_deployment(ctx.redis, key.tenant, key.connector))
+        except (secrets.SecretError, SpecError, DeployError) as e:
+            # Setup, not a blip: retrying cannot help until someone fixes it.
+            raise FragmentFailure(str(e), FailureKind.USER) from None
+        return ctx.sandbox.open(connector, creds)
+
+    return ctx.sessions.get(key, opener)
+
+
+def _close(redis: Redis, output_ctx: WorkerContext | None, tenant: str, connector: str,
+           refresh_id: str, listing_failure: FailedFragment | None = None) -> None:
+    """Close the refresh record (idempotent: only a running refresh is closed)."""
+    state = RedisState(redis, tenant, connector)
+    record = state.refresh(refresh_id)
+    tr = Tracker(redis, tenant, connector, refresh_id)
+    if record is None or record.status != "running":
+        tr.release()
+        return
+    s = record.summary
+    if listing_failure is not None:
+        s.failed, s.failures = 1, [listing_failure]
+    else:
+        c = tr.counts()
+        s.read, s.failed, s.rows = c.read, c.failed, c.rows
+        s.failures = tr.failures()
+        if output_ctx is not None:
+            # Deletions are safe even after a failed read: the listing itself succeeded.
+            s.deleted = finalize(tr.deleted(), output_ctx.output, state)
+    record.finished = time.time()
+    record.status = "failed" if s.failed else "ok"
+    state.save_refresh(record)
+    tr.close()
+    tr.release()
+    with contextlib.suppress(LookupError):
+        enqueue.arm_schedule(redis, get_deployment(redis, tenant, connector))
+
+
+def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[str, int]:
+    ctx = current()
+    state = RedisState(ctx.redis, tenant, connector)
+    tr = Tracker(ctx.redis, tenant, connector, refresh_id)
+    record = state.refresh(refresh_id)
+    if record is None or record.status != "running":
+        return {}
+    tr.extend()
+    key = SessionKey(tenant, connector, bundle)
+    if not tr.planned:
+        try:
+            listed = list(_session(ctx, key).list())
+        except FragmentFailure as e:
+            if e.kind == FailureKind.INFRA:
+                ctx.sessions.discard(key)
+                raise
+            _close(ctx.redis, None, tenant, connector, refresh_id, e.to_model("(listing)"))
+            return {"failed": 1}
+        plan = diff(listed, state.committed())
+        record.summary.listed, record.summary.skipped = plan.listed, plan.skipped
+        state.save_refresh(record)
+        tr.plan(plan.to_read, plan.deleted, enqueue.split([f.name for f in plan.to_read]))
+    batches = tr.batches()
+    if not batches:
+        if tr.claim_finalize():
+            enqueue.enqueue_finalize(ctx.redis, tenant, connector, refresh_id)
+        return {"to_read": 0}
+    timeout = _connector(ctx, key).spec.limits.timeout
+    enqueue.enqueue_reads(ctx.redis, tenant, connector, refresh_id, bundle, batches, timeout)
+    return {"to_read": sum(len(b) for b in batches)}
+
+
+def read_job(tenant: str, connector: str, refresh_id: str, bundle: str,
+             names: list[str]) -> dict[str, int]:
+    ctx = current()
+    state = RedisState(ctx.redis, tenant, connector)
+    tr = Tracker(ctx.redis, tenant, connector, refresh_id)
+    tr.extend()
+    key = SessionKey(tenant, connector, bundle)
+    done = {"read": 0, "failed": 0, "unread": 0, "already": 0}
+    last = False
+    fragments = tr.fragments(names)
+    for fragment in fragments:
+        tr.extend()  # a long batch keeps the connector's refresh lock
+        if tr.stopped:
+            last |= tr.account(fragment.name, Outcome.UNREAD)
+            done["unread"] += 1
+            continue
+        existing = state.get(fragment.name)
+        if existing is not None and existing.fingerprint == fragment.fingerprint:
+            # Committed by an earlier attempt of this job that died before reporting.
+            last |= tr.account(fragment.name, Outcome.READ, existing.rows)
+            done["already"] += 1
+            continue
+        try:
+            session = _session(ctx, key)
+            commit = read_fragment(session, _connector(ctx, key), fragment, ctx.output, state)
+        except FragmentFailure as e:
+            if e.kind == FailureKind.INFRA:
+                ctx.sessions.discard(key)
+                raise
+            if not ctx.sessions.usable(key):
+                ctx.sessions.discard(key)
+            last |= tr.account(fragment.name, Outcome.FAILED, failure=_excerpt(e, fragment.name))
+            done["failed"] += 1
+            continue
+        ctx.sessions.touch(key)
+        last |= tr.account(fragment.name, Outcome.READ, commit.rows)
+        done["read"] += 1
+    if last or (not fragments and tr.counts().pending == 0):
+        # The second case: an earlier attempt accounted everything and died before
+        # enqueueing finalize; finalize is unique per refresh, so this is safe.
+        enqueue.enqueue_finalize(ctx.redis, tenant, connector, refresh_id)
+    return done
+
+
+def _excerpt(e: FragmentFailure, name: str) -> FailedFragment:
+    """What the refresh record keeps of a failure: the message, and the ends of the
+    traceback and log (where the cause usually is), bounded."""
+    f = e.to_model(name)
+    return f.model_copy(update={"traceback": f.traceback[-EXCERPT:], "log": f.log[-EXCERPT:]})
+
+
+def finalize_job(tenant: str, connector: str, refresh_id: str) -> str:
+    ctx = current()
+    _close(ctx.redis, ctx, tenant, connector, refresh_id)
+    record = RedisState(ctx.redis, tenant, connector).refresh(refresh_id)
+    return record.status if record else "gone"
+
+
+def scheduled_job(tenant: str, connector: str) -> str:
+    """A periodic trigger: start a refresh unless one is running."""
+    ctx = current()
+    return enqueue.start_refresh(ctx.redis, tenant, connector).id
+
+
+# --- terminal infrastructure failures (retries exhausted, or abandoned for good) ------
+
+
+def _terminal(job: Job) -> bool:
+    return not (job.retries_left and job.retries_left > 0)
+
+
+def _infra(exc: BaseException | None, tb: TracebackType | None) -> tuple[str, str]:
+    msg = f"{type(exc).__name__}: {exc}" if exc else "worker died (job abandoned)"
+    text = "".join(traceback.format_tb(tb))[-2000:] if tb else ""
+    return f"infrastructure failure after retries: {msg}", text
+
+
+def on_list_failed(job: Job, connection: Redis, exc_type: Any, exc: BaseException | None,
+                   tb: TracebackType | None) -> None:
+    if not _terminal(job):
+        return
+    tenant, connector, refresh_id, _ = job.args
+    msg, text = _infra(exc, tb)
+    _close(connection, None, tenant, connector, refresh_id,
+           FailedFragment(name="(listing)", kind=FailureKind.INFRA, message=msg, traceback=text))
+
+
+def on_read_failed(job: Job, connection: Redis, exc_type: Any, exc: BaseException | None,
+                   tb: TracebackType | None) -> None:
+    if not _terminal(job):
+        return
+    tenant, connector, refresh_id, _, names = job.args
+    tr = Tracker(connection, tenant, connector, refresh_id)
+    msg, text = _infra(exc, tb)
+    last = False
+    for f in tr.fragments(names):
+        last |= tr.account(f.name, Outcome.FAILED, failure=FailedFragment(
+            name=f.name, kind=FailureKind.INFRA, message=msg, traceback=text))
+    if last:
+        enqueue.enqueue_finalize(connection, tenant, connector, refresh_id)
+
+
+def on_finalize_failed(job: Job, connection: Redis, exc_type: Any, exc: BaseException | None,
+                       tb: TracebackType | None) -> None:
+    if not _terminal(job):
+        return
+    tenant, connector, refresh_id = job.args
+    state = RedisState(connection, tenant, connector)
+    record = state.refresh(refresh_id) or RefreshRecord(id=refresh_id, started=time.time())
+    msg, text = _infra(exc, tb)
+    record.summary.failed += 1
+    record.summary.failures.append(FailedFragment(name="(finalize)", kind=FailureKind.INFRA,
+                                                  message=msg, traceback=text))
+    record.status, record.finished = "failed", time.time()
+    state.save_refresh(record)
+    Tracker(connection, tenant, connector, refresh_id).release()

@@ -1,0 +1,122 @@
+"""Deployed connectors: a tenant's connector versions stored in Redis.
+
+`deploy` packs a folder (spec + content-hashed bundle, credentials sealed or only
+referenced) for its tenant; workers `materialize` a deployment back into a folder on
+local disk and resolve its credentials. Plaintext credentials never reach Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+from redis import Redis
+
+from worker import secrets
+from worker.bundle import make_bundle, unpack_bundle
+from worker.spec import Connector, ConnectorSpec, load_connector
+from worker.state import keys
+from worker.state.keys import ConnectorKeys
+
+
+class DeployError(Exception):
+    pass
+
+
+class NotDeployed(LookupError):
+    def __init__(self, tenant: str, name: str) -> None:
+        super().__init__(f"no connector '{tenant}/{name}' is deployed")
+
+
+class StoredCredentials(BaseModel):
+    """Exactly one of: a Fernet token, or a reference resolved on the worker."""
+
+    sealed: str | None = None
+    env: str | None = None
+    file: str | None = None
+
+
+class Deployment(BaseModel):
+    tenant: str
+    name: str
+    bundle: str  # sha256 of the tar.gz: the version
+    spec: ConnectorSpec
+    credentials: StoredCredentials | None = None
+    deployed_at: float
+
+
+def _credentials(connector: Connector, credentials_ref: bool) -> StoredCredentials | None:
+    declared = connector.spec.credentials
+    if declared is None:
+        return None
+    who = f"'{connector.spec.tenant}/{connector.spec.name}'"
+    if credentials_ref:
+        return StoredCredentials(env=declared.env, file=declared.file)
+    if not secrets.can_seal():
+        raise DeployError(f"{secrets.KEY_ENV} is not set: refusing to store credentials "
+                          f"for {who} (set it, or pass --credentials-ref to store only the "
+                          "env/file reference, resolved on the worker)")
+    plaintext = connector.read_credentials()  # SpecError names what is missing
+    assert plaintext is not None
+    return StoredCredentials(sealed=secrets.seal(plaintext))
+
+
+def deploy(redis: Redis, folder: str | os.PathLike[str],
+           credentials_ref: bool = False) -> Deployment:
+    """Store the folder's connector for its tenant; returns the deployment."""
+    connector = load_connector(folder)
+    spec = connector.spec
+    exclude = []
+    if spec.credentials and spec.credentials.file:
+        exclude.append(connector.path / spec.credentials.file)
+    stored = _credentials(connector, credentials_ref)
+    data, digest = make_bundle(connector.path, exclude)
+    d = Deployment(tenant=spec.tenant, name=spec.name, bundle=digest, spec=spec,
+                   credentials=stored, deployed_at=time.time())
+    k = ConnectorKeys(spec.tenant, spec.name)
+    with redis.pipeline(transaction=True) as p:
+        p.set(k.bundle(digest), data)
+        p.set(k.deployment, d.model_dump_json(by_alias=True))
+        p.sadd(keys.tenant_connectors(spec.tenant), spec.name)
+        p.sadd(keys.tenants(), spec.tenant)
+        p.execute()
+    return d
+
+
+def get_deployment(redis: Redis, tenant: str, name: str) -> Deployment:
+    raw = redis.get(ConnectorKeys(tenant, name).deployment)
+    if raw is None:
+        raise NotDeployed(tenant, name)
+    return Deployment.model_validate_json(raw)
+
+
+def known_tenants(redis: Redis) -> list[str]:
+    return sorted(t.decode() for t in redis.smembers(keys.tenants()))
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("CONNECTOR_CACHE_DIR") or Path.home() / ".cache" / "connector"
+    return Path(base) / "bundles"
+
+
+def materialize(redis: Redis, tenant: str, name: str, digest: str) -> Connector:
+    """The deployed version `digest` as a loaded connector folder on this machine."""
+    k = ConnectorKeys(tenant, name)
+    folder = cache_dir() / tenant / name / digest
+    if not folder.is_dir():
+        data = redis.get(k.bundle(digest))
+        if data is None:
+            raise DeployError(f"bundle {digest[:12]} of '{tenant}/{name}' is missing")
+        unpack_bundle(data, digest, folder.parent)
+    return load_connector(folder)
+
+
+def open_credentials(d: Deployment) -> str | None:
+    c = d.credentials
+    if c is None:
+        return None
+    if c.sealed is not None:
+        return secrets.unseal(c.sealed)
+    return secrets.resolve_reference(d.tenant, d.name, c.env, c.file)

@@ -1,0 +1,103 @@
+"""Every Redis key this project writes, built in one place.
+
+All keys start with a prefix (`cx` unless `CONNECTOR_REDIS_PREFIX` says otherwise, so
+tests and several installations can share one Redis) and, except the tenant index,
+with the tenant and the connector: nothing one tenant's code path builds can name
+another tenant's data. Tenant and connector names are `[a-z0-9_-]+` (worker/spec.py),
+so they cannot smuggle a `:` into a key. Fragment names never appear in keys; they are
+hash fields and set members.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+_NAME = re.compile(r"^[a-z0-9_-]+$")
+
+
+def prefix() -> str:
+    return os.environ.get("CONNECTOR_REDIS_PREFIX", "cx")
+
+
+def _check(kind: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"invalid {kind} name {value!r}: use [a-z0-9_-]+")
+    return value
+
+
+def tenants() -> str:
+    """Set of tenants that ever deployed: workers listen on their queues."""
+    return f"{prefix()}:tenants"
+
+
+def tenant_connectors(tenant: str) -> str:
+    """Set of a tenant's deployed connector names."""
+    return f"{prefix()}:tenant-connectors:{_check('tenant', tenant)}"
+
+
+def tenant_queue(tenant: str) -> str:
+    """The RQ queue name of a tenant: one queue per tenant, dequeued round-robin."""
+    return f"{prefix()}:tenant:{_check('tenant', tenant)}"
+
+
+def system_queue() -> str:
+    """Always listened on, last: keeps RQ on its multi-queue path (see worker.py)."""
+    return f"{prefix()}:system"
+
+
+def reaper_lock() -> str:
+    """Held briefly by the worker that requeues abandoned and due scheduled jobs."""
+    return f"{prefix()}:reaper-lock"
+
+
+class ConnectorKeys:
+    """Keys of one (tenant, connector)."""
+
+    def __init__(self, tenant: str, connector: str) -> None:
+        self.tenant = _check("tenant", tenant)
+        self.connector = _check("connector", connector)
+        self.base = f"{prefix()}:{tenant}:{connector}"
+
+    # deployment
+    @property
+    def deployment(self) -> str:
+        """JSON of the deployed version (worker.registry.Deployment)."""
+        return f"{self.base}:deployment"
+
+    def bundle(self, digest: str) -> str:
+        """The tar.gz of a deployed folder, by content hash."""
+        return f"{self.base}:bundle:{digest}"
+
+    # state (worker.state.redis.RedisState)
+    @property
+    def fragments(self) -> str:
+        """Hash: fragment name -> Commit JSON."""
+        return f"{self.base}:fragments"
+
+    @property
+    def refreshes(self) -> str:
+        """Hash: refresh id -> RefreshRecord JSON."""
+        return f"{self.base}:refreshes"
+
+    @property
+    def refresh_index(self) -> str:
+        """Sorted set: refresh id by start time."""
+        return f"{self.base}:refresh-index"
+
+    # one refresh at a time
+    @property
+    def lock(self) -> str:
+        """String: id of the running refresh, with a TTL extended by its jobs."""
+        return f"{self.base}:lock"
+
+    @property
+    def schedule_job(self) -> str:
+        """The RQ job id of the next scheduled refresh (not a key of ours)."""
+        return f"{prefix()}-sched-{self.tenant}-{self.connector}"
+
+    # a running refresh (worker.queue.tracker.Tracker)
+    def run(self, refresh_id: str, part: str) -> str:
+        if not _NAME.match(refresh_id):
+            raise ValueError(f"invalid refresh id {refresh_id!r}")
+        return f"{self.base}:run:{refresh_id}:{part}"

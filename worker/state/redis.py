@@ -1,0 +1,104 @@
+"""Redis state: the hosted mode's StateStore, shared by every worker of a connector.
+
+Fragments live in one hash (name -> Commit JSON), so a commit is one field write and
+the committed dataset is one HGETALL. Commits and removals run as Lua scripts: Redis
+executes a script atomically, so no reader ever sees half a commit and two workers
+committing the same fragment serialize.
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from worker.models import Commit, RefreshRecord
+from worker.state.keys import ConnectorKeys
+
+KEEP_REFRESHES = 100
+
+# KEYS[1] fragments hash; ARGV[1] name, ARGV[2] commit JSON. Returns the previous
+# value, or false when this exact commit is already recorded (a retried job).
+_COMMIT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old == ARGV[2] then return false end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return old
+"""
+
+# KEYS[1] fragments hash; ARGV names. Returns the removed values.
+_REMOVE = """
+local gone = {}
+for _, name in ipairs(ARGV) do
+  local old = redis.call('HGET', KEYS[1], name)
+  if old then
+    redis.call('HDEL', KEYS[1], name)
+    table.insert(gone, old)
+  end
+end
+return gone
+"""
+
+# KEYS[1] records hash, KEYS[2] index zset; ARGV id, started, JSON, keep.
+_SAVE_REFRESH = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+local keep = tonumber(ARGV[4])
+local n = redis.call('ZCARD', KEYS[2])
+if n > keep then
+  local old = redis.call('ZRANGE', KEYS[2], 0, n - keep - 1)
+  for _, id in ipairs(old) do redis.call('HDEL', KEYS[1], id) end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - keep - 1)
+end
+return n
+"""
+
+
+class RedisState:
+    """StateStore of one (tenant, connector) in Redis."""
+
+    def __init__(self, redis: Redis, tenant: str, connector: str) -> None:
+        self._r = redis
+        self.keys = ConnectorKeys(tenant, connector)
+        self._commit = redis.register_script(_COMMIT)
+        self._remove = redis.register_script(_REMOVE)
+        self._save = redis.register_script(_SAVE_REFRESH)
+
+    def committed(self) -> dict[str, Commit]:
+        raw = self._r.hgetall(self.keys.fragments)
+        return {_text(k): Commit.model_validate_json(v) for k, v in raw.items()}
+
+    def get(self, name: str) -> Commit | None:
+        raw = self._r.hget(self.keys.fragments, name)
+        return None if raw is None else Commit.model_validate_json(raw)
+
+    def commit(self, commit: Commit) -> Commit | None:
+        old = self._commit(keys=[self.keys.fragments],
+                           args=[commit.name, commit.model_dump_json()])
+        if not old:
+            return None
+        previous = Commit.model_validate_json(old)
+        return None if previous.path == commit.path else previous
+
+    def remove(self, names: list[str]) -> list[Commit]:
+        if not names:
+            return []
+        gone = self._remove(keys=[self.keys.fragments], args=names)
+        return [Commit.model_validate_json(v) for v in gone]
+
+    def save_refresh(self, record: RefreshRecord) -> None:
+        self._save(keys=[self.keys.refreshes, self.keys.refresh_index],
+                   args=[record.id, record.started, record.model_dump_json(), KEEP_REFRESHES])
+
+    def refresh(self, refresh_id: str) -> RefreshRecord | None:
+        raw = self._r.hget(self.keys.refreshes, refresh_id)
+        return None if raw is None else RefreshRecord.model_validate_json(raw)
+
+    def refreshes(self, limit: int = 10) -> list[RefreshRecord]:
+        ids = self._r.zrevrange(self.keys.refresh_index, 0, max(0, limit - 1))
+        if not ids:
+            return []
+        raw = self._r.hmget(self.keys.refreshes, ids)
+        return [RefreshRecord.model_validate_json(v) for v in raw if v is not None]
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
