@@ -89,3 +89,21 @@ def read_bytes(c, m):
         assert batches[0].column("ok").to_pylist() == ["yes"]
     finally:
         session.close()
+
+
+def test_build_command_and_bad_pin_keeps_previous_image(connector, cli):
+    code = "def list_objects(c, m):\n    return []\ndef read_bytes(c, m):\n    yield ''\n"
+    c = connector(code, "name: pinned\npackages: ['six==1.16.0']\n")
+    r = cli("build", str(c))
+    assert r.returncode == 0, r.stderr
+    tag = r.stdout.strip().splitlines()[-1]
+    assert tag.startswith("connector-default-pinned:")
+    again = cli("build", str(c))
+    assert again.stdout.strip().splitlines()[-1] == tag  # same inputs, same tag
+
+    (c / "connector.yaml").write_text("name: pinned\npackages: ['six==1.16.0', "
+                                      "'nosuchpkg-zzz-404==1.0']\n")
+    r = cli("build", str(c))
+    assert r.returncode == 1
+    assert "nosuchpkg-zzz-404==1.0" in r.stderr and "could not be resolved" in r.stderr
+    docker.from_env().images.get(tag)  # the previous image is still there to serve

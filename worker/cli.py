@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -85,9 +86,16 @@ def rows_table(table, title: str, limit: int) -> Table:  # noqa: ANN001 - pyarro
     return t
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C: `finally` blocks close sandbox sessions, so a
+    # stopped CLI or worker leaves no containers behind.
+    sys.exit(128 + signum)
+
+
 @click.group()
 def main() -> None:
     """Host custom Python read connectors: test, refresh and show their data."""
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 @main.command()
@@ -249,6 +257,29 @@ def show(path: str, output: str | None, jsonl: bool, limit: int, tenant: str | N
         return
     out.print(rows_table(table, f"{name}: {table.num_rows} row(s) in "
                                 f"{fragments} fragment(s)", limit))
+
+
+@main.command()
+@click.argument("path")
+def build(path: str) -> None:
+    """Build (or find) the connector's Docker image: base, pinned packages, code."""
+    import docker
+
+    from worker.images import ImageBuildError, build_connector_image
+
+    c = _load(path)
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except docker.errors.DockerException as e:
+        err.print(f"[red]error:[/red] no Docker engine answers: {escape(str(e))}")
+        sys.exit(EXIT_BAD)
+    try:
+        tag = build_connector_image(client, c)
+    except ImageBuildError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        sys.exit(EXIT_FAILED)
+    out.print(tag)
 
 
 def _register_queue_commands() -> None:
