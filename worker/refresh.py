@@ -7,6 +7,7 @@ local mode runs them in a row in one process.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -26,7 +27,7 @@ from worker.models import (
     RefreshRecord,
     RefreshSummary,
 )
-from worker.sandbox.base import Sandbox, Session
+from worker.sandbox.base import ReadStream, Sandbox, Session
 from worker.sink import Output
 from worker.spec import Connector
 from worker.state.base import StateStore
@@ -83,9 +84,14 @@ class SessionPool:
 def read_fragment(session: Session, connector: Connector, fragment: Fragment,
                   output: Output, state: StateStore) -> Commit:
     """Read one fragment to Parquet, then commit it: durable first, recorded second."""
+    return commit_stream(session.read(fragment), connector, fragment, output, state)
+
+
+def commit_stream(stream: ReadStream, connector: Connector, fragment: Fragment,
+                  output: Output, state: StateStore) -> Commit:
+    """Write one fragment's stream to Parquet, then commit it (see read_fragment)."""
     spec = connector.spec
     path = output.fragment_path(spec.tenant, spec.name, fragment.name, fragment.fingerprint)
-    stream = session.read(fragment)
     rows = output.write(path, stream)
     commit = Commit(name=fragment.name, fingerprint=fragment.fingerprint,
                     path=path if rows else "", rows=rows)
@@ -93,6 +99,49 @@ def read_fragment(session: Session, connector: Connector, fragment: Fragment,
     if old is not None and old.path:
         output.delete(old.path)
     return commit
+
+
+class _Feeder:
+    """The fragments still to read, shared by the lanes; dry once `stop` is set."""
+
+    def __init__(self, fragments: list[Fragment], stop: threading.Event) -> None:
+        self._todo: collections.deque[Fragment] = collections.deque(fragments)
+        self._stop = stop
+        self._lock = threading.Lock()
+
+    def more(self) -> bool:
+        return bool(self._todo)
+
+    def unread(self, fragment: Fragment) -> None:
+        with self._lock:
+            self._todo.appendleft(fragment)
+
+    def __iter__(self) -> Iterator[Fragment]:
+        return self
+
+    def __next__(self) -> Fragment:
+        with self._lock:
+            if self._stop.is_set() or not self._todo:
+                raise StopIteration
+            return self._todo.popleft()
+
+
+def _reads(session: Session, fragments: Iterator[Fragment]
+           ) -> Iterator[tuple[Fragment, ReadStream | None]]:
+    read_many = getattr(session, "read_many", None)
+    if read_many is not None:
+        yield from read_many(fragments)
+        return
+    for fragment in fragments:  # a Session without pipelining: one request at a time
+        yield fragment, session.read(fragment)
+        if not session.usable:
+            return
+
+
+def _lane_done(_: int, __: None, exc: BaseException | None) -> bool:
+    if exc is not None:  # a bug in the lane itself, not a fragment's failure
+        raise exc
+    return True
 
 
 def finalize(plan_deleted: list[str], output: Output, state: StateStore) -> int:
@@ -131,25 +180,48 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
         if on_progress:
             on_progress("read", 0, total)
         lock = threading.Lock()
+        stop = threading.Event()
+        feeder = _Feeder(plan.to_read, stop)
 
-        def task(fragment: Fragment) -> Commit:
-            with pool.session() as s:
-                return read_fragment(s, connector, fragment, output, state)
-
-        def done(fragment: Fragment, commit: Commit | None, exc: BaseException | None) -> bool:
+        def done(fragment: Fragment, commit: Commit | None, exc: BaseException | None) -> None:
             with lock:
                 if exc is not None:
                     summary.failed += 1
                     summary.failures.append(_failed(fragment.name, exc))
+                    stop.set()  # no new fragments start; running ones finish
                 else:
                     assert commit is not None
                     summary.read += 1
                     summary.rows += commit.rows
                 if on_progress:
                     on_progress("read", summary.read + summary.failed, total)
-                return exc is None
 
-        run_pool(plan.to_read, task, concurrency, done)
+        def lane(_: int) -> None:
+            # One warm session per lane, fragments pulled from the shared feeder and read
+            # pipelined (see FramedSession.read_many); a broken session is replaced.
+            while not stop.is_set() and feeder.more():
+                try:
+                    with pool.session() as s:
+                        for fragment, stream in _reads(s, feeder):
+                            if stream is None:  # requested, but the session broke first
+                                feeder.unread(fragment)
+                                continue
+                            try:
+                                commit = commit_stream(stream, connector, fragment, output,
+                                                       state)
+                            except BaseException as e:  # noqa: BLE001 - per fragment
+                                done(fragment, None, e)
+                            else:
+                                done(fragment, commit, None)
+                except BaseException as e:  # noqa: BLE001 - the session could not start
+                    # Charged to the fragment it would have read, as a task would be.
+                    fragment = next(feeder, None)
+                    if fragment is not None:
+                        done(fragment, None, e)
+                    stop.set()
+
+        lanes = max(1, min(concurrency, len(plan.to_read)))
+        run_pool(range(lanes), lane, lanes, _lane_done)
         # Deletions are safe even after a failed read: the listing itself succeeded.
         summary.deleted = finalize(plan.deleted, output, state)
         return summary

@@ -23,6 +23,17 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Row groups: written once this many rows or bytes of batches are gathered.
+ROW_GROUP_ROWS = 1 << 17
+ROW_GROUP_BYTES = 32 << 20
+
+
+def _write_group(writer: pq.ParquetWriter, batches: list[pa.RecordBatch],
+                 schema: pa.Schema) -> None:
+    table = pa.Table.from_batches(batches, schema=schema)
+    writer.write_table(table, row_group_size=max(table.num_rows, 1))
+
+
 class Output:
     def __init__(self, root: str) -> None:
         if "://" in root:
@@ -42,11 +53,19 @@ class Output:
         return f"{self.dataset_dir(tenant, connector)}/data/{file}"
 
     def write(self, path: str, batches: Iterable[pa.RecordBatch]) -> int:
-        """Stream batches into `path` (tmp + rename); returns rows. Zero rows: no file."""
+        """Stream batches into `path` (tmp + rename); returns rows. Zero rows: no file.
+
+        Batches are gathered into row groups of up to ROW_GROUP_ROWS rows or
+        ROW_GROUP_BYTES bytes (whichever comes first) before they are written: a row
+        group per small batch costs encoding and metadata time, and this bounds the
+        memory held at once.
+        """
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         writer: pq.ParquetWriter | None = None
         rows = 0
+        pending: list[pa.RecordBatch] = []
+        pending_rows = pending_bytes = 0
         try:
             for batch in batches:
                 if writer is None:
@@ -60,10 +79,20 @@ class Output:
                         raise FragmentFailure(
                             f"rows changed shape mid-fragment ({batch.schema} vs {schema}): {e}; "
                             "declare a schema in connector.yaml", FailureKind.DATA) from None
-                writer.write_batch(batch)
+                if not batch.num_rows:
+                    continue
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                pending_bytes += batch.nbytes
                 rows += batch.num_rows
+                if pending_rows >= ROW_GROUP_ROWS or pending_bytes >= ROW_GROUP_BYTES:
+                    _write_group(writer, pending, schema)
+                    pending, pending_rows, pending_bytes = [], 0, 0
             if writer is None:
                 return 0
+            if pending:
+                _write_group(writer, pending, schema)
+                pending = []
             writer.close()
             writer = None
             self.fs.move(tmp, path)

@@ -452,6 +452,14 @@ def rows_to_batch(
             return pa.RecordBatch.from_pylist(rows, schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
             pass  # fall back to inference
+    if rows:
+        # Fast path: every row's keys are the first row's (the union is no bigger), so
+        # pyarrow's own conversion (which takes its columns from the first row) is exact.
+        try:
+            if len(set().union(*rows)) == len(rows[0]):
+                return pa.RecordBatch.from_pylist(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            pass  # the slow path below names the column
     keys: dict[str, None] = {}
     for r in rows:
         keys.update(dict.fromkeys(r))
@@ -578,7 +586,8 @@ def _parse_custom(
     q: queue.Queue[Any] = queue.Queue(maxsize=2)
     stop = threading.Event()
     rows: list[dict[str, Any]] = []
-    count = 0
+    append = rows.append
+    emitted = 0  # rows handed to the consumer so far
 
     def put(item: Any) -> None:
         while True:
@@ -590,21 +599,27 @@ def _parse_custom(
             except queue.Full:
                 continue
 
+    def flush() -> None:
+        nonlocal emitted
+        full = rows[:]
+        rows.clear()
+        put((emitted + 1, full))
+        emitted += len(full)
+
     def on_next(row: Any) -> None:
-        nonlocal rows, count
-        count += 1
-        if not isinstance(row, dict):
-            raise TypeError(f"onNext expects a dict, got {type(row).__name__} (row {count})")
-        rows.append(row)
+        # Called once per row: kept to a type check, an append and a length check.
+        if type(row) is not dict and not isinstance(row, dict):
+            raise TypeError(f"onNext expects a dict, got {type(row).__name__} "
+                            f"(row {emitted + len(rows) + 1})")
+        append(row)
         if len(rows) >= batch_rows:
-            full, rows = rows, []
-            put((count - len(full) + 1, full))
+            flush()
 
     def run() -> None:
         try:
             fn(reader, on_next)
             if rows:
-                put((count - len(rows) + 1, rows))
+                flush()
             put(_DONE)
         except _Cancelled:
             return

@@ -30,27 +30,55 @@ AS_SLACK = 384 << 20
 
 
 class PipeSource:
-    """`ByteSource` over a pipe fd, with select() for deadlines."""
+    """`ByteSource` over a pipe fd, with select() for deadlines.
+
+    Small reads (frame headers, JSON) are served from a read-ahead buffer consumed by
+    offset, never by deleting its head; a large frame body is read straight into its
+    own buffer (one copy, the kernel's), not accumulated and sliced.
+    """
+
+    READ_AHEAD = 1 << 16
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._buf = bytearray()
+        self._buf = b""
+        self._pos = 0
+
+    def _wait(self, deadline: float | None) -> None:
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([self._fd], [], [], wait)
+        if not ready:
+            raise TimeoutError
 
     def read_exact(self, n: int, deadline: float | None) -> bytes:
-        while len(self._buf) < n:
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                raise TimeoutError
-            ready, _, _ = select.select([self._fd], [], [], wait)
-            if not ready:
-                raise TimeoutError
-            data = os.read(self._fd, max(1 << 20, n - len(self._buf)))
+        pos, buf = self._pos, self._buf
+        if len(buf) - pos >= n:
+            self._pos = pos + n
+            return buf[pos:pos + n]
+        out = bytearray(n)
+        view = memoryview(out)
+        got = len(buf) - pos
+        view[:got] = buf[pos:]
+        self._buf, self._pos = b"", 0
+        while got < n:
+            self._wait(deadline)
+            if n - got >= self.READ_AHEAD:
+                k = os.readv(self._fd, [view[got:]])
+                if not k:
+                    raise EOFError
+                got += k
+                continue
+            data = os.read(self._fd, max(self.READ_AHEAD, n - got))
             if not data:
                 raise EOFError
-            self._buf += data
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+            take = min(len(data), n - got)
+            view[got:got + take] = data[:take]
+            got += take
+            if take < len(data):
+                self._buf, self._pos = data, take
+        return out  # a bytearray: bytes-like, and no second copy
 
 
 class ProcessChannel:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import pyarrow as pa
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from worker.models import FailureKind, Fragment, FragmentFailure, ReadReport
 from worker.protocol import ARROW, ByteSource, ProtocolError, decode_batch, encode_json, read_frame
@@ -22,6 +23,8 @@ from worker.spec import Connector, Limits
 
 LOG_HEAD = 32 << 10
 LOG_TAIL = 32 << 10
+# Read requests in flight per session in read_many: this one and the next.
+PIPELINE = 2
 
 
 def human_size(n: int) -> str:
@@ -48,6 +51,13 @@ class Channel(Protocol):
     def exit_reason(self) -> tuple[str, FailureKind]:
         """Why the runtime's stdout ended: e.g. ('out of memory (limit 256 MiB)', LIMIT)."""
         ...
+
+
+_LISTED = b'{"op":"listed"'  # how the runtime's encode_json starts a listing frame
+
+
+class _Listed(BaseModel):
+    objects: list[Fragment] = Field(default_factory=list)
 
 
 class LogBuffer:
@@ -132,8 +142,8 @@ class FramedSession:
                 self._ch.kill()
                 raise FragmentFailure(f"output exceeded {human_size(budget)}",
                                       FailureKind.LIMIT, log=self._log.text())
-            if kind == ARROW:
-                yield kind, body
+            if kind == ARROW or body.startswith(_LISTED):
+                yield kind, body  # listings are parsed and validated by list() at once
                 continue
             try:
                 msg = json.loads(body)
@@ -178,7 +188,25 @@ class FramedSession:
         self._send("list")
         seen: set[str] = set()
         for _, body in self._frames(self._deadline()):
-            msg = json.loads(body)
+            if body.startswith(_LISTED):
+                try:
+                    # One pass in pydantic-core: JSON text to validated Fragments.
+                    frags = _Listed.model_validate_json(body).objects
+                except ValidationError:
+                    frags = None  # the slow path below names the bad object
+                if frags is not None:
+                    for frag in frags:
+                        if frag.name in seen:
+                            raise FragmentFailure(
+                                f"list_objects yielded the name {frag.name!r} twice; "
+                                "fragment names must be unique")
+                        seen.add(frag.name)
+                    yield from frags
+                    continue
+            try:
+                msg = json.loads(body)
+            except ValueError:
+                raise self._broken(ProtocolError("control frame is not JSON")) from None
             if msg.get("op") == "done":
                 self._take_log()
                 return
@@ -197,6 +225,45 @@ class FramedSession:
     def read(self, fragment: Fragment) -> _ReadStream:
         return _ReadStream(self, fragment)
 
+    def read_many(self, fragments: Iterable[Fragment],
+                  window: int = PIPELINE) -> Iterator[tuple[Fragment, _ReadStream | None]]:
+        """Reads in a row, pipelined: the request for the next fragment goes out before
+        this one's stream is handed over, so the runtime parses it while the caller is
+        still writing this one (no idle round trip between fragments, and many small
+        fragments cost one round trip's latency in all, not one each).
+
+        `fragments` is pulled lazily, at most `window` ahead; a shared iterator can stop
+        the run by stopping to yield. Each stream must be consumed before the next pair
+        is taken. A fragment whose request went out but whose turn came after the
+        session broke is yielded with None: it never started.
+        """
+        it = iter(fragments)
+        pending: deque[_ReadStream] = deque()
+
+        def fill() -> None:
+            while len(pending) < max(1, window) and self._usable:
+                fragment = next(it, None)
+                if fragment is None:
+                    return
+                pending.append(_ReadStream(self, fragment, send_now=True))
+
+        current: _ReadStream | None = None
+        try:
+            fill()
+            while pending:
+                current = pending.popleft()
+                if not self._usable and current.sent:
+                    yield current.fragment, None
+                    continue
+                fill()
+                yield current.fragment, current
+        finally:
+            # Requests still unanswered (the caller stopped early): their frames would
+            # be read as the next request's, so this runtime cannot be reused.
+            if any(x.sent and not x.finished for x in (current, *pending) if x is not None):
+                self._usable = False
+                self._ch.kill()
+
     def close(self) -> None:
         if self._usable:
             with contextlib.suppress(OSError):
@@ -206,16 +273,37 @@ class FramedSession:
 
 
 class _ReadStream:
-    def __init__(self, session: FramedSession, fragment: Fragment) -> None:
+    def __init__(self, session: FramedSession, fragment: Fragment,
+                 send_now: bool = False) -> None:
         self._s = session
-        self._fragment = fragment
+        self.fragment = fragment
         self.report: ReadReport | None = None
+        self.sent = False
+        self.finished = False  # answered: `done` or an error frame
+        self._send_error: FragmentFailure | None = None
+        if send_now:
+            self._request()
+
+    def _request(self) -> None:
+        s = self._s
+        if not s.usable:
+            self._send_error = FragmentFailure("sandbox session is no longer usable",
+                                               FailureKind.INFRA)
+            return
+        try:
+            s._send("read", fragment=self.fragment.metadata())
+            self.sent = True
+        except FragmentFailure as e:
+            self._send_error = e
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         s = self._s
+        if not self.sent and self._send_error is None:
+            self._request()
+        if self._send_error is not None:
+            raise self._send_error
         if not s.usable:
             raise FragmentFailure("sandbox session is no longer usable", FailureKind.INFRA)
-        s._send("read", fragment=self._fragment.metadata())
         finished = False
         try:
             for kind, body in s._frames(s._deadline(), s._limits.max_output_bytes):
@@ -229,11 +317,11 @@ class _ReadStream:
                                          rejected=int(msg.get("rejected", 0)),
                                          warnings=list(msg.get("warnings", [])),
                                          log=s._take_log())
-                finished = True
+                finished = self.finished = True
                 return
         except FragmentFailure:
             s._take_log()
-            finished = True
+            finished = self.finished = True
             raise
         finally:
             if not finished:

@@ -1,0 +1,94 @@
+"""Run the benchmarks of issue 5 and print their figures (`make bench`).
+
+    python3 bench/run.py                       # everything, the issue's sizes
+    python3 bench/run.py --quick               # smaller sizes, one repeat: a smoke run
+    python3 bench/run.py --only throughput,overhead --sandbox process
+    python3 bench/run.py --big-size 512m --listing 20000 --tiny 500
+
+Every target is a ratio to a baseline measured in the same run, or a memory bound.
+Connector folders and outputs go to a temp dir (kept with --keep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import incremental, memory, overhead, stages, throughput  # noqa: E402
+from bench.common import Report, Workdir, cpu_info  # noqa: E402
+from worker.spec import parse_size  # noqa: E402
+
+ALL = ["stages", "throughput", "custom", "overhead", "memory", "incremental"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    p.add_argument("--only", default=",".join(ALL), help=f"comma list of {','.join(ALL)}")
+    p.add_argument("--sandbox", default="process,docker", help="process,docker")
+    p.add_argument("--fragments", type=int, help="CSV fragments (default 8)")
+    p.add_argument("--rows", type=int, help="rows per CSV fragment (default 100000)")
+    p.add_argument("--tiny", type=int, help="one-row fragments (default 2000)")
+    p.add_argument("--big-size", help="the memory benchmark's fragment size (default 2g)")
+    p.add_argument("--listing", type=int, help="listed fragments (default 100000)")
+    p.add_argument("--repeats", type=int, help="best of N (default 3; quick 1)")
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="refresh concurrency for the throughput runs (default 1)")
+    p.add_argument("--tiny-concurrency", type=int, default=2,
+                   help="refresh concurrency for the one-row fragments (default 2)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    args = p.parse_args(argv)
+
+    q = args.quick
+    fragments = args.fragments or (4 if q else 8)
+    rows = args.rows or (50_000 if q else 100_000)
+    tiny = args.tiny or (300 if q else 2000)
+    big = parse_size(args.big_size or ("256m" if q else "2g"))
+    listing = args.listing or (20_000 if q else 100_000)
+    repeats = args.repeats or (1 if q else 3)
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = set(only) - set(ALL)
+    if unknown:
+        p.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    sandboxes = [x.strip() for x in args.sandbox.split(",") if x.strip()]
+
+    print(f"machine: {cpu_info()}; python {sys.version.split()[0]}")
+    report = Report()
+    work = Workdir(keep=args.keep)
+    t0 = time.perf_counter()
+    try:
+        if "stages" in only:
+            stages.run(report, work, fragments=min(fragments, 4), rows=rows)
+        if "throughput" in only:
+            throughput.run(report, work, fragments=fragments, rows=rows, repeats=repeats,
+                           sandboxes=sandboxes, concurrency=args.concurrency)
+        if "custom" in only:
+            throughput.run_custom(report, work, fragments=fragments, rows=rows,
+                                  repeats=repeats, concurrency=args.concurrency)
+        if "overhead" in only:
+            overhead.run(report, work, fragments=tiny, repeats=repeats,
+                         concurrency=args.tiny_concurrency, sandboxes=sandboxes)
+        if "memory" in only:
+            memory.run(report, work, size=big, sandboxes=sandboxes)
+        if "incremental" in only:
+            incremental.run(report, work, fragments=listing, repeats=repeats,
+                            sandboxes=sandboxes)
+    finally:
+        work.close()
+    print(f"\n== results ({time.perf_counter() - t0:.0f} s)\n")
+    print(report.table())
+    failed = [r for r in report.results if r.passed is False]
+    if failed:
+        print(f"\n{len(failed)} target(s) missed: " + "; ".join(r.name for r in failed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
