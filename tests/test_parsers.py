@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from worker.runtime.parsers import ParseError, parse
+from worker.runtime.parsers import ParseError, parse, parse_into
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
 
@@ -29,10 +29,12 @@ def rows(data: bytes | Iterator[bytes], chunk: int = 7, batch_rows: int = 65536,
          custom: Any = None, **spec: Any) -> list[dict[str, Any]]:
     chunks = chunked(data, chunk) if isinstance(data, bytes) else data
     out: list[dict[str, Any]] = []
-    for batch in parse(ChunkStream(chunks), ParserSpec(**spec), custom=custom,
-                       batch_rows=batch_rows):
+
+    def emit(batch: pa.RecordBatch) -> None:
         assert isinstance(batch, pa.RecordBatch)
         out.extend(batch.to_pylist())
+
+    parse_into(ChunkStream(chunks), ParserSpec(**spec), custom, emit, batch_rows=batch_rows)
     return out
 
 
@@ -278,18 +280,33 @@ def test_custom_binary_reader() -> None:
 
 def test_custom_streams_batches_before_function_returns() -> None:
     produced: list[int] = []
+    seen_at_emit: list[int] = []
 
     def parser_function(reader: Any, on_next: Any) -> None:
         for i in range(1000):
             produced.append(i)
             on_next({"i": i})
 
-    gen = parse(ChunkStream([b""]), ParserSpec(format="custom"), custom=parser_function,
-                batch_rows=10)
-    first = next(gen)
-    assert first.num_rows == 10
-    assert len(produced) < 1000  # bounded queue: the function is held back
-    gen.close()
+    parse_into(ChunkStream([b""]), ParserSpec(format="custom"), parser_function,
+               lambda b: seen_at_emit.append(len(produced)), batch_rows=10)
+    assert seen_at_emit[:2] == [10, 20]  # each batch leaves as soon as it is full
+    assert len(seen_at_emit) == 100
+
+
+def test_custom_emit_error_is_not_swallowed_by_user_except() -> None:
+    def parser_function(reader: Any, on_next: Any) -> None:
+        for i in range(5):
+            try:  # noqa: SIM105 - a user swallowing errors, on purpose
+                on_next({"i": i})
+            except Exception:
+                pass
+
+    def emit(batch: pa.RecordBatch) -> None:
+        raise ValueError("conform says no")
+
+    with pytest.raises(ValueError, match="conform says no"):
+        parse_into(ChunkStream([b""]), ParserSpec(format="custom"), parser_function, emit,
+                   batch_rows=2)
 
 
 def test_custom_on_next_rejects_non_dict_with_row_number() -> None:

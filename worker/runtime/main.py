@@ -21,9 +21,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO
 
+import pyarrow as pa
+
 from worker.protocol import JSON, FrameWriter, read_stream_frame
 from worker.runtime.conform import Conformer, DataError
-from worker.runtime.parsers import ParseError, parse
+from worker.runtime.parsers import ParseError, parse_into
 from worker.runtime.stream import ChunkStream
 from worker.spec import CODE_FILE, ParserSpec, Schema
 
@@ -214,13 +216,17 @@ class Runtime:
         conformer = Conformer(self._schema, name)
         custom = getattr(self._module, "parser_function", None)
         rows = 0
+
+        def emit(batch: pa.RecordBatch) -> None:
+            nonlocal rows
+            out = conformer.conform(batch)
+            if out.num_rows:
+                rows += out.num_rows
+                with self._lock:
+                    self._w.send_batch(out)
+
         try:
-            for batch in parse(stream, self._parser, custom):
-                out = conformer.conform(batch)
-                if out.num_rows:
-                    rows += out.num_rows
-                    with self._lock:
-                        self._w.send_batch(out)
+            parse_into(stream, self._parser, custom, emit)
             self._w.flush()
         except (ParseError, DataError):
             if stream.error is not None:

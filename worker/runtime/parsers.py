@@ -17,10 +17,8 @@ import contextlib
 import io
 import json
 import os
-import queue
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,7 +33,6 @@ from worker.spec import ParserSpec
 
 BLOCK_SIZE = 4 << 20  # bytes per CSV/JSON block handed to pyarrow
 _MAX_ELEMENT = 256 << 20  # a JSON array element larger than this is reported as malformed
-_QUEUE_POLL = 0.1  # seconds; how often a blocked custom parser checks for cancellation
 
 
 class ParseError(Exception):
@@ -51,13 +48,11 @@ def parse(
     custom: Callable[..., Any] | None = None,
     batch_rows: int = 65536,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield record batches parsed from `stream` as declared by `parser`."""
+    """Yield record batches parsed from `stream` by a built-in format.
+
+    A custom `parser_function` pushes rows rather than being pulled: use `parse_into`,
+    which serves every format."""
     fmt = parser.format
-    if fmt == "custom":
-        if custom is None:
-            raise ValueError("parser.format is 'custom' but no parser_function was given")
-        yield from _guard(stream, "custom", _parse_custom(stream, parser, custom, batch_rows))
-        return
     inner: Iterator[pa.RecordBatch]
     if fmt == "xsv":
         inner = _parse_xsv(stream, parser)
@@ -67,17 +62,35 @@ def parse(
         inner = _parse_avro(stream, batch_rows)
     elif fmt == "parquet":
         inner = _parse_parquet(stream, batch_rows)
-    else:  # pragma: no cover - the spec's Literal forbids it
-        raise ValueError(f"unknown parser format {fmt!r}")
-    yield from _guard(stream, fmt, inner)
+    else:
+        raise ValueError(f"parse() serves built-in formats, not {fmt!r}: use parse_into")
+    with _errors(stream, fmt):
+        yield from inner
 
 
-def _guard(
-    stream: ChunkStream, fmt: str, inner: Iterator[pa.RecordBatch]
-) -> Iterator[pa.RecordBatch]:
+def parse_into(
+    stream: ChunkStream,
+    parser: ParserSpec,
+    custom: Callable[..., Any] | None,
+    emit: Callable[[pa.RecordBatch], None],
+    batch_rows: int = 65536,
+) -> None:
+    """Parse `stream` and hand each record batch to `emit` as soon as it is full."""
+    if parser.format != "custom":
+        for batch in parse(stream, parser, None, batch_rows):
+            emit(batch)
+        return
+    if custom is None:
+        raise ValueError("parser.format is 'custom' but no parser_function was given")
+    with _errors(stream, "custom"):
+        _push_custom(stream, parser, custom, emit, batch_rows)
+
+
+@contextlib.contextmanager
+def _errors(stream: ChunkStream, fmt: str) -> Iterator[None]:
     """Translate library errors into ParseError; let the user's own exception win."""
     try:
-        yield from inner
+        yield
     except ParseError:
         if stream.error is not None:
             raise stream.error from None
@@ -567,44 +580,50 @@ def _parse_parquet(stream: ChunkStream, batch_rows: int) -> Iterator[pa.RecordBa
 # --------------------------------------------------------------------------- custom
 
 
-class _Cancelled(BaseException):
-    """Raised inside onNext when the consumer went away; unwinds the user's function."""
+class _EmitFailed(BaseException):
+    """Carries an error of ours (conform, IPC) out through the user's parser_function.
+
+    A BaseException, so a user's `except Exception` around onNext cannot swallow it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
-_DONE = object()
-
-
-def _parse_custom(
-    stream: ChunkStream, spec: ParserSpec, fn: Callable[..., Any], batch_rows: int
-) -> Iterator[pa.RecordBatch]:
+def _push_custom(
+    stream: ChunkStream, spec: ParserSpec, fn: Callable[..., Any],
+    emit: Callable[[pa.RecordBatch], None], batch_rows: int,
+) -> None:
+    # The user's function drives; batches go out from inside onNext. No thread, no
+    # queue: one loop, as fast as the user's own code can call onNext.
     buffered = io.BufferedReader(stream, buffer_size=1 << 20)
     reader: io.BufferedReader | io.TextIOWrapper
     if spec.reader == "text":
         reader = io.TextIOWrapper(buffered, encoding=spec.encoding, newline=None)
     else:
         reader = buffered
-    q: queue.Queue[Any] = queue.Queue(maxsize=2)
-    stop = threading.Event()
     rows: list[dict[str, Any]] = []
     append = rows.append
-    emitted = 0  # rows handed to the consumer so far
-
-    def put(item: Any) -> None:
-        while True:
-            if stop.is_set():
-                raise _Cancelled()
-            try:
-                q.put(item, timeout=_QUEUE_POLL)
-                return
-            except queue.Full:
-                continue
+    emitted = 0  # rows handed on so far
+    failed: _EmitFailed | None = None
 
     def flush() -> None:
-        nonlocal emitted
-        full = rows[:]
+        nonlocal emitted, failed
+        first = emitted + 1
+        chunk = rows[:]
         rows.clear()
-        put((emitted + 1, full))
-        emitted += len(full)
+        emitted += len(chunk)
+        try:
+            batch = rows_to_batch(chunk)
+        except ParseError as e:
+            failed = _EmitFailed(ParseError(
+                f"custom: rows {first}-{first + len(chunk) - 1}: {e}"))
+            raise failed from None
+        try:
+            emit(batch)
+        except BaseException as e:
+            failed = _EmitFailed(e)
+            raise failed from None
 
     def on_next(row: Any) -> None:
         # Called once per row: kept to a type check, an append and a length check.
@@ -615,37 +634,11 @@ def _parse_custom(
         if len(rows) >= batch_rows:
             flush()
 
-    def run() -> None:
-        try:
-            fn(reader, on_next)
-            if rows:
-                flush()
-            put(_DONE)
-        except _Cancelled:
-            return
-        except BaseException as e:  # handed to the consumer with its traceback
-            try:
-                put(e)
-            except _Cancelled:
-                return
-
-    thread = threading.Thread(target=run, name="parser_function", daemon=True)
-    thread.start()
     try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            first, chunk = item
-            try:
-                batch = rows_to_batch(chunk)
-            except ParseError as e:
-                raise ParseError(
-                    f"custom: rows {first}-{first + len(chunk) - 1}: {e}"
-                ) from None
-            yield batch
-    finally:
-        stop.set()
-        thread.join(timeout=1)
+        fn(reader, on_next)
+        if failed is None and rows:
+            flush()
+    except _EmitFailed as e:
+        raise e.error from None
+    if failed is not None:  # the user caught it anyway: the fragment still fails
+        raise failed.error
