@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import pyarrow as pa
+import redis.exceptions
 from redis import Redis
 
 from worker.models import Commit, RefreshRecord
@@ -62,17 +63,20 @@ class TenantClient:
     def wait(self, name: str, refresh_id: str,
              on_progress: Callable[[int, int], None] | None = None,
              poll: float = 0.25, timeout: float | None = None) -> RefreshRecord:
-        """Follow a refresh until it closes. `on_progress(done, total)`."""
+        """Follow a refresh until it closes, riding over Redis blips.
+        `on_progress(done, total)`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            record = self.record(name, refresh_id)
-            if record is not None:
-                if record.status != "running":
+            try:
+                record = self.record(name, refresh_id)
+                if record is not None and record.status != "running":
                     return record
-                if on_progress and record.summary.listed:
+                if record is not None and on_progress and record.summary.listed:
                     c = Tracker(self.redis, self.tenant, name, refresh_id).counts()
                     total = record.summary.listed - record.summary.skipped
                     on_progress(c.read + c.failed + c.unread, total)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                time.sleep(1)  # a Redis blip: keep following once it is back
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"refresh {refresh_id} still running")
             time.sleep(poll)

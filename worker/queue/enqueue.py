@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from redis import Redis
 from rq import Queue, Retry
 from rq.callbacks import Callback
-from rq.exceptions import DuplicateJobError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job
 from rq.queue import EnqueueData
 from rq.serializers import JSONSerializer
@@ -55,6 +55,12 @@ def _job_id(tenant: str, connector: str, refresh_id: str, part: str) -> str:
     return f"{keys.prefix()}-{tenant}-{connector}-{refresh_id}-{part}"
 
 
+def refresh_job_ids(tenant: str, connector: str, refresh_id: str, batches: int) -> list[str]:
+    """Every job id a refresh can have: its list job, one per read batch, its finalize."""
+    parts = ["list", *(f"r{i}" for i in range(batches)), "fin"]
+    return [_job_id(tenant, connector, refresh_id, part) for part in parts]
+
+
 def enqueue_list(redis: Redis, tenant: str, connector: str, refresh_id: str,
                  bundle: str, timeout: float) -> Job:
     return tenant_queue(redis, tenant).enqueue_call(
@@ -89,12 +95,18 @@ def enqueue_reads(redis: Redis, tenant: str, connector: str, refresh_id: str, bu
     return len(datas)
 
 
-def enqueue_finalize(redis: Redis, tenant: str, connector: str, refresh_id: str) -> None:
-    """At most one finalize job per refresh (a second request is a no-op)."""
+def enqueue_finalize(redis: Redis, tenant: str, connector: str, refresh_id: str,
+                     force: bool = False) -> None:
+    """At most one finalize job per refresh (a second request is a no-op). `force`
+    first deletes a finalize job that exists but will not run (the watchdog's rescue)."""
+    job_id = _job_id(tenant, connector, refresh_id, "fin")
+    if force:
+        with contextlib.suppress(NoSuchJobError):
+            Job.fetch(job_id, connection=redis, serializer=JSONSerializer).delete()
     with contextlib.suppress(DuplicateJobError):
         tenant_queue(redis, tenant).enqueue_call(
             f"{JOBS}.finalize_job", args=[tenant, connector, refresh_id],
-            job_id=_job_id(tenant, connector, refresh_id, "fin"), unique=True, at_front=True,
+            job_id=job_id, unique=True, at_front=True,
             timeout=600, result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL, retry=retry_policy(),
             on_failure=Callback(f"{JOBS}.on_finalize_failed"))
 

@@ -110,6 +110,9 @@ class Tracker:
         if self.planned:
             return
         with self._r.pipeline(transaction=True) as p:
+            # Overwrite, not append: redis-py retries a transaction whose reply was lost
+            # (Redis restarted right after applying it); the retry must not double it.
+            p.delete(self._todo, self._pending, self._deleted, self._batches)
             for i in range(0, len(batches), 500):
                 p.rpush(self._batches, *[json.dumps(b) for b in batches[i:i + 500]])
             for i in range(0, len(to_read), 1000):
@@ -139,6 +142,9 @@ class Tracker:
         raw = self._r.hmget(self._todo, names)
         return [Fragment.model_validate_json(v) for v in raw if v is not None]
 
+    def batch_count(self) -> int:
+        return int(self._r.llen(self._batches))
+
     def batches(self) -> list[list[str]]:
         return [json.loads(b) for b in self._r.lrange(self._batches, 0, -1)]
 
@@ -154,6 +160,14 @@ class Tracker:
             keys=[self._pending, self._counts, self._failures, self._stop, self._finalize],
             args=[name, outcome.value, rows, failure.model_dump_json() if failure else "",
                   RUN_TTL]))
+
+    def halt(self) -> None:
+        """The refresh is being closed from outside (worker.queue.watchdog): jobs still
+        running start nothing new and never win the right to finalize."""
+        with self._r.pipeline(transaction=True) as p:
+            p.set(self._stop, "1", ex=RUN_TTL)
+            p.set(self._finalize, "1", ex=RUN_TTL)
+            p.execute()
 
     def claim_finalize(self) -> bool:
         """For a refresh with nothing to read: the right to finalize, once."""

@@ -13,6 +13,14 @@
   pass promotes due scheduled jobs (retry backoff, periodic refreshes) onto their
   queues, so RQ's separate scheduler process is not needed. A SIGKILLed worker's job
   runs again after at most STARTED_TTL + REAP_EVERY + first backoff (~35 s default).
+  Every WATCH_EVERY s the same thread also looks for stuck refreshes
+  (worker.queue.watchdog).
+- Redis blips: RQ's work loop quits on any exception it does not expect, a Redis
+  ConnectionError included. Here every Redis call of the loop waits for Redis to come
+  back (backoff 1 s doubling to 30 s) instead; a job whose outcome could not be recorded
+  is handed to RQ's failure path once Redis answers (retried with backoff, as any
+  infrastructure failure), and a job dequeued but not yet started is put back. Should
+  the loop end anyway, `run_one` starts a new worker once Redis answers.
 - `--burst` quits when no tenant queue holds work and nothing is running, abandoned or
   due for a retry soon: it drains retries too, which RQ's own burst mode would not.
 """
@@ -32,14 +40,17 @@ from typing import Any
 import redis.exceptions
 from redis import Redis
 from rq import Queue
-from rq.exceptions import DequeueTimeout, InvalidJobOperation, NoSuchJobError
+from rq.callbacks import execute_failure_callback
+from rq.exceptions import DequeueTimeout, InvalidJobOperation, NoSuchJobError, StopRequested
+from rq.executions import Execution
 from rq.job import Job
+from rq.job_lifecycle import format_exc_info
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import DequeueStrategy, SimpleWorker, WorkerStatus
 
-from worker.queue import context
+from worker.queue import context, watchdog
 from worker.queue.conn import connect
 from worker.queue.context import WorkerContext
 from worker.registry import known_tenants
@@ -55,6 +66,9 @@ STARTED_TTL = int(_env_float("CONNECTOR_STARTED_TTL", 20))
 REAP_EVERY = _env_float("CONNECTOR_REAP_EVERY", 5)
 POLL = 1                      # seconds a dequeue blocks before re-reading tenants
 SOON = 60                     # burst: scheduled jobs due within this still count as work
+MAX_BACKOFF = 30.0            # seconds between pings while Redis is unreachable
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+log = logging.getLogger("rq.worker")
 
 
 def queue_names(redis: Redis) -> list[str]:
@@ -89,14 +103,22 @@ class _Reaper(threading.Thread):
         while not self._stop_event.wait(REAP_EVERY):
             try:
                 reap(self._r)
-            except Exception:  # keep reaping: a blip must not end the thread
-                logging.getLogger("rq.worker").exception("reaper pass failed")
+            except REDIS_DOWN as e:  # a blip must not end the thread
+                log.warning("reaper: Redis unavailable (%s)", e)
+            except Exception:
+                log.exception("reaper pass failed")
 
     def stop(self) -> None:
         self._stop_event.set()
 
 
 def reap(r: Redis) -> None:
+    try:
+        watchdog.watch(r)  # its own lock and cadence
+    except REDIS_DOWN:
+        raise
+    except Exception:  # a watchdog bug must not stop the reaping below
+        log.exception("watchdog pass failed")
     if not r.set(keys.reaper_lock(), os.getpid(), nx=True, ex=max(2, int(REAP_EVERY))):
         return
     for name in queue_names(r):
@@ -129,6 +151,8 @@ class ConnectorWorker(SimpleWorker):
                          worker_ttl=60)
         self.ctx = ctx
         self.burst_mode = burst
+        self.drained = False   # burst mode found no work left
+        self.stopping = False  # a stop signal arrived
         self._reaper = _Reaper(redis)
 
     # --- queues ----------------------------------------------------------------------
@@ -152,10 +176,9 @@ class ConnectorWorker(SimpleWorker):
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None,
                                      max_idle_time: int | None = None) -> tuple[Job, Queue] | None:
-        self.set_state(WorkerStatus.IDLE)
-        wait = 1.0
         while True:
             try:
+                self.set_state(WorkerStatus.IDLE)
                 self.heartbeat()
                 self._refresh_queues()
                 self.ctx.sessions.retire_idle()
@@ -170,12 +193,60 @@ class ConnectorWorker(SimpleWorker):
                     return result
             except DequeueTimeout:
                 if self.burst_mode and not work_left(self.connection):
+                    self.drained = True
                     return None
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
-                self.log.error("Worker %s: Redis unavailable (%s); retrying in %.0f s",
-                               self.name, e, wait)
-                time.sleep(wait)
-                wait = min(wait * 2, 30.0)
+            except REDIS_DOWN as e:
+                self.await_redis("dequeue", e)
+
+    # --- Redis blips ----------------------------------------------------------------
+
+    def await_redis(self, during: str, error: BaseException) -> None:
+        """Block until Redis answers a PING (backoff doubling to MAX_BACKOFF). A stop
+        request ends the wait: when idle, RQ's signal handler raises StopRequested."""
+        self.log.error("Worker %s: Redis unavailable during %s (%s); waiting for it",
+                       self.name, during, error)
+        wait = 1.0
+        while not self.stopping:
+            time.sleep(wait)
+            try:
+                self.connection.ping()
+            except REDIS_DOWN as e:
+                wait = min(wait * 2, MAX_BACKOFF)
+                self.log.warning("Worker %s: Redis still unavailable (%s); next try in "
+                                 "%.0f s", self.name, e, wait)
+                continue
+            self.log.warning("Worker %s: Redis is back", self.name)
+            return
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except REDIS_DOWN as e:
+            self.await_redis("the suspension check", e)
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except REDIS_DOWN as e:
+            self.await_redis("maintenance", e)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        try:
+            super().heartbeat(timeout)
+        except REDIS_DOWN as e:
+            self.log.warning("Worker %s: heartbeat failed (%s)", self.name, e)
+
+    def set_shutdown_requested_date(self) -> None:
+        # Called from the SIGTERM handler while a job runs: must not raise into the job.
+        with contextlib.suppress(*REDIS_DOWN):
+            super().set_shutdown_requested_date()
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        super().request_stop(signum, frame)
 
     # --- running a job ------------------------------------------------------------------
 
@@ -183,14 +254,56 @@ class ConnectorWorker(SimpleWorker):
         return STARTED_TTL
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        execution = self.prepare_execution(job)
-        beat = _JobHeartbeat(self, job, execution)
-        beat.start()
+        execution: Execution | None = None
+        beat: _JobHeartbeat | None = None
         try:
+            execution = self.prepare_execution(job)
+            beat = _JobHeartbeat(self, job, execution)
+            beat.start()
             self.perform_job(job, queue, execution)
+        except REDIS_DOWN as e:
+            # Raised by RQ's own bookkeeping around the job (the job's Redis errors are
+            # handled by perform_job): its outcome is not recorded.
+            if beat is not None:
+                beat.stop()
+                beat = None
+            self.await_redis(f"job {job.id}", e)
+            self._recover(job, queue, execution, e)
         finally:
-            beat.stop()
-        self.set_state(WorkerStatus.IDLE)
+            if beat is not None:
+                beat.stop()
+        with contextlib.suppress(*REDIS_DOWN):
+            self.set_state(WorkerStatus.IDLE)
+
+    def _recover(self, job: Job, queue: Queue, execution: Execution | None,
+                 error: BaseException) -> None:
+        """After a blip: a job dequeued but never started goes back on its queue; a
+        started one still registered as ours goes through RQ's failure path now (retry
+        with backoff, or its failure callback when out of retries) rather than after
+        its lease lapses. Jobs are idempotent, so a job that had in fact finished may
+        run again harmlessly."""
+        try:
+            if execution is None:
+                queue.enqueue_job(job, at_front=True)
+                self.log.warning("Worker %s: job %s put back on %s", self.name, job.id,
+                                 queue.name)
+                return
+            registry = queue.started_job_registry
+            if self.connection.zscore(registry.key, execution.composite_key) is None:
+                return  # the reaper has already handled it
+            exc_info = (type(error), error, error.__traceback__)
+            try:
+                execute_failure_callback(job, self.death_penalty_class, *exc_info)
+            except Exception:
+                self.log.exception("Worker %s: failure callback of %s raised", self.name,
+                                   job.id)
+            self.handle_job_failure(job, queue, started_job_registry=registry,
+                                    exc_string=format_exc_info(exc_info),
+                                    execution=execution)
+            self.log.warning("Worker %s: job %s interrupted by a Redis blip: %s", self.name,
+                             job.id, "retrying" if job.should_retry else "failed")
+        except REDIS_DOWN as e:  # down again: the reaper retries it when its lease lapses
+            self.log.error("Worker %s: could not recover job %s (%s)", self.name, job.id, e)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -209,26 +322,85 @@ class ConnectorWorker(SimpleWorker):
 
 
 def run_one(burst: bool, logging_level: str = "INFO") -> int:
+    """One worker process. Should RQ's loop end on an error (Redis gone at the wrong
+    moment), a new worker starts once Redis answers; a stop signal or a drained burst
+    ends it."""
     r = connect()
-    r.ping()
-    w = ConnectorWorker(r, WorkerContext.from_env(r), burst=burst)
-    w.work(logging_level=logging_level)
-    return 0
+    r.ping()  # an unreachable Redis at start is reported, not waited for
+    ctx = WorkerContext.from_env(r)
+    wait = 1.0
+    w: ConnectorWorker | None = None
+    while True:
+        started = time.monotonic()
+        try:
+            w = ConnectorWorker(r, ctx, burst=burst)
+            w.work(logging_level=logging_level)
+            if w.stopping or w.drained or w._stop_requested:
+                return 0
+            log.error("worker: the work loop ended unexpectedly")
+        except StopRequested:
+            return 0
+        except REDIS_DOWN as e:
+            log.error("worker: Redis unavailable (%s)", e)
+        if w is not None and (w.stopping or w._stop_requested):
+            return 0
+        if time.monotonic() - started > 60:
+            wait = 1.0
+        log.error("worker: starting a new work loop in %.0f s", wait)
+        try:
+            time.sleep(wait)
+        except StopRequested:  # SIGTERM, through the last loop's signal handler
+            return 0
+        if w is not None and w.stopping:
+            return 0
+        wait = min(wait * 2, MAX_BACKOFF)
 
 
 def run_many(concurrency: int, burst: bool, logging_level: str = "INFO") -> int:
-    """N worker processes (one job at a time each); signals are passed on to them."""
+    """N worker processes (one job at a time each); signals are passed on to them. A
+    process that dies unexpectedly (non-zero exit, not on a signal of ours) is replaced,
+    with a backoff that doubles to MAX_BACKOFF while replacements keep dying young."""
     if concurrency <= 1:
         return run_one(burst, logging_level)
     cmd = [sys.executable, "-m", "worker.cli", "worker", "--concurrency", "1",
            "--log-level", logging_level, *(["--burst"] if burst else [])]
-    children = [subprocess.Popen(cmd) for _ in range(concurrency)]
+    stopping = False
+    slots: list[tuple[subprocess.Popen[bytes], float]] = [
+        (subprocess.Popen(cmd), time.monotonic()) for _ in range(concurrency)]
+    backoff = [1.0] * concurrency
+    codes: list[int] = []
 
     def forward(signum: int, _: Any) -> None:
-        for c in children:
+        nonlocal stopping
+        stopping = True
+        for c, _started in slots:
             with contextlib.suppress(ProcessLookupError):
                 c.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    return max(c.wait() for c in children)
+    live = set(range(concurrency))
+    while live:
+        time.sleep(0.2)
+        for i in sorted(live):
+            child, started = slots[i]
+            code = child.poll()
+            if code is None:
+                continue
+            if code == 0 or stopping:
+                codes.append(code)
+                live.discard(i)
+                continue
+            backoff[i] = 1.0 if time.monotonic() - started > 60 else min(backoff[i] * 2,
+                                                                          MAX_BACKOFF)
+            log.error("worker: process %d exited %d; starting another in %.0f s",
+                      child.pid, code, backoff[i])
+            deadline = time.monotonic() + backoff[i]
+            while time.monotonic() < deadline and not stopping:
+                time.sleep(0.2)
+            if stopping:
+                codes.append(code)
+                live.discard(i)
+            else:
+                slots[i] = (subprocess.Popen(cmd), time.monotonic())
+    return max(codes, default=0)

@@ -51,6 +51,11 @@ def reaper_lock() -> str:
     return f"{prefix()}:reaper-lock"
 
 
+def watchdog_lock() -> str:
+    """Held by the worker that looks for stuck refreshes (worker.queue.watchdog)."""
+    return f"{prefix()}:watchdog-lock"
+
+
 class ConnectorKeys:
     """Keys of one (tenant, connector)."""
 
