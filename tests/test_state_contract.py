@@ -56,6 +56,7 @@ def test_commit_new_version_returns_previous(make_store):
     assert s.commit(c("a", "2", rows=5)) == c("a", "1")
     assert s.committed() == {"a": c("a", "2", rows=5)}
     assert s.commit(c("a", "2", rows=5)) is None
+    assert s.fingerprints() == {"a": "2"}
 
 
 def test_zero_row_commit_has_no_path(make_store):
@@ -72,6 +73,7 @@ def test_remove_returns_what_was_removed(make_store):
     gone = s.remove(["a", "c", "missing"])
     assert sorted(g.name for g in gone) == ["a", "c"]
     assert set(s.committed()) == {"b"}
+    assert s.fingerprints() == {"b": s.committed()["b"].fingerprint}
     assert s.remove(["a"]) == []
 
 

@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from pydantic import BaseModel
@@ -40,10 +40,11 @@ class Plan(BaseModel):
     deleted: list[str]
 
 
-def diff(listed: list[Fragment], committed: dict[str, Commit]) -> Plan:
-    """New names and changed fingerprints are read; names no longer listed leave."""
-    to_read = [f for f in listed
-               if (c := committed.get(f.name)) is None or c.fingerprint != f.fingerprint]
+def diff(listed: list[Fragment], committed: Mapping[str, str]) -> Plan:
+    """New names and changed fingerprints are read; names no longer listed leave.
+    `committed` maps name -> fingerprint (StateStore.fingerprints())."""
+    get = committed.get
+    to_read = [f for f in listed if get(f.name) != f.fingerprint]
     names = {f.name for f in listed}
     return Plan(listed=len(listed), to_read=to_read, skipped=len(listed) - len(to_read),
                 deleted=sorted(n for n in committed if n not in names))
@@ -174,7 +175,7 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
             summary.failed = 1
             summary.failures.append(e.to_model("(listing)"))
             return summary
-        plan = diff(listed, state.committed())
+        plan = diff(listed, state.fingerprints())
         summary.listed, summary.skipped = plan.listed, plan.skipped
         total = len(plan.to_read)
         if on_progress:

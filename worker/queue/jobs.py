@@ -105,7 +105,7 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
                 raise
             _close(ctx.redis, None, tenant, connector, refresh_id, e.to_model("(listing)"))
             return {"failed": 1}
-        plan = diff(listed, state.committed())
+        plan = diff(listed, state.fingerprints())
         record.summary.listed, record.summary.skipped = plan.listed, plan.skipped
         state.save_refresh(record)
         tr.plan(plan.to_read, plan.deleted, enqueue.split([f.name for f in plan.to_read]))

@@ -81,6 +81,12 @@ class ConnectorKeys:
         return f"{self.base}:fragments"
 
     @property
+    def fingerprints(self) -> str:
+        """Hash: fragment name -> fingerprint; kept beside `fragments` by the same Lua
+        scripts, so a refresh's diff reads plain strings instead of parsing every commit."""
+        return f"{self.base}:fingerprints"
+
+    @property
     def refreshes(self) -> str:
         """Hash: refresh id -> RefreshRecord JSON."""
         return f"{self.base}:refreshes"

@@ -15,22 +15,26 @@ from worker.state.keys import ConnectorKeys
 
 KEEP_REFRESHES = 100
 
-# KEYS[1] fragments hash; ARGV[1] name, ARGV[2] commit JSON. Returns the previous
-# value, or false when this exact commit is already recorded (a retried job).
+# KEYS[1] fragments hash, KEYS[2] fingerprints hash; ARGV[1] name, ARGV[2] commit
+# JSON, ARGV[3] fingerprint. Returns the previous value, or false when this exact
+# commit is already recorded (a retried job).
 _COMMIT = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old == ARGV[2] then return false end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return old
 """
 
-# KEYS[1] fragments hash; ARGV names. Returns the removed values.
+# KEYS[1] fragments hash, KEYS[2] fingerprints hash; ARGV names. Returns the removed
+# values.
 _REMOVE = """
 local gone = {}
 for _, name in ipairs(ARGV) do
   local old = redis.call('HGET', KEYS[1], name)
   if old then
     redis.call('HDEL', KEYS[1], name)
+    redis.call('HDEL', KEYS[2], name)
     table.insert(gone, old)
   end
 end
@@ -66,13 +70,17 @@ class RedisState:
         raw = self._r.hgetall(self.keys.fragments)
         return {_text(k): Commit.model_validate_json(v) for k, v in raw.items()}
 
+    def fingerprints(self) -> dict[str, str]:
+        raw = self._r.hgetall(self.keys.fingerprints)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
     def get(self, name: str) -> Commit | None:
         raw = self._r.hget(self.keys.fragments, name)
         return None if raw is None else Commit.model_validate_json(raw)
 
     def commit(self, commit: Commit) -> Commit | None:
-        old = self._commit(keys=[self.keys.fragments],
-                           args=[commit.name, commit.model_dump_json()])
+        old = self._commit(keys=[self.keys.fragments, self.keys.fingerprints],
+                           args=[commit.name, commit.model_dump_json(), commit.fingerprint])
         if not old:
             return None
         previous = Commit.model_validate_json(old)
@@ -81,7 +89,7 @@ class RedisState:
     def remove(self, names: list[str]) -> list[Commit]:
         if not names:
             return []
-        gone = self._remove(keys=[self.keys.fragments], args=names)
+        gone = self._remove(keys=[self.keys.fragments, self.keys.fingerprints], args=names)
         return [Commit.model_validate_json(v) for v in gone]
 
     def save_refresh(self, record: RefreshRecord) -> None:

@@ -35,6 +35,10 @@ class SqliteState:
             rows = self._db.execute("SELECT name, fingerprint, path, rows FROM fragments")
             return {r[0]: Commit(name=r[0], fingerprint=r[1], path=r[2], rows=r[3]) for r in rows}
 
+    def fingerprints(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._db.execute("SELECT name, fingerprint FROM fragments"))
+
     def commit(self, commit: Commit) -> Commit | None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
