@@ -15,9 +15,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from worker.dispatch.pool import run_pool
+from worker.listing import Listing
 from worker.models import (
     Commit,
     FailedFragment,
@@ -40,14 +43,20 @@ class Plan(BaseModel):
     deleted: list[str]
 
 
-def diff(listed: list[Fragment], committed: Mapping[str, str]) -> Plan:
+def diff(listed: Listing, committed: Mapping[str, str]) -> Plan:
     """New names and changed fingerprints are read; names no longer listed leave.
-    `committed` maps name -> fingerprint (StateStore.fingerprints())."""
-    get = committed.get
-    to_read = [f for f in listed if get(f.name) != f.fingerprint]
-    names = {f.name for f in listed}
+    `committed` maps name -> fingerprint (StateStore.fingerprints()). Computed on the
+    listing's columns: only the fragments to read become models."""
+    names = listed.table.column("name")
+    known = pa.array(list(committed), pa.string())
+    old = pa.array(list(committed.values()), pa.string())
+    at = pc.index_in(names, value_set=known)
+    changed = pc.fill_null(
+        pc.not_equal(listed.table.column("fingerprint"), pc.take(old, at)), True)
+    to_read = listed.take(pc.indices_nonzero(changed).to_pylist())
+    gone = pc.filter(known, pc.invert(pc.is_in(known, value_set=names))).to_pylist()
     return Plan(listed=len(listed), to_read=to_read, skipped=len(listed) - len(to_read),
-                deleted=sorted(n for n in committed if n not in names))
+                deleted=sorted(gone))
 
 
 class SessionPool:
@@ -170,7 +179,7 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
     try:
         try:
             with pool.session() as s:
-                listed = list(s.list())
+                listed = s.list()
         except FragmentFailure as e:
             summary.failed = 1
             summary.failures.append(e.to_model("(listing)"))

@@ -98,7 +98,7 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
     key = SessionKey(tenant, connector, bundle)
     if not tr.planned:
         try:
-            listed = list(_session(ctx, key).list())
+            listed = _session(ctx, key).list()
         except FragmentFailure as e:
             if e.kind == FailureKind.INFRA:
                 ctx.sessions.discard(key)

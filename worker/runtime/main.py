@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-from worker.protocol import JSON, FrameWriter, read_stream_frame
+from worker.protocol import JSON, FrameWriter, listing_batch, read_stream_frame
 from worker.runtime.conform import Conformer, DataError
 from worker.runtime.parsers import ParseError, parse_into
 from worker.runtime.stream import ChunkStream
@@ -196,12 +196,17 @@ class Runtime:
             seen.add(obj["name"])
             chunk.append(obj)
             if len(chunk) >= LIST_CHUNK:
-                self.send("listed", objects=chunk)
+                self._send_listed(chunk)
                 chunk = []
         if chunk:
-            self.send("listed", objects=chunk)
+            self._send_listed(chunk)
         self._logs.sync()
         self.send("done", count=len(seen))
+
+    def _send_listed(self, objects: list[dict[str, Any]]) -> None:
+        batch = listing_batch(objects)
+        with self._lock:
+            self._w.send_batch(batch)
 
     def op_read(self, msg: dict[str, Any]) -> None:
         assert self._module is not None

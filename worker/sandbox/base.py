@@ -15,6 +15,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from worker.listing import Listing
 from worker.models import Fragment, ReadReport
 from worker.spec import Connector
 
@@ -31,7 +32,7 @@ class ReadStream(Protocol):
 class Session(Protocol):
     """One warm runtime for one connector and tenant: context() ran once in it."""
 
-    def list(self) -> Iterator[Fragment]:
+    def list(self) -> Listing:
         """Every readable fragment, prefixes expanded to any depth, in listing order."""
         ...
 

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import pyarrow as pa
-from pydantic import BaseModel, Field, ValidationError
 
+from worker.listing import Listing
 from worker.models import FailureKind, Fragment, FragmentFailure, ReadReport
 from worker.protocol import ARROW, ByteSource, ProtocolError, decode_batch, encode_json, read_frame
 from worker.spec import Connector, Limits
@@ -52,12 +52,6 @@ class Channel(Protocol):
         """Why the runtime's stdout ended: e.g. ('out of memory (limit 256 MiB)', LIMIT)."""
         ...
 
-
-_LISTED = b'{"op":"listed"'  # how the runtime's encode_json starts a listing frame
-
-
-class _Listed(BaseModel):
-    objects: list[Fragment] = Field(default_factory=list)
 
 
 class LogBuffer:
@@ -142,8 +136,8 @@ class FramedSession:
                 self._ch.kill()
                 raise FragmentFailure(f"output exceeded {human_size(budget)}",
                                       FailureKind.LIMIT, log=self._log.text())
-            if kind == ARROW or body.startswith(_LISTED):
-                yield kind, body  # listings are parsed and validated by list() at once
+            if kind == ARROW:
+                yield kind, body
                 continue
             try:
                 msg = json.loads(body)
@@ -184,43 +178,21 @@ class FramedSession:
                 return
             raise self._broken(ProtocolError("expected 'ready'"))
 
-    def list(self) -> Iterator[Fragment]:
+    def list(self) -> Listing:
         self._send("list")
-        seen: set[str] = set()
-        for _, body in self._frames(self._deadline()):
-            if body.startswith(_LISTED):
-                try:
-                    # One pass in pydantic-core: JSON text to validated Fragments.
-                    frags = _Listed.model_validate_json(body).objects
-                except ValidationError:
-                    frags = None  # the slow path below names the bad object
-                if frags is not None:
-                    for frag in frags:
-                        if frag.name in seen:
-                            raise FragmentFailure(
-                                f"list_objects yielded the name {frag.name!r} twice; "
-                                "fragment names must be unique")
-                        seen.add(frag.name)
-                    yield from frags
-                    continue
+        batches: list[pa.RecordBatch] = []
+        for kind, body in self._frames(self._deadline()):
+            if kind == ARROW:
+                batches.append(decode_batch(body))
+                continue
+            if json.loads(body).get("op") != "done":
+                raise self._broken(ProtocolError("expected listing batches or 'done'"))
+            self._take_log()
             try:
-                msg = json.loads(body)
-            except ValueError:
-                raise self._broken(ProtocolError("control frame is not JSON")) from None
-            if msg.get("op") == "done":
-                self._take_log()
-                return
-            for obj in msg.get("objects", ()):
-                try:
-                    frag = Fragment.model_validate(obj)
-                except ValidationError as e:
-                    raise FragmentFailure(f"list_objects yielded a bad object {obj!r}: "
-                                          f"{e.errors()[0]['msg']}") from None
-                if frag.name in seen:
-                    raise FragmentFailure(f"list_objects yielded the name {frag.name!r} twice; "
-                                          "fragment names must be unique")
-                seen.add(frag.name)
-                yield frag
+                return Listing.from_batches(batches)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                raise self._broken(ProtocolError(f"bad listing batch: {e}")) from None
+        raise AssertionError("unreachable: _frames ends only by raising")
 
     def read(self, fragment: Fragment) -> _ReadStream:
         return _ReadStream(self, fragment)

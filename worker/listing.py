@@ -1,0 +1,62 @@
+"""A connector's listing on the host: one Arrow table, fragments built on demand.
+
+A refresh of 100,000 listed fragments of which 100 changed should cost little more than
+the user's own listing; a validated model per fragment would cost several times that.
+So the listing stays columnar: uniqueness is checked and the diff is computed on the
+columns (worker.refresh.diff), and `Fragment` models are made only for what is read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from worker.models import Fragment, FragmentFailure
+from worker.protocol import LISTING_SCHEMA, STANDARD_KEYS, listing_batch
+
+
+class Listing:
+    def __init__(self, table: pa.Table) -> None:
+        if not table.schema.equals(LISTING_SCHEMA):
+            raise FragmentFailure(f"listing has the wrong shape: {table.schema}")
+        for col in ("name", "fingerprint"):
+            if table.column(col).null_count:
+                raise FragmentFailure(f"list_objects yielded a fragment without a {col}")
+        names = table.column("name")
+        if len(names) and pc.count_distinct(names).as_py() != len(names):
+            counts = pc.value_counts(names)
+            dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"]
+            raise FragmentFailure(f"list_objects yielded the name {dup.as_py()!r} twice; "
+                                  "fragment names must be unique")
+        self.table = table
+
+    @classmethod
+    def from_batches(cls, batches: list[pa.RecordBatch]) -> Listing:
+        return cls(pa.Table.from_batches(batches, schema=LISTING_SCHEMA))
+
+    @classmethod
+    def of(cls, fragments: Iterable[Fragment]) -> Listing:
+        objs = [f.metadata() for f in fragments]
+        return cls.from_batches([listing_batch(objs)] if objs else [])
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __iter__(self) -> Iterator[Fragment]:
+        return iter(self.take(range(len(self))))
+
+    def take(self, indices: Iterable[int]) -> list[Fragment]:
+        """The fragments at these row positions, as the user listed them."""
+        idx = pa.array(list(indices), pa.int64())
+        rows = self.table.take(idx).to_pylist()
+        out = []
+        for r in rows:
+            extra = r.pop("extra")
+            if extra:
+                r.update({k: v for k, v in json.loads(extra).items()
+                          if k not in STANDARD_KEYS})
+            out.append(Fragment.model_validate(r))
+        return out
