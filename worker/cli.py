@@ -9,23 +9,27 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
 
-from worker.models import FragmentFailure, RefreshSummary
+from worker.console import (
+    EXIT_BAD,
+    EXIT_FAILED,
+    EXIT_OK,
+    err,
+    out,
+    print_failure,
+    print_failures,
+    print_summary,
+)
+from worker.models import FragmentFailure
 from worker.sandbox.base import Sandbox
 from worker.sandbox.choose import PROCESS_WARNING, get_sandbox
 from worker.sink import Output
 from worker.spec import Connector, SpecError, load_connector
 from worker.state.sqlite import SqliteState
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD = 0, 1, 2
 
 
 def _default_output() -> str:
@@ -63,18 +67,6 @@ def local_state(output: Output, connector: Connector) -> SqliteState:
         return SqliteState(Path(output.dataset_dir(spec.tenant, spec.name)) / "state.sqlite")
     base = Path(os.environ.get("CONNECTOR_STATE_DIR", Path.home() / ".cache" / "connector"))
     return SqliteState(base / spec.tenant / f"{spec.name}.sqlite")
-
-
-def print_failures(summary: RefreshSummary) -> None:
-    for f in summary.failures:
-        err.print(f"[red]fragment {escape(repr(f.name))} failed ({f.kind}):[/red] "
-                  f"{escape(f.message)}",
-                  highlight=False)
-        if f.traceback:
-            err.print(f.traceback.rstrip(), highlight=False, markup=False)
-        if f.log:
-            err.print("[dim]log:[/dim]")
-            err.print(f.log.rstrip()[-4000:], highlight=False, markup=False)
 
 
 def rows_table(table, title: str, limit: int) -> Table:  # noqa: ANN001 - pyarrow Table
@@ -173,13 +165,7 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
 
 
 def _print_failure(what: str, e: FragmentFailure) -> None:
-    err.print(f"[red]{escape(what)} failed ({e.kind}):[/red] {escape(e.message)}",
-              highlight=False)
-    if e.traceback:
-        err.print(e.traceback.rstrip(), markup=False, highlight=False)
-    if e.log:
-        err.print("[dim]log:[/dim]")
-        err.print(e.log.rstrip()[-4000:], markup=False, highlight=False)
+    print_failure(what, e.kind, e.message, e.traceback, e.log)
 
 
 @main.command()
@@ -219,10 +205,8 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
     if as_json:
         print(json.dumps(summary.counts()))
     else:
-        s = summary
-        out.print(f"{c.spec.name}: listed {s.listed}, read {s.read}, skipped {s.skipped}, "
-                  f"deleted {s.deleted}, failed {s.failed}, rows {s.rows}")
-    print_failures(summary)
+        print_summary(c.spec.name, summary)
+    print_failures(summary.failures)
     sys.exit(EXIT_FAILED if summary.failed else EXIT_OK)
 
 

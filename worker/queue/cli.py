@@ -21,7 +21,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worker.bundle import BundleError
-from worker.models import RefreshRecord
+from worker.console import (
+    EXIT_BAD,
+    EXIT_FAILED,
+    EXIT_OK,
+    err,
+    out,
+    print_failures,
+    print_summary,
+)
 from worker.queue.client import TenantClient
 from worker.queue.conn import connect, redis_url
 from worker.registry import DeployError, NotDeployed
@@ -29,11 +37,8 @@ from worker.secrets import SecretError
 from worker.sink import Output
 from worker.spec import SpecError, load_connector
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 # Tables read by scripts and logs (not a terminal) get room instead of 80 columns.
 wide = out if out.is_terminal else Console(soft_wrap=True, width=160)
-EXIT_OK, EXIT_FAILED, EXIT_BAD = 0, 1, 2
 
 
 def _fail(message: str) -> NoReturn:
@@ -100,9 +105,8 @@ def queued_refresh(name: str, tenant: str | None, wait: bool, as_json: bool) -> 
     if as_json:
         print(json.dumps(s.counts()))
     else:
-        out.print(f"{name}: listed {s.listed}, read {s.read}, skipped {s.skipped}, "
-                  f"deleted {s.deleted}, failed {s.failed}, rows {s.rows}")
-    _print_failures(record, tail=4000)
+        print_summary(name, s)
+    print_failures(record.summary.failures)
     sys.exit(EXIT_FAILED if record.status == "failed" else EXIT_OK)
 
 
@@ -114,17 +118,6 @@ def queued_rows(name: str, tenant: str | None,
     except NotDeployed as e:
         _fail(str(e))
     return name, table, fragments
-
-
-def _print_failures(record: RefreshRecord, tail: int) -> None:
-    for f in record.summary.failures:
-        err.print(f"[red]fragment {escape(repr(f.name))} failed ({f.kind}):[/red] "
-                  f"{escape(f.message)}", highlight=False)
-        if f.traceback:
-            err.print(f.traceback.rstrip()[-tail:], markup=False, highlight=False)
-        if f.log:
-            err.print("[dim]log:[/dim]")
-            err.print(f.log.rstrip()[-tail:], markup=False, highlight=False)
 
 
 def _when(ts: float | None) -> str:
@@ -163,7 +156,7 @@ def status(name: str, tenant: str, limit: int) -> None:
     for r in records:
         if r.summary.failures:
             err.print(f"[bold]refresh {r.id}[/bold]:")
-            _print_failures(r, tail=2000)
+            print_failures(r.summary.failures, tail=2000)
 
 
 @click.command()
