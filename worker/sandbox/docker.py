@@ -5,24 +5,42 @@ for /tmp, every capability dropped, no-new-privileges, a non-root user, pids, me
 (swap included) and CPU limits, and no log driver (we read stdout ourselves, and a
 json-file log would grow without bound). Nothing from the host is mounted: the code is
 a layer of the image. Credentials cross once, over the attached stdin.
+
+PID 1 is Docker's init (tini, the engine's read-only `docker-init`), not the runtime:
+the kernel ignores signals a namespace's init sends itself, so without it a runtime that
+SIGKILLs itself would keep running under runc (and die under gVisor), and orphans of
+user code would never be reaped and would eat the pids limit of a warm session. With
+tini the runtime is an ordinary process: it dies like one ("container exited 137"),
+and when it exits tini exits and the kernel kills everything left in the container.
+
+The host never buffers more of one frame than the output cap allows (`DockerSource`):
+user code can write to the protocol's file descriptor, and a forged header announcing
+a 500 MiB frame must not make the worker hold 500 MiB before the cap is checked.
+Containers still running when the worker's interpreter exits are removed (atexit); a
+worker killed outright leaves them to `reap`, which runs whenever a sandbox starts.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import math
 import os
 import select
 import socket
 import struct
 import threading
 import time
+import weakref
 from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.types import LogConfig
 
 from worker.models import FailureKind, FragmentFailure
+from worker.protocol import ProtocolError
 from worker.sandbox.session import FramedSession, human_size
 from worker.spec import Connector
 
@@ -32,7 +50,11 @@ CODE_DIR = "/opt/connector"
 SANDBOX_USER = "10001:10001"
 TMPFS = "size=64m,mode=1777,noexec,nosuid,nodev"
 STDERR_CAP = 64 << 10
+# The largest frame the host buffers when the output cap is smaller: listings carry no
+# output budget, and a chunk of 2000 listed objects with metadata must still fit.
+MIN_FRAME_CAP = 64 << 20
 _MUX = struct.Struct(">BxxxL")
+_live: weakref.WeakSet[DockerChannel] = weakref.WeakSet()
 
 
 def owner_id() -> str:
@@ -44,11 +66,12 @@ class DockerSource:
     """`ByteSource` over an attached container socket: undoes Docker's stream
     multiplexing (8-byte headers), keeping stdout for frames and a bounded stderr."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, max_read: int | None = None) -> None:
         self._sock = sock
         self._raw = bytearray()
         self._out = bytearray()
         self.stderr = bytearray()
+        self.max_read = max_read
 
     def _pump(self, deadline: float | None) -> None:
         wait = None if deadline is None else deadline - time.monotonic()
@@ -76,6 +99,10 @@ class DockerSource:
         del raw[:pos]
 
     def read_exact(self, n: int, deadline: float | None) -> bytes:
+        if self.max_read is not None and n > self.max_read:
+            # Checked before buffering: a frame this big can only fail the output cap.
+            raise ProtocolError(f"a frame of {human_size(n)} exceeds the output cap "
+                                f"({human_size(self.max_read)})")
         while len(self._out) < n:
             self._pump(deadline)
         out = bytes(self._out[:n])
@@ -90,8 +117,11 @@ class DockerChannel:
         self._api = client.api
         limits = connector.spec.limits
         self._memory = limits.memory
+        self._runtime = limits.runtime
+        self._pids = limits.pids
+        egress = limits.network == "egress"
         host_config = self._api.create_host_config(
-            network_mode="none" if limits.network == "none" else egress_network(client),
+            network_mode=egress_network(client) if egress else "none",
             read_only=True,
             tmpfs={"/tmp": TMPFS},
             cap_drop=["ALL"],
@@ -103,7 +133,8 @@ class DockerChannel:
             log_config=LogConfig(type="none"),
             runtime=limits.runtime if limits.runtime != "runc" else None,
             ipc_mode="private",
-            init=False,
+            init=True,
+            sysctls=egress_sysctls() if egress else None,
         )
         spec = connector.spec
         container = self._api.create_container(
@@ -113,13 +144,18 @@ class DockerChannel:
             tty=False,
             user=SANDBOX_USER,
             working_dir="/tmp",
-            environment={"HOME": "/tmp", "OPENBLAS_NUM_THREADS": "1"},
+            environment={"HOME": "/tmp", "OPENBLAS_NUM_THREADS": "1",
+                         # Arrow sizes its thread pool by the host's CPUs, and threads
+                         # count against the pids limit: size it by the CPU limit.
+                         "OMP_NUM_THREADS": str(max(1, math.ceil(limits.cpus)))},
             labels={LABEL: "1", LABEL_OWNER: owner_id(), "io.connector.tenant": spec.tenant,
                     "io.connector.name": spec.name, **labels},
             host_config=host_config,
-            network_disabled=limits.network == "none",
+            network_disabled=not egress,
         )
         self.id: str = container["Id"]
+        self._killed = False
+        _live.add(self)
         try:
             # Attach before start, or the runtime's first bytes can be lost.
             sock = self._api.attach_socket(self.id, params={
@@ -130,19 +166,26 @@ class DockerChannel:
             self.kill()
             raise
         self._sock.setblocking(True)
-        self.source = DockerSource(self._sock)
-        self._killed = False
-        self._lock = threading.Lock()
+        self.source = DockerSource(self._sock, max(limits.max_output_bytes, MIN_FRAME_CAP))
 
     def send(self, data: bytes) -> None:
         self._sock.sendall(data)
 
     def kill(self) -> None:
+        # shutdown() first: close() alone leaves the connection open while the SDK's
+        # SocketIO still references the socket, and then a runtime that is writing
+        # (an output flood) blocks the engine's attach copy, which blocks the removal
+        # below forever: the worker hung at "output exceeded" before this.
+        with contextlib.suppress(Exception):
+            self._sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
             self._sock.close()
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        with contextlib.suppress(docker.errors.DockerException,
+                                 requests.exceptions.RequestException):
+            # If the engine does not answer, `reap` removes it at the next start.
             self._api.remove_container(self.id, force=True)
         self._killed = True
+        _live.discard(self)
 
     def exit_reason(self) -> tuple[str, FailureKind]:
         try:
@@ -153,19 +196,46 @@ class DockerChannel:
         except Exception as e:  # engine gone, wait timed out
             self.kill()
             return f"container stopped answering: {e}", FailureKind.INFRA
+        if state.get("Status") in ("removing", "dead"):
+            # Force-removed from outside (an operator, an engine restart): the code it
+            # shows then is the kill's 137, not the user's doing; worth a retry.
+            return "container was removed while running", FailureKind.INFRA
         code = state.get("ExitCode")
         err = bytes(self.source.stderr).decode("utf-8", "replace").strip()
         tail = f": {err.splitlines()[-1]}" if err else ""
         if state.get("OOMKilled") or "MemoryError" in err:
             return f"out of memory (limit {human_size(self._memory)})", FailureKind.LIMIT
+        if code == 2 and not err and self._runtime == "runsc":
+            # gVisor's sentry (Go) dies with 2 when it cannot get host threads: under the
+            # ptrace platform user processes cost host processes in the same pids limit.
+            return (f"container exited 2: the gVisor sandbox died (a fork bomb or too many "
+                    f"threads for the pids limit of {self._pids} does this)"), FailureKind.USER
         return f"container exited {code}{tail}", FailureKind.USER
 
 
 def egress_network(client: docker.DockerClient) -> str:
-    """The network for connectors that opted into egress (see worker/sandbox/egress.py)."""
-    from worker.sandbox.egress import ensure_egress_network
+    """The network for connectors that opted into egress (see worker/sandbox/egress.py);
+    raises `FragmentFailure` when egress cannot be fenced here (never allowed unfenced)."""
+    from worker.sandbox.egress import EgressUnavailable, ensure_egress_network
 
-    return ensure_egress_network(client)
+    try:
+        return ensure_egress_network(client)
+    except EgressUnavailable as e:
+        raise FragmentFailure(f"egress refused: {e}", FailureKind.INFRA) from None
+
+
+def egress_sysctls() -> dict[str, str]:
+    from worker.sandbox.egress import CONTAINER_SYSCTLS
+
+    return dict(CONTAINER_SYSCTLS)
+
+
+@atexit.register
+def _remove_live() -> None:
+    """The worker is exiting: its containers must not outlive it (user code may still
+    be running in them)."""
+    for channel in list(_live):
+        channel.kill()
 
 
 class DockerSandbox:
