@@ -77,11 +77,23 @@ class FrameWriter:
         self._out.flush()
 
 
-def read_frame(src: ByteSource, deadline: float | None) -> tuple[bytes, bytes]:
+class FrameTooLarge(Exception):
+    """A header announced more bytes than the reader may take: refused before buffering,
+    since user code can forge headers by writing to the protocol's descriptor."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def read_frame(src: ByteSource, deadline: float | None,
+               max_size: int = MAX_FRAME) -> tuple[bytes, bytes]:
     head = src.read_exact(HEADER.size, deadline)
     kind, size = HEADER.unpack(head)
     if kind not in (JSON, ARROW) or size > MAX_FRAME:
         raise ProtocolError(f"bad frame header {head!r}")
+    if size > max_size:
+        raise FrameTooLarge(size)
     return kind, src.read_exact(size, deadline)
 
 

@@ -18,7 +18,16 @@ import pyarrow as pa
 
 from worker.listing import Listing
 from worker.models import FailureKind, Fragment, FragmentFailure, ReadReport
-from worker.protocol import ARROW, ByteSource, ProtocolError, decode_batch, encode_json, read_frame
+from worker.protocol import (
+    ARROW,
+    MAX_FRAME,
+    ByteSource,
+    FrameTooLarge,
+    ProtocolError,
+    decode_batch,
+    encode_json,
+    read_frame,
+)
 from worker.spec import Connector, Limits
 
 LOG_HEAD = 32 << 10
@@ -127,10 +136,13 @@ class FramedSession:
         used = 0
         while True:
             try:
-                kind, body = read_frame(self._ch.source, deadline)
+                room = MAX_FRAME if budget is None else max(0, budget - used - 5)
+                kind, body = read_frame(self._ch.source, deadline, room)
+                used += len(body) + 5
+            except FrameTooLarge:
+                used = (budget or 0) + 1  # over the cap without buffering the frame
             except (TimeoutError, EOFError, ProtocolError, OSError) as e:
                 raise self._broken(e) from None
-            used += len(body) + 5
             if budget is not None and used > budget:
                 self._usable = False
                 self._ch.kill()
