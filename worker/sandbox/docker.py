@@ -23,14 +23,13 @@ worker killed outright leaves them to `reap`, which runs whenever a sandbox star
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import math
 import os
-import select
 import socket
 import struct
 import threading
-import time
 import weakref
 from typing import Any
 
@@ -40,8 +39,7 @@ import requests.exceptions
 from docker.types import LogConfig
 
 from worker.models import FailureKind, FragmentFailure
-from worker.protocol import ProtocolError
-from worker.sandbox.session import FramedSession, human_size
+from worker.sandbox.session import FramedSession, human_size, wait_readable
 from worker.spec import Connector
 
 LABEL = "io.connector.sandbox"
@@ -50,9 +48,6 @@ CODE_DIR = "/opt/connector"
 SANDBOX_USER = "10001:10001"
 TMPFS = "size=64m,mode=1777,noexec,nosuid,nodev"
 STDERR_CAP = 64 << 10
-# The largest frame the host buffers when the output cap is smaller: listings carry no
-# output budget, and a chunk of 2000 listed objects with metadata must still fit.
-MIN_FRAME_CAP = 64 << 20
 _MUX = struct.Struct(">BxxxL")
 _live: weakref.WeakSet[DockerChannel] = weakref.WeakSet()
 
@@ -64,50 +59,57 @@ def owner_id() -> str:
 
 class DockerSource:
     """`ByteSource` over an attached container socket: undoes Docker's stream
-    multiplexing (8-byte headers), keeping stdout for frames and a bounded stderr."""
+    multiplexing (8-byte headers), keeping stdout for frames and a bounded stderr.
 
-    def __init__(self, sock: socket.socket, max_read: int | None = None) -> None:
+    Stdout payloads are kept as views of the received buffers, consumed by offset: no
+    buffer's head is ever deleted (that copies the rest, per read) and a frame body is
+    copied once, into its own buffer."""
+
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._raw = bytearray()
-        self._out = bytearray()
+        self._raw = b""  # undemuxed bytes: a partial mux header or payload
+        self._chunks: collections.deque[memoryview] = collections.deque()
+        self._avail = 0
         self.stderr = bytearray()
-        self.max_read = max_read
 
     def _pump(self, deadline: float | None) -> None:
-        wait = None if deadline is None else deadline - time.monotonic()
-        if wait is not None and wait <= 0:
-            raise TimeoutError
-        ready, _, _ = select.select([self._sock], [], [], wait)
-        if not ready:
-            raise TimeoutError
+        wait_readable(self._sock, deadline)
         data = self._sock.recv(1 << 20)
         if not data:
             raise EOFError
-        raw = self._raw
-        raw += data
+        raw = self._raw + data if self._raw else data
+        view = memoryview(raw)
         pos = 0
         while len(raw) - pos >= 8:
             kind, size = _MUX.unpack_from(raw, pos)
             if len(raw) - pos - 8 < size:
                 break
-            payload = raw[pos + 8: pos + 8 + size]
+            payload = view[pos + 8: pos + 8 + size]
             pos += 8 + size
             if kind == 1:
-                self._out += payload
+                self._chunks.append(payload)
+                self._avail += size
             elif kind == 2 and len(self.stderr) < STDERR_CAP:
                 self.stderr += payload[: STDERR_CAP - len(self.stderr)]
-        del raw[:pos]
+        self._raw = raw[pos:]
 
     def read_exact(self, n: int, deadline: float | None) -> bytes:
-        if self.max_read is not None and n > self.max_read:
-            # Checked before buffering: a frame this big can only fail the output cap.
-            raise ProtocolError(f"a frame of {human_size(n)} exceeds the output cap "
-                                f"({human_size(self.max_read)})")
-        while len(self._out) < n:
+        while self._avail < n:
             self._pump(deadline)
-        out = bytes(self._out[:n])
-        del self._out[:n]
-        return out
+        out = bytearray(n)
+        got = 0
+        chunks = self._chunks
+        while got < n:
+            c = chunks[0]
+            take = min(len(c), n - got)
+            out[got:got + take] = c[:take]
+            got += take
+            if take == len(c):
+                chunks.popleft()
+            else:
+                chunks[0] = c[take:]
+        self._avail -= n
+        return out  # a bytearray: bytes-like, and no second copy
 
 
 class DockerChannel:
@@ -166,7 +168,7 @@ class DockerChannel:
             self.kill()
             raise
         self._sock.setblocking(True)
-        self.source = DockerSource(self._sock, max(limits.max_output_bytes, MIN_FRAME_CAP))
+        self.source = DockerSource(self._sock)
 
     def send(self, data: bytes) -> None:
         self._sock.sendall(data)

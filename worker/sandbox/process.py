@@ -10,17 +10,15 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import select
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from worker.models import FailureKind
-from worker.sandbox.session import FramedSession, human_size
+from worker.sandbox.session import FramedSession, human_size, wait_readable
 from worker.spec import Connector
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
@@ -44,14 +42,6 @@ class PipeSource:
         self._buf = b""
         self._pos = 0
 
-    def _wait(self, deadline: float | None) -> None:
-        wait = None if deadline is None else deadline - time.monotonic()
-        if wait is not None and wait <= 0:
-            raise TimeoutError
-        ready, _, _ = select.select([self._fd], [], [], wait)
-        if not ready:
-            raise TimeoutError
-
     def read_exact(self, n: int, deadline: float | None) -> bytes:
         pos, buf = self._pos, self._buf
         if len(buf) - pos >= n:
@@ -63,7 +53,7 @@ class PipeSource:
         view[:got] = buf[pos:]
         self._buf, self._pos = b"", 0
         while got < n:
-            self._wait(deadline)
+            wait_readable(self._fd, deadline)
             if n - got >= self.READ_AHEAD:
                 k = os.readv(self._fd, [view[got:]])
                 if not k:

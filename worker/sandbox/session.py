@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -20,7 +22,6 @@ from worker.listing import Listing
 from worker.models import FailureKind, Fragment, FragmentFailure, ReadReport
 from worker.protocol import (
     ARROW,
-    MAX_FRAME,
     ByteSource,
     FrameTooLarge,
     ProtocolError,
@@ -30,10 +31,22 @@ from worker.protocol import (
 )
 from worker.spec import Connector, Limits
 
+# No output budget applies outside a read (open, list): this bounds one frame there.
+LISTING_FRAME_CAP = 64 << 20
 LOG_HEAD = 32 << 10
 LOG_TAIL = 32 << 10
 # Read requests in flight per session in read_many: this one and the next.
 PIPELINE = 2
+
+
+def wait_readable(source: int | socket.socket, deadline: float | None) -> None:
+    """Block until `source` has bytes (or EOF); TimeoutError past `deadline` (monotonic)."""
+    wait = None if deadline is None else deadline - time.monotonic()
+    if wait is not None and wait <= 0:
+        raise TimeoutError
+    ready, _, _ = select.select([source], [], [], wait)
+    if not ready:
+        raise TimeoutError
 
 
 def human_size(n: int) -> str:
@@ -136,7 +149,7 @@ class FramedSession:
         used = 0
         while True:
             try:
-                room = MAX_FRAME if budget is None else max(0, budget - used - 5)
+                room = LISTING_FRAME_CAP if budget is None else max(0, budget - used - 5)
                 kind, body = read_frame(self._ch.source, deadline, room)
                 used += len(body) + 5
             except FrameTooLarge:
