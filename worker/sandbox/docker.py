@@ -269,13 +269,7 @@ class DockerSandbox:
             channel = DockerChannel(self.client, image, connector, self.labels)
         except docker.errors.DockerException as e:
             raise FragmentFailure(f"container could not start: {e}", FailureKind.INFRA) from None
-        session = FramedSession(channel, connector, CODE_DIR)
-        try:
-            session.start(credentials)
-        except BaseException:
-            session.close()
-            raise
-        return session
+        return FramedSession.started(channel, connector, CODE_DIR, credentials)
 
 
 def _owner_alive(owner: str) -> bool:

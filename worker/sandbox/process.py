@@ -143,10 +143,5 @@ class ProcessSandbox:
     name = "process"
 
     def open(self, connector: Connector, credentials: str | None) -> FramedSession:
-        session = FramedSession(ProcessChannel(connector), connector, str(connector.path))
-        try:
-            session.start(credentials)
-        except BaseException:
-            session.close()
-            raise
-        return session
+        return FramedSession.started(ProcessChannel(connector), connector, str(connector.path),
+                                     credentials)

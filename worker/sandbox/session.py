@@ -113,6 +113,18 @@ class FramedSession:
         self._usable = True
         self._log = LogBuffer()
 
+    @classmethod
+    def started(cls, channel: Channel, connector: Connector, module_dir: str,
+                credentials: str | None) -> FramedSession:
+        """A session whose runtime ran context(); the runtime is killed if that fails."""
+        session = cls(channel, connector, module_dir)
+        try:
+            session.start(credentials)
+        except BaseException:
+            session.close()
+            raise
+        return session
+
     # --- plumbing ------------------------------------------------------------------
 
     @property
