@@ -27,6 +27,7 @@ from bench.common import (
 )
 from worker.models import Commit
 from worker.sink import Output
+from worker.spec import Connector
 from worker.state.sqlite import SqliteState
 
 
@@ -44,7 +45,7 @@ def floor(work: Workdir, n: int) -> float:
 
 
 def run(report: Report, work: Workdir, *, fragments: int, repeats: int, concurrency: int,
-        sandboxes: list[str]) -> None:
+        sandboxes: list[str], queue_workers: int = 2) -> None:
     section(f"per-fragment overhead: {fragments:,} one-row fragments, warm sessions")
     conn = work.connector("bench_tiny", workload.TINY_CODE, workload.TINY_SPEC,
                           {"fragments.txt": str(fragments).encode()})
@@ -75,4 +76,34 @@ def run(report: Report, work: Workdir, *, fragments: int, repeats: int, concurre
                               statistics.median(opens), "s",
                               note=f"min {min(opens):.2f} s, max {max(opens):.2f} s, "
                                    f"n={len(opens)}"))
-    report.note("queue mode (2 workers >= 80 fragments/s): TODO, needs worker/queue")
+    run_queue(report, work, conn, base, fragments=fragments, repeats=repeats,
+              sandboxes=sandboxes, workers=queue_workers)
+
+
+def run_queue(report: Report, work: Workdir, conn: Connector, base: float, *,
+              fragments: int, repeats: int, sandboxes: list[str], workers: int) -> None:
+    """Target 3 in queue mode: enqueue -> refresh closed, warm sessions in each worker."""
+    from bench import queued
+
+    if workers <= 0:
+        return
+    try:
+        qb = queued.QueueBench(work)
+    except queued.QueueUnavailable as e:
+        report.note(f"queue mode: skipped, {e}")
+        return
+    with qb:
+        for kind in sorted(sandboxes, key=lambda k: k != "docker"):
+            if kind == "docker" and not docker_available():
+                continue
+            m = queued.measure(qb, conn, kind, workers, repeats, fragments, fragments)
+            fps = fragments / m["best"]
+            runs = ", ".join(f"{t:.2f}" for t in m["times"])
+            docker = kind == "docker"
+            report.add(Result(f"queue mode, {kind}: one-row fragments, {workers} workers, warm",
+                              fps, "fragments/s", base, "in-process floor",
+                              ">= 80/s" if docker else "", fps >= 80 if docker else None,
+                              note=f"enqueue -> closed; runs {runs} s; "
+                                   f"warm-up {m['warmup']:.1f} s"))
+        for left in qb.leftovers:
+            report.note(f"queue mode: LEFTOVER {left}")

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="refresh concurrency for the throughput runs (default 1)")
     p.add_argument("--tiny-concurrency", type=int, default=2,
                    help="refresh concurrency for the one-row fragments (default 2)")
+    p.add_argument("--queue-workers", type=int, default=2,
+                   help="queue-mode worker processes (default 2; 0 skips queue mode)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = p.parse_args(argv)
 
@@ -68,13 +70,15 @@ def main(argv: list[str] | None = None) -> int:
             stages.run(report, work, fragments=min(fragments, 4), rows=rows)
         if "throughput" in only:
             throughput.run(report, work, fragments=fragments, rows=rows, repeats=repeats,
-                           sandboxes=sandboxes, concurrency=args.concurrency)
+                           sandboxes=sandboxes, concurrency=args.concurrency,
+                           queue_workers=args.queue_workers)
         if "custom" in only:
             throughput.run_custom(report, work, fragments=fragments, rows=rows,
                                   repeats=repeats, concurrency=args.concurrency)
         if "overhead" in only:
             overhead.run(report, work, fragments=tiny, repeats=repeats,
-                         concurrency=args.tiny_concurrency, sandboxes=sandboxes)
+                         concurrency=args.tiny_concurrency, sandboxes=sandboxes,
+                         queue_workers=args.queue_workers)
         if "memory" in only:
             memory.run(report, work, size=big, sandboxes=sandboxes)
         if "incremental" in only:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -28,6 +27,7 @@ from bench.common import (
     section,
     timed_refresh,
 )
+from worker.spec import Connector
 
 
 def csv_connector(work: Workdir, name: str, fragments: int, rows: int, custom: bool = False):
@@ -71,7 +71,7 @@ def sandbox_throughput(work: Workdir, kind: str, connector, fragments: int, rows
 
 
 def run(report: Report, work: Workdir, *, fragments: int, rows: int, repeats: int,
-        sandboxes: list[str], concurrency: int) -> None:
+        sandboxes: list[str], concurrency: int, queue_workers: int = 2) -> None:
     section(f"throughput: {fragments} fragments x {rows:,} rows of CSV "
             f"({fragments * len(workload.csv_bytes(rows)) / 1e6:.0f} MB)")
     conn = csv_connector(work, "bench_csv", fragments, rows)
@@ -93,12 +93,41 @@ def run(report: Report, work: Workdir, *, fragments: int, rows: int, repeats: in
                           read_rps / limit >= t))
         report.add(Result(f"{kind} sandbox, end to end incl. cold start", total_rps, "rows/s",
                           limit, "in-process limit", note=f"session open {cold:.2f} s"))
-    if Path(__file__).resolve().parents[1].joinpath("worker", "queue", "__init__.py").exists():
-        report.note("queue mode: TODO — worker/queue exists but has no bench driver yet "
-                    "(target: 2 workers >= 0.5x the limit)")
-    else:
-        report.note("queue mode (2 workers >= 0.5x): TODO, worker/queue is not built yet")
+    run_queue(report, work, conn, limit, fragments=fragments, rows=rows, repeats=repeats,
+              sandboxes=sandboxes, workers=queue_workers)
 
+
+def run_queue(report: Report, work: Workdir, conn: Connector, limit: float, *,
+              fragments: int, rows: int, repeats: int, sandboxes: list[str],
+              workers: int) -> None:
+    """Target 1 in queue mode: enqueue -> refresh closed, `workers` worker processes."""
+    from bench import queued
+
+    if workers <= 0:
+        return
+    try:
+        qb = queued.QueueBench(work)
+    except queued.QueueUnavailable as e:
+        report.note(f"queue mode: skipped, {e}")
+        return
+    with qb:
+        report.note(f"queue mode: Redis {qb.url}, key prefixes {qb.prefix} / "
+                    f"{qb.rq_prefix}; workers warmed by one untimed refresh each")
+        for kind in sorted(sandboxes, key=lambda k: k != "docker"):
+            if kind == "docker" and not docker_available():
+                continue
+            m = queued.measure(qb, conn, kind, workers, repeats, fragments,
+                               fragments * rows)
+            rps = fragments * rows / m["best"]
+            runs = ", ".join(f"{t:.2f}" for t in m["times"])
+            target = 0.5 if kind == "docker" else None
+            report.add(Result(f"queue mode, {kind} sandbox, {workers} workers", rps, "rows/s",
+                              limit, "in-process limit", f">= {target}x" if target else "",
+                              rps / limit >= target if target else None,
+                              note=f"enqueue -> closed; runs {runs} s; "
+                                   f"warm-up {m['warmup']:.1f} s"))
+        for left in qb.leftovers:
+            report.note(f"queue mode: LEFTOVER {left}")
 
 # --------------------------------------------------------------------------- custom
 
