@@ -77,10 +77,10 @@ def test_base_image_runs_the_runtime_as_non_root(client: docker.DockerClient, ba
     assert version == "3.11"
     assert prefix == "/opt/venv"
     assert path.startswith("/opt/runtime/worker/")
-    # Same inputs: same tag, no rebuild.
-    t0 = time.monotonic()
+    # Same inputs: same tag, the same image (nothing rebuilt).
+    base_id = client.images.get(base).id
     assert base_image(client) == base
-    assert time.monotonic() - t0 < 5
+    assert client.images.get(base).id == base_id
 
 
 def test_connector_image_with_packages(client: docker.DockerClient, base: str, tmp_path: Path,
@@ -101,12 +101,9 @@ def test_connector_image_with_packages(client: docker.DockerClient, base: str, t
     assert run(client, tag, "sh", "-c", "ls /tmp/wheels 2>/dev/null | wc -l").strip() == "0"
 
     image_id = client.images.get(tag).id
-    t0 = time.monotonic()
     again = build_connector_image(client, load_connector(conn.path), wheel_cache)
-    elapsed = time.monotonic() - t0
     assert again == tag
     assert client.images.get(again).id == image_id
-    assert elapsed < 5, f"a no-op build took {elapsed:.1f}s"
 
 
 def test_code_change_reuses_packages_image(client: docker.DockerClient, base: str,
@@ -119,16 +116,13 @@ def test_code_change_reuses_packages_image(client: docker.DockerClient, base: st
 
     changed = make_connector(tmp_path / "orders", "orders", ["six==1.16.0"],
                              extra="\nVERSION = 2\n")
-    t0 = time.monotonic()
     tag2 = build_connector_image(client, changed, wheel_cache)
-    elapsed = time.monotonic() - t0
     assert tag2 != tag1
     assert tag2.split(":")[0] == tag1.split(":")[0]
     # The packages image was reused, not rebuilt: same id, and the new image sits on it.
     assert client.images.get(packages_tag(base_id, changed.spec.packages)).id == pkgs_id
     history = {layer["Id"] for layer in client.images.get(tag2).history()}
     assert pkgs_id in history
-    assert elapsed < 60, f"a code-only rebuild took {elapsed:.1f}s"
     assert "VERSION = 2" in run(client, tag2, "cat", "/opt/connector/connector.py")
     # A helper file in the folder is part of the code too.
     (tmp_path / "orders" / "helper.py").write_text("X = 1\n")
@@ -176,3 +170,29 @@ def test_sdist_only_package_is_refused(client: docker.DockerClient, base: str, t
     bad = make_connector(tmp_path / "c", "c", ["pyyaml==5.3.1"])  # no cp311 wheels exist
     with pytest.raises(ImageBuildError, match=r"'pyyaml==5\.3\.1' could not be resolved"):
         build_connector_image(client, bad, wheel_cache)
+
+
+def test_concurrent_builds_of_one_tag_build_once(client: docker.DockerClient, base: str,
+                                                 tmp_path: Path, wheel_cache: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import worker.images as images
+
+    builds: list[str] = []
+    real = images._docker_build
+    lock = threading.Lock()
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - a pass-through spy
+        with lock:
+            builds.append(args[2])  # the tag being built
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(images, "_docker_build", counting)
+    conn = make_connector(tmp_path / "racy", "racy", ["six==1.16.0"],
+                          extra=f"\nNONCE = {time.time_ns()}\n")  # a tag never built before
+    with ThreadPoolExecutor(3) as ex:
+        tags = list(ex.map(lambda _: build_connector_image(client, conn, wheel_cache), range(3)))
+    assert len(set(tags)) == 1
+    assert builds.count(tags[0]) == 1  # the other two waited on the tag's lock, then found it
