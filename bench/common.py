@@ -177,6 +177,23 @@ def docker_available() -> bool:
         return False
 
 
+def runnable(report: Report, sandboxes: list[str]) -> Iterator[str]:
+    """The requested sandbox kinds this machine can run; a missing engine is noted."""
+    for kind in sandboxes:
+        if kind == "docker" and not docker_available():
+            report.note("docker: no engine answers; skipped")
+            continue
+        yield kind
+
+
+def warm_box(kind: str, connector: Connector) -> TimedSandbox:
+    """A timed sandbox whose connector image (Docker) is already built."""
+    box = TimedSandbox(make_sandbox(kind))
+    if kind == "docker":
+        box.inner.image_for(connector)  # type: ignore[attr-defined]
+    return box
+
+
 @dataclass
 class RefreshTiming:
     summary: RefreshSummary

@@ -18,12 +18,11 @@ from bench import workload
 from bench.common import (
     Report,
     Result,
-    TimedSandbox,
     Workdir,
-    docker_available,
-    make_sandbox,
+    runnable,
     section,
     timed_refresh,
+    warm_box,
 )
 from worker.models import Commit
 from worker.state.sqlite import SqliteState
@@ -48,13 +47,8 @@ def run(report: Report, work: Workdir, *, fragments: int, repeats: int,
                           {"fragments.txt": str(fragments).encode()})
     base, objs = connector_listing(conn.path, repeats)
     report.add(Result("connector's own listing, in-process", base, "s"))
-    for kind in sandboxes:
-        if kind == "docker" and not docker_available():
-            report.note("docker: no engine answers; skipped")
-            continue
-        box = TimedSandbox(make_sandbox(kind))
-        if kind == "docker":
-            box.inner.image_for(conn)  # type: ignore[attr-defined]
+    for kind in runnable(report, sandboxes):
+        box = warm_box(kind, conn)
         best = float("inf")
         read_phase = float("inf")
         opens: list[float] = []

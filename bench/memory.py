@@ -30,10 +30,10 @@ from bench.common import (
     cgroup_peak,
     cgroup_stat,
     container_cgroup_dir,
-    docker_available,
     make_sandbox,
     mib,
     rss_kib,
+    runnable,
     section,
     timed_refresh,
 )
@@ -113,10 +113,7 @@ def run(report: Report, work: Workdir, *, size: int, sandboxes: list[str]) -> No
     conn = work.connector("bench_big", workload.BIG_CODE, spec,
                           {"data.csv": workload.csv_bytes(),
                            "size.txt": str(size).encode()})
-    for kind in sandboxes:
-        if kind == "docker" and not docker_available():
-            report.note("docker: no engine answers; skipped")
-            continue
+    for kind in runnable(report, sandboxes):
         out = work.fresh_output(f"big-{kind}")
         t0 = time.perf_counter()
         proc = subprocess.run(

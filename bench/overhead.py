@@ -18,12 +18,12 @@ from bench import workload
 from bench.common import (
     Report,
     Result,
-    TimedSandbox,
     Workdir,
     docker_available,
-    make_sandbox,
+    runnable,
     section,
     timed_refresh,
+    warm_box,
 )
 from worker.models import Commit
 from worker.sink import Output
@@ -51,13 +51,8 @@ def run(report: Report, work: Workdir, *, fragments: int, repeats: int, concurre
                           {"fragments.txt": str(fragments).encode()})
     base = floor(work, fragments)
     report.add(Result("in-process floor: write + rename + commit", base, "fragments/s"))
-    for kind in sandboxes:
-        if kind == "docker" and not docker_available():
-            report.note("docker: no engine answers; skipped")
-            continue
-        box = TimedSandbox(make_sandbox(kind))
-        if kind == "docker":
-            box.inner.image_for(conn)  # type: ignore[attr-defined]
+    for kind in runnable(report, sandboxes):
+        box = warm_box(kind, conn)
         best = float("inf")
         opens: list[float] = []
         for _ in range(repeats):

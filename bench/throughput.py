@@ -24,6 +24,7 @@ from bench.common import (
     Workdir,
     docker_available,
     make_sandbox,
+    runnable,
     section,
     timed_refresh,
 )
@@ -81,10 +82,7 @@ def run(report: Report, work: Workdir, *, fragments: int, rows: int, repeats: in
     limit = baseline_limit(work, fragments, rows, repeats)
     report.add(Result("in-process limit: read_csv + write_table", limit, "rows/s"))
     targets = {"process": 0.7, "docker": 0.6}
-    for kind in sandboxes:
-        if kind == "docker" and not docker_available():
-            report.note("docker: no engine answers; skipped")
-            continue
+    for kind in runnable(report, sandboxes):
         read_rps, total_rps, cold = sandbox_throughput(work, kind, conn, fragments, rows,
                                                        repeats, concurrency)
         t = targets[kind]
