@@ -50,6 +50,28 @@ TMPFS = "size=64m,mode=1777,noexec,nosuid,nodev"
 STDERR_CAP = 64 << 10
 _MUX = struct.Struct(">BxxxL")
 _live: weakref.WeakSet[DockerChannel] = weakref.WeakSet()
+# Containers whose removal failed because the engine did not answer (it was stopped or
+# restarting): removed by the next `open` and at exit, not left until another worker's
+# `reap` (which spares containers of a live owner, i.e. ours).
+_unremoved: dict[str, docker.APIClient] = {}
+
+
+def _remove(api: docker.APIClient, container_id: str) -> bool:
+    try:
+        api.remove_container(container_id, force=True)
+    except docker.errors.NotFound:
+        pass
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        _unremoved[container_id] = api
+        return False
+    _unremoved.pop(container_id, None)
+    return True
+
+
+def _remove_unremoved() -> None:
+    for container_id, api in list(_unremoved.items()):
+        if not _remove(api, container_id):
+            return  # the engine still does not answer
 
 
 def owner_id() -> str:
@@ -182,10 +204,7 @@ class DockerChannel:
             self._sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
             self._sock.close()
-        with contextlib.suppress(docker.errors.DockerException,
-                                 requests.exceptions.RequestException):
-            # If the engine does not answer, `reap` removes it at the next start.
-            self._api.remove_container(self.id, force=True)
+        _remove(self._api, self.id)
         self._killed = True
         _live.discard(self)
 
@@ -238,6 +257,8 @@ def _remove_live() -> None:
     be running in them)."""
     for channel in list(_live):
         channel.kill()
+    with contextlib.suppress(Exception):
+        _remove_unremoved()
 
 
 class DockerSandbox:
@@ -266,8 +287,10 @@ class DockerSandbox:
     def open(self, connector: Connector, credentials: str | None) -> FramedSession:
         image = self.image_for(connector)
         try:
+            _remove_unremoved()
             channel = DockerChannel(self.client, image, connector, self.labels)
-        except docker.errors.DockerException as e:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+            # RequestException: the engine's socket is gone (engine stopped, restarting)
             raise FragmentFailure(f"container could not start: {e}", FailureKind.INFRA) from None
         return FramedSession.started(channel, connector, CODE_DIR, credentials)
 
