@@ -19,7 +19,6 @@ from bench.common import (
     Report,
     Result,
     Workdir,
-    docker_available,
     runnable,
     section,
     timed_refresh,
@@ -80,17 +79,11 @@ def run_queue(report: Report, work: Workdir, conn: Connector, base: float, *,
     """Target 3 in queue mode: enqueue -> refresh closed, warm sessions in each worker."""
     from bench import queued
 
-    if workers <= 0:
-        return
-    try:
-        qb = queued.QueueBench(work)
-    except queued.QueueUnavailable as e:
-        report.note(f"queue mode: skipped, {e}")
+    qb = queued.open_bench(report, work, workers)
+    if qb is None:
         return
     with qb:
-        for kind in sorted(sandboxes, key=lambda k: k != "docker"):
-            if kind == "docker" and not docker_available():
-                continue
+        for kind in queued.queue_kinds(sandboxes):
             m = queued.measure(qb, conn, kind, workers, repeats, fragments, fragments)
             fps = fragments / m["best"]
             runs = ", ".join(f"{t:.2f}" for t in m["times"])

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bench.common import Workdir
+from bench.common import Report, Workdir, docker_available
 from worker.models import RefreshSummary
 from worker.spec import Connector
 
@@ -230,3 +230,20 @@ def measure(qb: QueueBench, connector: Connector, sandbox: str, concurrency: int
     if left:
         qb.leftovers.append(f"{left} container(s) of tenant {qb.tenant} left after stop")
     return {"best": min(times), "times": times, "warmup": warm_s}
+
+
+def open_bench(report: Report, work: Workdir, workers: int) -> QueueBench | None:
+    """A QueueBench, or None (noted in the report) when queue mode is off or has no Redis."""
+    if workers <= 0:
+        return None
+    try:
+        return QueueBench(work)
+    except QueueUnavailable as e:
+        report.note(f"queue mode: skipped, {e}")
+        return None
+
+
+def queue_kinds(sandboxes: list[str]) -> list[str]:
+    """Docker first (the production figure), process second; docker only with an engine."""
+    return [k for k in sorted(sandboxes, key=lambda k: k != "docker")
+            if k != "docker" or docker_available()]

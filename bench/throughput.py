@@ -22,7 +22,6 @@ from bench.common import (
     Result,
     TimedSandbox,
     Workdir,
-    docker_available,
     make_sandbox,
     runnable,
     section,
@@ -101,19 +100,13 @@ def run_queue(report: Report, work: Workdir, conn: Connector, limit: float, *,
     """Target 1 in queue mode: enqueue -> refresh closed, `workers` worker processes."""
     from bench import queued
 
-    if workers <= 0:
-        return
-    try:
-        qb = queued.QueueBench(work)
-    except queued.QueueUnavailable as e:
-        report.note(f"queue mode: skipped, {e}")
+    qb = queued.open_bench(report, work, workers)
+    if qb is None:
         return
     with qb:
         report.note(f"queue mode: Redis {qb.url}, key prefixes {qb.prefix} / "
                     f"{qb.rq_prefix}; workers warmed by one untimed refresh each")
-        for kind in sorted(sandboxes, key=lambda k: k != "docker"):
-            if kind == "docker" and not docker_available():
-                continue
+        for kind in queued.queue_kinds(sandboxes):
             m = queued.measure(qb, conn, kind, workers, repeats, fragments,
                                fragments * rows)
             rps = fragments * rows / m["best"]
