@@ -730,8 +730,10 @@ def test_other_connectors_credentials_not_visible(runtime, tmp_path):
 
 # --------------------------------------------------- group 4: floods and forged frames
 
-FLOOD_CODE = r"""
-import json, os, sys
+# The start of a connector whose fragments the test names in its credentials; each
+# group appends its own read_bytes body.
+NAMED_FRAGMENTS = r"""
+import json, os, signal, sys, time
 
 def context(credentials):
     return json.loads(credentials)
@@ -743,6 +745,9 @@ def list_objects(ctx, meta):
 def read_bytes(ctx, meta):
     name = meta["name"]
     yield "frag,n\n"
+"""
+
+FLOOD_CODE = NAMED_FRAGMENTS + r"""
     if name == "b_flood_small":        # 8 MiB of log: under the output cap
         line = "x" * 1023 + "\n"
         for i in range(4096):
@@ -817,19 +822,7 @@ def test_forged_giant_frame_is_not_buffered(flood_runs):
 
 # -------------------------------- group 5: printing mid-stream, sessions after a crash
 
-MID_CODE = r"""
-import json, os, signal, sys, time
-
-def context(credentials):
-    return json.loads(credentials)
-
-def list_objects(ctx, meta):
-    for name in ctx["fragments"]:
-        yield {"name": name, "fingerprint": "1"}
-
-def read_bytes(ctx, meta):
-    name = meta["name"]
-    yield "frag,n\n"
+MID_CODE = NAMED_FRAGMENTS + r"""
     yield f"{name},1\n"
     if name == "a_print_mid":
         print("PRINTED-MID-STREAM")
