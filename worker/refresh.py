@@ -136,18 +136,6 @@ class _Feeder:
             return self._todo.popleft()
 
 
-def _reads(session: Session, fragments: Iterator[Fragment]
-           ) -> Iterator[tuple[Fragment, ReadStream | None]]:
-    read_many = getattr(session, "read_many", None)
-    if read_many is not None:
-        yield from read_many(fragments)
-        return
-    for fragment in fragments:  # a Session without pipelining: one request at a time
-        yield fragment, session.read(fragment)
-        if not session.usable:
-            return
-
-
 def _lane_done(_: int, __: None, exc: BaseException | None) -> bool:
     if exc is not None:  # a bug in the lane itself, not a fragment's failure
         raise exc
@@ -212,7 +200,7 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
             while not stop.is_set() and feeder.more():
                 try:
                     with pool.session() as s:
-                        for fragment, stream in _reads(s, feeder):
+                        for fragment, stream in s.read_many(feeder):
                             if stream is None:  # requested, but the session broke first
                                 feeder.unread(fragment)
                                 continue

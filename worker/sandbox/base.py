@@ -10,7 +10,7 @@ sees only this protocol.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import pyarrow as pa
@@ -37,6 +37,13 @@ class Session(Protocol):
         ...
 
     def read(self, fragment: Fragment) -> ReadStream: ...
+
+    def read_many(self, fragments: Iterable[Fragment]
+                  ) -> Iterator[tuple[Fragment, ReadStream | None]]:
+        """Reads in a row, the next request sent before this stream is handed over (see
+        FramedSession.read_many); None for a fragment whose turn came after the session
+        broke: it never started."""
+        ...
 
     @property
     def usable(self) -> bool:
