@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 REDIS_PORT ?= 6390
 export REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 
-.PHONY: install demo test test-fast lint services redis dockerd base-image worker bench clean
+.PHONY: install demo test test-fast lint system services redis dockerd base-image worker bench clean
 
 $(BIN)/connector: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,16 +22,24 @@ demo: install
 	$(BIN)/connector show examples/blobs
 	$(BIN)/connector refresh examples/blobs --sandbox process --json
 
-test: install
+# The whole suite against real services: installs and starts what it needs first.
+test: install services base-image
 	$(BIN)/pytest -q -rs
+
+# Unit tests only: no Redis, no Docker, in-process (under a minute).
+test-fast: install
+	$(BIN)/pytest -q tests/unit -m "not redis and not docker"
 
 lint: install
 	$(BIN)/ruff check .
 
-redis:
+system:
+	scripts/install-system.sh
+
+redis: system
 	scripts/start-redis.sh $(REDIS_PORT)
 
-dockerd:
+dockerd: system
 	scripts/start-dockerd.sh
 
 services: redis dockerd

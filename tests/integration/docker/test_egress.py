@@ -19,7 +19,13 @@ import docker
 import docker.errors
 import pytest
 
-from tests.test_hostile import Listener, attack_connector, rows, run_cli, sandbox_containers
+from tests.integration.docker.test_hostile import (
+    Listener,
+    attack_connector,
+    rows,
+    run_cli,
+    sandbox_containers,
+)
 from worker.models import FragmentFailure
 from worker.sandbox import egress
 from worker.sandbox.docker import egress_network

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.queue_connectors import PlanConnector
+from tests.integration.queue_connectors import PlanConnector
 
 pytestmark = pytest.mark.redis
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from tests.conftest import ROOT, QueueEnv
-from tests.queue_connectors import PlanConnector
+from tests.integration.queue_connectors import PlanConnector
 
 pytestmark = pytest.mark.redis
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tests.queue_connectors import PlanConnector
-from tests.test_queue_redis_restart import group_pids
+from tests.integration.queue_connectors import PlanConnector
+from tests.integration.redis.test_queue_redis_restart import group_pids
 
 pytestmark = pytest.mark.redis
 

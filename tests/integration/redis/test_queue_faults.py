@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.queue_connectors import PlanConnector, gen_connector
+from tests.integration.queue_connectors import PlanConnector, gen_connector
 
 pytestmark = pytest.mark.redis
 
