@@ -71,9 +71,11 @@ class QueueBench:
 
         self.rq_prefix = rq.defaults.RQ_KEY_PREFIX
         self._saved = {k: os.environ.get(k) for k in ("CONNECTOR_REDIS_PREFIX", "REDIS_URL")}
-        os.environ["CONNECTOR_REDIS_PREFIX"] = self.prefix  # read per call by worker.state.keys
+        os.environ["CONNECTOR_REDIS_PREFIX"] = self.prefix  # read by worker.settings
         os.environ["REDIS_URL"] = self.url
+        from worker.settings import settings
 
+        settings.cache_clear()  # the in-process client reads the prefix from settings
         from worker.queue.conn import connect
 
         self.redis = connect(self.url)
@@ -86,7 +88,7 @@ class QueueBench:
         self.env = {**os.environ, "REDIS_URL": self.url,
                     "CONNECTOR_REDIS_PREFIX": self.prefix, "RQ_KEY_PREFIX": self.rq_prefix,
                     "CONNECTOR_OUTPUT": str(self.output),
-                    "CONNECTOR_CACHE_DIR": str(self.root / "cache"),
+                    "CONNECTOR_BUNDLE_CACHE": str(self.root / "cache" / "bundles"),
                     "PYTHONPATH": os.pathsep.join(
                         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
         self.leftovers: list[str] = []
@@ -192,6 +194,9 @@ class QueueBench:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        from worker.settings import settings
+
+        settings.cache_clear()
 
     def close(self) -> None:
         try:

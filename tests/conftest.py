@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from worker.settings import settings
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -92,7 +94,10 @@ def redis_prefix(redis_client, monkeypatch):
     tag = uuid.uuid4().hex[:10]
     ours, rqs = f"cxt{tag}", f"rqt{tag}"
     monkeypatch.setenv("CONNECTOR_REDIS_PREFIX", ours)
+    settings.cache_clear()
     yield ours, rqs
+    monkeypatch.undo()
+    settings.cache_clear()
     for p in (ours, rqs):
         keys = list(redis_client.scan_iter(match=f"{p}*", count=1000))
         for i in range(0, len(keys), 500):
@@ -112,7 +117,7 @@ class QueueEnv:
             "CONNECTOR_REDIS_PREFIX": prefixes[0],
             "RQ_KEY_PREFIX": prefixes[1],
             "CONNECTOR_SANDBOX": "process",
-            "CONNECTOR_CACHE_DIR": str(tmp / "cache"),
+            "CONNECTOR_BUNDLE_CACHE": str(tmp / "cache" / "bundles"),
             "CONNECTOR_OUTPUT": str(self.output),
         }
         self.workers: list[tuple[subprocess.Popen, Path]] = []

@@ -16,12 +16,14 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from worker.errors import ConfigError
+
 MAX_BUNDLE_BYTES = 64 << 20
 SKIP_DIRS = {"__pycache__", ".git", ".venv", ".pytest_cache", "node_modules"}
 
 
-class BundleError(Exception):
-    pass
+class BundleError(ConfigError):
+    """A bundle cannot be packed or does not unpack to what was deployed."""
 
 
 def _files(folder: Path, exclude: set[Path]) -> list[Path]:

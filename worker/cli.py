@@ -27,13 +27,14 @@ from worker.console import (
 from worker.models import FragmentFailure
 from worker.sandbox.base import Sandbox
 from worker.sandbox.choose import PROCESS_WARNING, get_sandbox
+from worker.settings import settings
 from worker.sink import Output
 from worker.spec import Connector, SpecError, load_connector
 from worker.state.sqlite import SqliteState
 
 
 def _default_output() -> str:
-    return os.environ.get("CONNECTOR_OUTPUT", "./data")
+    return settings().output
 
 
 def _load(path: str) -> Connector:
@@ -65,7 +66,7 @@ def local_state(output: Output, connector: Connector) -> SqliteState:
     spec = connector.spec
     if output.is_local:
         return SqliteState(Path(output.dataset_dir(spec.tenant, spec.name)) / "state.sqlite")
-    base = Path(os.environ.get("CONNECTOR_STATE_DIR", Path.home() / ".cache" / "connector"))
+    base = settings().state_dir
     return SqliteState(base / spec.tenant / f"{spec.name}.sqlite")
 
 

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from worker.errors import ConnectorError
+from worker.settings import settings
 from worker.spec import Connector, load_connector
 
 if TYPE_CHECKING:
@@ -60,13 +62,13 @@ LABEL_KIND = "io.connector.kind"
 _HASH_LEN = 16
 
 
-class ImageBuildError(Exception):
+class ImageBuildError(ConnectorError):
     """An image could not be built; the message says which input and why."""
 
 
 def cache_dir() -> Path:
-    """Root of the build caches (rootfs tarballs, wheels, locks): $CONNECTOR_CACHE or .cache/."""
-    return Path(os.environ.get("CONNECTOR_CACHE") or REPO_ROOT / ".cache")
+    """Root of the build caches (rootfs tarballs, wheels, locks): CONNECTOR_BUILD_CACHE."""
+    return settings().build_cache
 
 
 def default_wheel_cache() -> Path:
@@ -74,7 +76,7 @@ def default_wheel_cache() -> Path:
 
 
 def debian_mirror() -> str:
-    return os.environ.get("CONNECTOR_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+    return settings().debian_mirror
 
 
 # --------------------------------------------------------------------------- helpers
@@ -173,7 +175,7 @@ def _docker_build(client: docker.DockerClient, context: Path, tag: str, what: st
 # --------------------------------------------------------------------------- wheels
 
 
-class PipFailure(Exception):
+class PipFailure(ConnectorError):
     """`pip download` failed; `reason` is the relevant part of its output."""
 
     def __init__(self, reason: str, stderr: str) -> None:
@@ -345,7 +347,7 @@ def _debootstrap_tarball(tarball: Path) -> None:
 
 # What the sandbox runtime imports: only these go into (and hash into) the base image,
 # so host-only modules (CLI, images, queue) can change without rebuilding every image.
-RUNTIME_MODULES = ("__init__.py", "protocol.py", "spec.py", "runtime/")
+RUNTIME_MODULES = ("__init__.py", "errors.py", "protocol.py", "spec.py", "runtime/")
 
 
 def _worker_files() -> list[Path]:
@@ -369,7 +371,7 @@ def base_image(client: docker.DockerClient, *, registry: bool | None = None,
     (also env CONNECTOR_BASE_FROM_REGISTRY=1) builds the OS layer with debootstrap.
     """
     if registry is None:
-        registry = os.environ.get("CONNECTOR_BASE_FROM_REGISTRY") == "1"
+        registry = settings().base_from_registry
     os_source = REGISTRY_OS_IMAGE if registry else f"connector-os:{_debootstrap_key()}"
     tag = base_tag(os_source)
     if _image_exists(client, tag):

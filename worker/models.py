@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from worker.errors import ConnectorError, FailureKind
+
+__all__ = ["FailureKind"]  # re-exported: models and failures are read together
 
 
 class Fragment(BaseModel):
@@ -33,23 +36,21 @@ class Commit(BaseModel):
     rows: int
 
 
-class FailureKind(StrEnum):
-    USER = "user"          # the connector's code raised, or produced bad output
-    DATA = "data"          # parse or schema conformance failed
-    LIMIT = "limit"        # timeout, memory, output cap
-    INFRA = "infra"        # sandbox could not start, engine/Redis gone: worth a retry
-
-
-class FragmentFailure(Exception):
+class FragmentFailure(ConnectorError):
     """A fragment could not be read. `kind` decides whether a retry can help."""
 
     def __init__(self, message: str, kind: FailureKind = FailureKind.USER,
                  traceback: str = "", log: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.kind = kind
+        super().__init__(message, kind=kind)
         self.traceback = traceback
         self.log = log
+
+    @classmethod
+    def of(cls, e: ConnectorError) -> FragmentFailure:
+        """Any deliberate error as the failure of the fragment (or listing) it stopped."""
+        if isinstance(e, FragmentFailure):
+            return e
+        return cls(str(e), e.kind)
 
     def to_model(self, fragment: str) -> FailedFragment:
         return FailedFragment(name=fragment, kind=self.kind, message=self.message,

@@ -18,14 +18,19 @@ from typing import Any, BinaryIO, Protocol
 
 import pyarrow as pa
 
+from worker.errors import ConnectorError, FailureKind
+
 JSON = b"J"
 ARROW = b"A"
 HEADER = struct.Struct(">cI")
 MAX_FRAME = 512 << 20  # one batch bigger than this is a runtime bug, not data
 
 
-class ProtocolError(Exception):
-    """The other side sent something that is not a frame: the session is unusable."""
+class ProtocolError(ConnectorError):
+    """The other side sent something that is not a frame: the session is unusable.
+    User code can write to the protocol's descriptor, so this is the user's failure."""
+
+    kind = FailureKind.USER
 
 
 class ByteSource(Protocol):
@@ -77,12 +82,14 @@ class FrameWriter:
         self._out.flush()
 
 
-class FrameTooLarge(Exception):
+class FrameTooLarge(ConnectorError):
     """A header announced more bytes than the reader may take: refused before buffering,
     since user code can forge headers by writing to the protocol's descriptor."""
 
+    kind = FailureKind.LIMIT
+
     def __init__(self, size: int) -> None:
-        super().__init__(size)
+        super().__init__(f"frame of {size} bytes is over the limit")
         self.size = size
 
 

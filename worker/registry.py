@@ -16,16 +16,18 @@ from redis import Redis
 
 from worker import secrets
 from worker.bundle import make_bundle, unpack_bundle
+from worker.errors import ConfigError
+from worker.settings import settings
 from worker.spec import Connector, ConnectorSpec, load_connector
 from worker.state import keys
 from worker.state.keys import ConnectorKeys
 
 
-class DeployError(Exception):
-    pass
+class DeployError(ConfigError):
+    """A deployment cannot be stored or is incomplete (e.g. its bundle is missing)."""
 
 
-class NotDeployed(LookupError):
+class NotDeployed(ConfigError, LookupError):
     def __init__(self, tenant: str, name: str) -> None:
         super().__init__(f"no connector '{tenant}/{name}' is deployed")
 
@@ -97,8 +99,7 @@ def known_tenants(redis: Redis) -> list[str]:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("CONNECTOR_CACHE_DIR") or Path.home() / ".cache" / "connector"
-    return Path(base) / "bundles"
+    return settings().bundle_cache
 
 
 def materialize(redis: Redis, tenant: str, name: str, digest: str) -> Connector:

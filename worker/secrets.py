@@ -11,16 +11,19 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from worker.errors import ConfigError
+from worker.settings import settings
+
 KEY_ENV = "CONNECTOR_SECRET_KEY"
 CREDENTIALS_DIR_ENV = "CONNECTOR_CREDENTIALS_DIR"
 
 
-class SecretError(Exception):
-    pass
+class SecretError(ConfigError):
+    """Credentials cannot be sealed, opened or resolved."""
 
 
 def _fernet() -> Fernet | None:
-    key = os.environ.get(KEY_ENV)
+    key = settings().secret()
     if not key:
         return None
     try:
@@ -62,7 +65,7 @@ def resolve_reference(tenant: str, connector: str, env: str | None, file: str | 
     assert file is not None
     path = Path(file)
     if not path.is_absolute():
-        base = os.environ.get(CREDENTIALS_DIR_ENV)
+        base = settings().credentials_dir
         if not base:
             raise SecretError(f"credentials for '{tenant}/{connector}': relative file "
                               f"{file!r} needs {CREDENTIALS_DIR_ENV} on the worker")

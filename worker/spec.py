@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from worker.errors import ConfigError
+
 SPEC_FILE = "connector.yaml"
 CODE_FILE = "connector.py"
 REQUIRED_FUNCTIONS = ("list_objects", "read_bytes")
@@ -27,7 +29,7 @@ SIMPLE_TYPES = (
 )
 
 
-class SpecError(Exception):
+class SpecError(ConfigError):
     """A connector folder that cannot be used; the message names file, field and reason."""
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 from redis import Redis
 
-DEFAULT_URL = "redis://127.0.0.1:6390/0"
+from worker.settings import settings
 
 
 def redis_url() -> str:
-    return os.environ.get("REDIS_URL", DEFAULT_URL)
+    return settings().redis_url
 
 
 def connect(url: str | None = None) -> Redis:

@@ -4,14 +4,13 @@ sessions and the sandbox. The worker installs one; a job run elsewhere (a plain
 
 from __future__ import annotations
 
-import os
-
 from redis import Redis
 
 from worker.queue.conn import connect
 from worker.queue.sessions import SessionCache
 from worker.sandbox.base import Sandbox
 from worker.sandbox.choose import get_sandbox
+from worker.settings import settings
 from worker.sink import Output
 
 
@@ -25,9 +24,9 @@ class WorkerContext:
 
     @classmethod
     def from_env(cls, redis: Redis | None = None) -> WorkerContext:
-        idle = float(os.environ.get("CONNECTOR_SESSION_IDLE", "300"))
-        return cls(redis or connect(), Output(os.environ.get("CONNECTOR_OUTPUT", "./data")),
-                   get_sandbox(os.environ.get("CONNECTOR_SANDBOX")), SessionCache(idle))
+        s = settings()
+        return cls(redis or connect(s.redis_url), Output(s.output), get_sandbox(s.sandbox),
+                   SessionCache(s.session_idle))
 
 
 _current: WorkerContext | None = None

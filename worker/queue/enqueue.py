@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import uuid
 from datetime import timedelta
@@ -25,6 +24,7 @@ from rq.serializers import JSONSerializer
 
 from worker.models import RefreshRecord
 from worker.registry import Deployment, get_deployment
+from worker.settings import settings
 from worker.state import keys
 from worker.state.redis import RedisState
 
@@ -35,15 +35,14 @@ FAILURE_TTL = 7 * 86400
 
 def retry_policy() -> Retry:
     """Infrastructure failures only (user-code failures never raise out of a job)."""
-    raw = os.environ.get("CONNECTOR_RETRY_INTERVALS", "5,15,30")
-    intervals = [int(x) for x in raw.split(",") if x.strip()]
+    intervals = list(settings().retry_intervals)
     return Retry(max=len(intervals), interval=intervals)
 
 
 def batch_size(n: int) -> int:
     """Fragments per read job: small refreshes spread one per job across workers, big
     ones go in batches (fewer jobs, less queue overhead) of at most CONNECTOR_BATCH_MAX."""
-    cap = int(os.environ.get("CONNECTOR_BATCH_MAX", "50"))
+    cap = settings().batch_max
     return max(1, min(cap, math.ceil(n / 32)))
 
 

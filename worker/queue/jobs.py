@@ -22,16 +22,16 @@ from typing import Any
 from redis import Redis
 from rq.job import Job
 
-from worker import secrets
+from worker.errors import ConnectorError
 from worker.models import FailedFragment, FailureKind, FragmentFailure, RefreshRecord
 from worker.queue import enqueue
 from worker.queue.context import WorkerContext, current
 from worker.queue.sessions import SessionKey
 from worker.queue.tracker import Outcome, Tracker
 from worker.refresh import diff, finalize, read_fragment
-from worker.registry import DeployError, get_deployment, materialize, open_credentials
+from worker.registry import get_deployment, materialize, open_credentials
 from worker.sandbox.base import Session
-from worker.spec import Connector, SpecError
+from worker.spec import Connector
 from worker.state.redis import RedisState
 
 EXCERPT = 8000  # characters of traceback and of log kept per failed fragment
@@ -51,9 +51,10 @@ def _session(ctx: WorkerContext, key: SessionKey) -> Session:
         try:
             connector = _connector(ctx, key)
             creds = open_credentials(get_deployment(ctx.redis, key.tenant, key.connector))
-        except (secrets.SecretError, SpecError, DeployError) as e:
-            # Setup, not a blip: retrying cannot help until someone fixes it.
-            raise FragmentFailure(str(e), FailureKind.USER) from None
+        except ConnectorError as e:
+            # Setup (a bad bundle, spec or credentials reference): its kind says whether
+            # a retry can help; for most it cannot until someone fixes the deployment.
+            raise FragmentFailure.of(e) from None
         return ctx.sandbox.open(connector, creds)
 
     return ctx.sessions.get(key, opener)
@@ -183,55 +184,59 @@ def scheduled_job(tenant: str, connector: str) -> str:
     return enqueue.start_refresh(ctx.redis, tenant, connector).id
 
 
-# --- terminal infrastructure failures (retries exhausted, or abandoned for good) ------
+# --- terminal failures (retries exhausted, abandoned for good, or not retryable) -----
 
 
-def _terminal(job: Job) -> bool:
+def _terminal(job: Job, exc: BaseException | None) -> bool:
+    """Whether this failure ends the job. A deliberate error whose kind says a retry
+    cannot help ends it now: RQ retries while `retries_left` is positive."""
+    if isinstance(exc, ConnectorError) and not exc.retryable:
+        job.retries_left = 0
+        return True
     return not (job.retries_left and job.retries_left > 0)
 
 
-def _infra(exc: BaseException | None, tb: TracebackType | None) -> tuple[str, str]:
-    msg = f"{type(exc).__name__}: {exc}" if exc else "worker died (job abandoned)"
+def _failure(name: str, exc: BaseException | None,
+             tb: TracebackType | None) -> FailedFragment:
     text = "".join(traceback.format_tb(tb))[-2000:] if tb else ""
-    return f"infrastructure failure after retries: {msg}", text
+    if isinstance(exc, ConnectorError) and not exc.retryable:
+        return FailedFragment(name=name, kind=exc.kind, message=str(exc), traceback=text)
+    msg = f"{type(exc).__name__}: {exc}" if exc else "worker died (job abandoned)"
+    return FailedFragment(name=name, kind=FailureKind.INFRA,
+                          message=f"infrastructure failure after retries: {msg}",
+                          traceback=text)
 
 
 def on_list_failed(job: Job, connection: Redis, exc_type: Any, exc: BaseException | None,
                    tb: TracebackType | None) -> None:
-    if not _terminal(job):
+    if not _terminal(job, exc):
         return
     tenant, connector, refresh_id, _ = job.args
-    msg, text = _infra(exc, tb)
-    _close(connection, None, tenant, connector, refresh_id,
-           FailedFragment(name="(listing)", kind=FailureKind.INFRA, message=msg, traceback=text))
+    _close(connection, None, tenant, connector, refresh_id, _failure("(listing)", exc, tb))
 
 
 def on_read_failed(job: Job, connection: Redis, exc_type: Any, exc: BaseException | None,
                    tb: TracebackType | None) -> None:
-    if not _terminal(job):
+    if not _terminal(job, exc):
         return
     tenant, connector, refresh_id, _, names = job.args
     tr = Tracker(connection, tenant, connector, refresh_id)
-    msg, text = _infra(exc, tb)
     last = False
     for f in tr.fragments(names):
-        last |= tr.account(f.name, Outcome.FAILED, failure=FailedFragment(
-            name=f.name, kind=FailureKind.INFRA, message=msg, traceback=text))
+        last |= tr.account(f.name, Outcome.FAILED, failure=_failure(f.name, exc, tb))
     if last:
         enqueue.enqueue_finalize(connection, tenant, connector, refresh_id)
 
 
 def on_finalize_failed(job: Job, connection: Redis, exc_type: Any, exc: BaseException | None,
                        tb: TracebackType | None) -> None:
-    if not _terminal(job):
+    if not _terminal(job, exc):
         return
     tenant, connector, refresh_id = job.args
     state = RedisState(connection, tenant, connector)
     record = state.refresh(refresh_id) or RefreshRecord(id=refresh_id, started=time.time())
-    msg, text = _infra(exc, tb)
     record.summary.failed += 1
-    record.summary.failures.append(FailedFragment(name="(finalize)", kind=FailureKind.INFRA,
-                                                  message=msg, traceback=text))
+    record.summary.failures.append(_failure("(finalize)", exc, tb))
     record.status, record.finished = "failed", time.time()
     state.save_refresh(record)
     Tracker(connection, tenant, connector, refresh_id).release()

@@ -30,6 +30,7 @@ from worker.models import FailedFragment, FailureKind, RefreshRecord
 from worker.queue import enqueue
 from worker.queue.tracker import Tracker
 from worker.registry import get_deployment, known_tenants
+from worker.settings import settings
 from worker.state import keys
 from worker.state.keys import ConnectorKeys
 from worker.state.redis import RedisState
@@ -40,11 +41,11 @@ _DEAD = {"finished", "failed", "stopped", "canceled"}
 
 
 def watch_every() -> float:
-    return float(os.environ.get("CONNECTOR_WATCH_EVERY", "15"))
+    return settings().watch_every
 
 
 def stuck_after() -> float:
-    return float(os.environ.get("CONNECTOR_STUCK_AFTER", "60"))
+    return settings().stuck_after
 
 
 def watch(r: Redis) -> list[str]:

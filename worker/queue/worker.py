@@ -54,16 +54,12 @@ from worker.queue import context, watchdog
 from worker.queue.conn import connect
 from worker.queue.context import WorkerContext
 from worker.registry import known_tenants
+from worker.settings import settings
 from worker.state import keys
 
-
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
-HEARTBEAT = _env_float("CONNECTOR_HEARTBEAT", 5)
-STARTED_TTL = int(_env_float("CONNECTOR_STARTED_TTL", 20))
-REAP_EVERY = _env_float("CONNECTOR_REAP_EVERY", 5)
+HEARTBEAT = settings().heartbeat
+STARTED_TTL = settings().started_ttl
+REAP_EVERY = settings().reap_every
 POLL = 1                      # seconds a dequeue blocks before re-reading tenants
 SOON = 60                     # burst: scheduled jobs due within this still count as work
 MAX_BACKOFF = 30.0            # seconds between pings while Redis is unreachable

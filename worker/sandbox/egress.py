@@ -74,6 +74,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from worker.errors import InfraError
+
 NETWORK = "connector-egress"
 BRIDGE = "br-conn-egress"
 CHAIN = "CONNECTOR-EGRESS"
@@ -97,7 +99,7 @@ LOCK_PATH = Path(tempfile.gettempdir()) / "connector-egress.lock"
 _thread_lock = threading.Lock()
 
 
-class EgressUnavailable(RuntimeError):
+class EgressUnavailable(InfraError):
     """Egress was asked for but cannot be fenced on this host: refuse, never allow."""
 
 

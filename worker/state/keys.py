@@ -10,14 +10,15 @@ hash fields and set members.
 
 from __future__ import annotations
 
-import os
 import re
+
+from worker.settings import settings
 
 _NAME = re.compile(r"^[a-z0-9_-]+$")
 
 
 def prefix() -> str:
-    return os.environ.get("CONNECTOR_REDIS_PREFIX", "cx")
+    return settings().redis_prefix
 
 
 def _check(kind: str, value: str) -> str:

@@ -1,0 +1,84 @@
+"""Every environment variable the project reads, in one pydantic-settings object.
+
+The operator configures a deployment through the environment (compose files, systemd
+units, CI); the code reads it here and nowhere else, so the README's settings table and
+the code cannot drift apart. Entry points (the CLI, a worker) call `settings()` once and
+pass what they need down; `settings()` is cached per process, and tests that change the
+environment in-process call `settings.cache_clear()`.
+
+Names say what they hold: `CONNECTOR_BUILD_CACHE` is the image-build cache (rootfs
+tarballs, wheels, build locks), `CONNECTOR_BUNDLE_CACHE` the deployed bundles a worker
+unpacked. Neither defaults to a folder inside the source checkout.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_CACHE_HOME = Path.home() / ".cache" / "connector"
+
+
+class Settings(BaseSettings):
+    """Read from `CONNECTOR_<FIELD>` (and `REDIS_URL`); see the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="CONNECTOR_", extra="ignore",
+                                      frozen=True)
+
+    # --- where things live -------------------------------------------------------------
+    output: str = "./data"
+    """Dataset root: a local folder or any pyarrow filesystem URI."""
+    state_dir: Path = _CACHE_HOME
+    """Local-mode fingerprint state (SQLite) when the output is not a local folder."""
+    build_cache: Path = _CACHE_HOME / "build"
+    """Image builds: debootstrap tarballs, downloaded wheels, per-tag build locks."""
+    bundle_cache: Path = _CACHE_HOME / "bundles"
+    """Queue workers: deployed connector bundles unpacked by content hash."""
+    credentials_dir: Path | None = None
+    """Queue workers: root of relative `credentials.file` references."""
+
+    # --- images ------------------------------------------------------------------------
+    debian_mirror: str = "http://deb.debian.org/debian"
+    base_from_registry: bool = False
+    """Build the base image `FROM python:3.11-slim` instead of debootstrap."""
+
+    # --- queue mode --------------------------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6390/0",
+                           validation_alias=AliasChoices("REDIS_URL", "CONNECTOR_REDIS_URL"))
+    redis_prefix: str = "cx"
+    """Prefix of every Redis key, so several installations (or tests) share one Redis."""
+    secret_key: SecretStr | None = None
+    """Fernet key sealing credentials at deploy and opening them on workers."""
+    sandbox: str | None = None
+    """`docker` or `process`; unset: docker when an engine answers."""
+    session_idle: float = 300.0
+    """Seconds a warm sandbox session may sit idle on a worker."""
+    retry_intervals: Annotated[tuple[int, ...], NoDecode] = (5, 15, 30)
+    """Backoff (s) between retries of a job that failed for infrastructure reasons."""
+    batch_max: int = 50
+    """Most fragments in one read job."""
+    heartbeat: float = 5.0
+    started_ttl: int = 20
+    """Lease (s) of a running job; the heartbeat renews it."""
+    reap_every: float = 5.0
+    watch_every: float = 15.0
+    stuck_after: float = 60.0
+
+    @field_validator("retry_intervals", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            return tuple(int(x) for x in v.split(",") if x.strip())
+        return v
+
+    def secret(self) -> str | None:
+        return self.secret_key.get_secret_value() if self.secret_key else None
+
+
+@functools.cache
+def settings() -> Settings:
+    return Settings()
