@@ -591,7 +591,6 @@ def build_connector_image(client: docker.DockerClient, connector: Connector,
 def main(argv: Sequence[str] | None = None) -> int:
     import docker
 
-    from worker.spec import SpecError
 
     ap = argparse.ArgumentParser(prog="python3 -m worker.images",
                                  description="Build content-addressed connector images.")
@@ -610,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(base_image(client, registry=args.registry or None))
         else:
             print(build_connector_image(client, load_connector(args.path), args.wheel_cache))
-    except (ImageBuildError, SpecError) as e:
+    except ConnectorError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -20,7 +20,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.bundle import BundleError
 from worker.console import (
     EXIT_BAD,
     EXIT_FAILED,
@@ -30,10 +29,10 @@ from worker.console import (
     print_failures,
     print_summary,
 )
+from worker.errors import ConnectorError
 from worker.queue.client import TenantClient
 from worker.queue.conn import connect, redis_url
-from worker.registry import DeployError, NotDeployed
-from worker.secrets import SecretError
+from worker.registry import NotDeployed
 from worker.sink import Output
 from worker.spec import SpecError, load_connector
 
@@ -75,7 +74,7 @@ def deploy(path: str, credentials_ref: bool) -> None:
     try:
         spec = load_connector(path).spec
         d = _client(spec.tenant).deploy(path, credentials_ref)
-    except (SpecError, DeployError, SecretError, BundleError) as e:
+    except ConnectorError as e:
         _fail(str(e))
     how = ("none" if d.credentials is None else
            "sealed" if d.credentials.sealed else "reference")
