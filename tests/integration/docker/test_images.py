@@ -196,3 +196,33 @@ def test_concurrent_builds_of_one_tag_build_once(client: docker.DockerClient, ba
         tags = list(ex.map(lambda _: build_connector_image(client, conn, wheel_cache), range(3)))
     assert len(set(tags)) == 1
     assert builds.count(tags[0]) == 1  # the other two waited on the tag's lock, then found it
+
+
+def test_link_out_of_the_folder_never_reaches_the_image(client: docker.DockerClient, base: str,
+                                                        tmp_path: Path,
+                                                        wheel_cache: Path) -> None:
+    # A host file the connector's author should not be able to read from inside the sandbox.
+    host_secret = tmp_path / "host-secret.txt"
+    host_secret.write_text(f"host-only {time.time_ns()}\n")
+    conn = make_connector(tmp_path / "leaky", "leaky", [])
+    (conn.path / "leak.txt").symlink_to(host_secret)
+    with pytest.raises(ImageBuildError) as e:
+        tag = build_connector_image(client, load_connector(conn.path), wheel_cache)
+        # Before the refusal existed, the link went into the image as a readable file.
+        pytest.fail("built " + tag + ": " + run(client, tag, "cat", "/opt/connector/leak.txt"))
+    msg = str(e.value)
+    assert "connector 'leaky'" in msg
+    assert "leak.txt" in msg and "symbolic link" in msg
+
+
+def test_linked_directory_out_of_the_folder_is_refused(client: docker.DockerClient, base: str,
+                                                       tmp_path: Path,
+                                                       wheel_cache: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "id_rsa").write_text("PRIVATE\n")
+    conn = make_connector(tmp_path / "dirlink", "dirlink", [])
+    (conn.path / "home").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ImageBuildError, match=r"home.*symbolic link"):
+        tag = build_connector_image(client, load_connector(conn.path), wheel_cache)
+        pytest.fail("built " + tag + ": " + run(client, tag, "ls", "/opt/connector"))
