@@ -45,7 +45,7 @@ dockerd: system
 services: redis dockerd
 
 base-image: install dockerd
-	$(BIN)/python -m worker.images base
+	$(BIN)/connector build --base
 
 worker: install
 	$(BIN)/connector worker --concurrency $${CONCURRENCY:-2}

@@ -245,14 +245,27 @@ def show(path: str, output: str | None, jsonl: bool, limit: int, tenant: str | N
 
 
 @main.command()
-@click.argument("path")
-def build(path: str) -> None:
-    """Build (or find) the connector's Docker image: base, pinned packages, code."""
+@click.argument("path", required=False)
+@click.option("--base", "base", is_flag=True,
+              help="Build (or find) the base image every connector image starts from.")
+@click.option("--registry", is_flag=True,
+              help="With --base: start FROM python:3.11-slim instead of a debootstrap rootfs.")
+def build(path: str | None, base: bool, registry: bool) -> None:
+    """Build (or find) the connector's Docker image: base, pinned packages, code.
+
+    Prints the image's tag. `connector build --base` builds only the base image.
+    """
     import docker
 
-    from worker.images import ImageBuildError, build_connector_image
+    from worker.images import ImageBuildError, base_image, build_connector_image
 
-    c = _load(path)
+    if base == (path is not None):
+        err.print("[red]error:[/red] give either a connector folder or --base")
+        sys.exit(EXIT_BAD)
+    if registry and not base:
+        err.print("[red]error:[/red] --registry only applies to --base")
+        sys.exit(EXIT_BAD)
+    c = _load(path) if path is not None else None
     try:
         client = docker.from_env(timeout=600)
         client.ping()
@@ -260,7 +273,8 @@ def build(path: str) -> None:
         err.print(f"[red]error:[/red] no Docker engine answers: {escape(str(e))}")
         sys.exit(EXIT_BAD)
     try:
-        tag = build_connector_image(client, c)
+        tag = (build_connector_image(client, c) if c is not None
+               else base_image(client, registry=registry or None))
     except ImageBuildError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         sys.exit(EXIT_FAILED)

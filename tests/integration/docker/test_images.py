@@ -178,10 +178,10 @@ def test_concurrent_builds_of_one_tag_build_once(client: docker.DockerClient, ba
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    import worker.images as images
+    import worker.images.connector as images
 
     builds: list[str] = []
-    real = images._docker_build
+    real = images.docker_build
     lock = threading.Lock()
 
     def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - a pass-through spy
@@ -189,7 +189,7 @@ def test_concurrent_builds_of_one_tag_build_once(client: docker.DockerClient, ba
             builds.append(args[2])  # the tag being built
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(images, "_docker_build", counting)
+    monkeypatch.setattr(images, "docker_build", counting)
     conn = make_connector(tmp_path / "racy", "racy", ["six==1.16.0"],
                           extra=f"\nNONCE = {time.time_ns()}\n")  # a tag never built before
     with ThreadPoolExecutor(3) as ex:

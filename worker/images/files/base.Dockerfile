@@ -1,6 +1,6 @@
 # Base image of every connector: Debian + Python 3.11 + the sandbox runtime.
 #
-# Built by `python3 -m worker.images base` (see worker/images.py), which prepares the
+# Built by `connector build --base` (see worker/images/base.py), which prepares the
 # build context:
 #   wheels/            the runtime's wheels, downloaded on the host (no network here)
 #   requirements.txt   the runtime's pins

@@ -1,0 +1,125 @@
+"""A connector's image: `connector-pkgs:<h>` (its pinned packages over the base) and over
+that the code layer, `<repository>:<h>` (the connector folder at /opt/connector,
+root-owned and read-only to the sandbox user).
+
+The packages tag covers the base image id and the sorted pins, so a code change reuses
+it; the code tag covers the base id, the pins and every file of the folder. The folder is
+read with `worker.folder.walk_folder`: a link or a special file refuses the build. The
+credentials file is never copied: secrets reach the sandbox over stdin at session start.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from worker.folder import FolderError, FolderFile, walk_folder
+from worker.images.base import LABEL_CONSTRAINTS, LABEL_KIND, base_image
+from worker.images.cache import wheel_cache_dir
+from worker.images.context import build_context, copy_files, docker_build, link_wheels
+from worker.images.errors import ImageBuildError
+from worker.images.once import build_once
+from worker.images.pip import PipFailure, wheels_for
+from worker.images.tags import digest, normalize_pins, tree_parts
+from worker.spec import Connector
+
+if TYPE_CHECKING:
+    import docker
+
+
+def image_repo(connector: Connector) -> str:
+    return f"connector-{connector.spec.tenant}-{connector.spec.name}"
+
+
+def connector_files(connector: Connector) -> list[FolderFile]:
+    """The folder as it goes into the code layer, minus the credentials file."""
+    creds = connector.spec.credentials
+    exclude = [connector.path / creds.file] if creds and creds.file else []
+    try:
+        return walk_folder(connector.path, exclude)
+    except FolderError as e:
+        raise ImageBuildError(f"connector {connector.spec.name!r}: {e}") from None
+
+
+def packages_tag(base_id: str, pins: Sequence[str]) -> str:
+    return f"connector-pkgs:{digest(['pkgs', base_id, *normalize_pins(pins)])}"
+
+
+def connector_tag(base_id: str, connector: Connector,
+                  files: Sequence[FolderFile] | None = None) -> str:
+    """hash(base image id, sorted pins, code): the code covers connector.code_hash and
+    every other file of the folder (helper modules, data files), since all are copied."""
+    parts: list[str | bytes] = ["connector", base_id, *normalize_pins(connector.spec.packages),
+                                "--code--", connector.code_hash]
+    parts.extend(tree_parts(connector_files(connector) if files is None else files))
+    return f"{image_repo(connector)}:{digest(parts)}"
+
+
+def _resolve_error(connector: Connector, pins: Sequence[str], e: PipFailure) -> ImageBuildError:
+    def mentioned(pin: str) -> bool:
+        name = re.split(r"[\[<>=!~\s]", pin, maxsplit=1)[0]
+        pattern = re.sub(r"[-_.]+", "[-_.]", re.escape(name).replace(r"\-", "-"))
+        return re.search(rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])", e.reason, re.I) is not None
+
+    named = [p for p in pins if mentioned(p)] or list(pins)
+    what = (f"package {named[0]!r}" if len(named) == 1
+            else "packages " + ", ".join(repr(p) for p in named))
+    return ImageBuildError(f"connector {connector.spec.name!r}: {what} could not be resolved: "
+                           f"{e.reason}")
+
+
+def packages_image(client: docker.DockerClient, connector: Connector, base: str,
+                   wheel_cache: Path) -> str:
+    """`connector-pkgs:<hash(base id, sorted pins)>`, or the base itself when there are none."""
+    base_img = client.images.get(base)
+    pins = normalize_pins(connector.spec.packages)
+    if not pins:
+        return base
+    tag = packages_tag(str(base_img.id), pins)
+
+    def build() -> None:
+        constraints = [c for c in (base_img.labels or {}).get(LABEL_CONSTRAINTS, "").split("\n")
+                       if c]
+        try:
+            wheels = wheels_for(pins, wheel_cache, constraints=constraints)
+        except PipFailure as e:
+            raise _resolve_error(connector, pins, e) from None
+        with build_context("pkgs", "packages.Dockerfile", "delta.py") as ctx:
+            (ctx / "requirements.txt").write_text("\n".join(pins) + "\n")
+            (ctx / "constraints.txt").write_text("\n".join(constraints) + "\n")
+            link_wheels([w.path for w in wheels], ctx / "wheels")
+            docker_build(client, ctx, tag, f"connector {connector.spec.name!r}: packages",
+                         buildargs={"BASE": base},
+                         labels={LABEL_KIND: "packages", "io.connector.pins": json.dumps(pins)})
+
+    return build_once(client, tag, build)
+
+
+def build_connector_image(client: docker.DockerClient, connector: Connector,
+                          wheel_cache: Path | None = None) -> str:
+    """Build (or find) the connector's image and return its tag.
+
+    Layers: base -> packages (its own tag, reused across code changes) -> code. Same
+    inputs give the same tag and no rebuild. A pin that cannot be resolved, or a link in
+    the folder, raises ImageBuildError naming it; existing images are left as they are.
+    """
+    files = connector_files(connector)
+    wheel_cache = wheel_cache or wheel_cache_dir()
+    base = base_image(client, wheel_cache=wheel_cache)
+    tag = connector_tag(str(client.images.get(base).id), connector, files)
+
+    def build() -> None:
+        pkgs = packages_image(client, connector, base, wheel_cache)
+        with build_context("code", "code.Dockerfile") as ctx:
+            copy_files(files, ctx / "connector")
+            docker_build(client, ctx, tag, f"connector {connector.spec.name!r}: code",
+                         buildargs={"PKGS": pkgs},
+                         labels={LABEL_KIND: "connector",
+                                 "io.connector.tenant": connector.spec.tenant,
+                                 "io.connector.name": connector.spec.name,
+                                 "io.connector.packages-image": pkgs})
+
+    return build_once(client, tag, build)
