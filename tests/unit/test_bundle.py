@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bundle_bombs import tar_gz
 from worker.bundle import (
     MAX_BUNDLE_BYTES,
     MAX_FILES,
@@ -74,35 +74,8 @@ def test_bundle_refuses_too_many_files(tmp_path: Path) -> None:
         make_bundle(src)
 
 
-class _Zeros(io.RawIOBase):
-    def __init__(self, n: int) -> None:
-        self.left = n
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # noqa: ANN001 - a writable buffer
-        n = min(len(b), self.left)
-        b[:n] = bytes(n)
-        self.left -= n
-        return n
-
-
-def _bundle(members: list[tuple[str, int]]) -> tuple[bytes, str]:
-    """A hand-made tar.gz (as a tenant could store with its own client) of zero-filled files."""
-    raw = io.BytesIO()
-    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for name, size in members:
-            info = tarfile.TarInfo(name)
-            info.size = size
-            tar.addfile(info, _Zeros(size))
-    data = raw.getvalue()
-    return data, hashlib.sha256(data).hexdigest()
-
-
 def test_unpack_refuses_a_bundle_that_unpacks_huge(tmp_path: Path) -> None:
-    data, digest = _bundle([("connector.py", 10), ("bomb.bin", 2 * MAX_UNPACKED_BYTES)])
+    data, digest = tar_gz([("connector.py", 10), ("bomb.bin", 2 * MAX_UNPACKED_BYTES)])
     assert len(data) < MAX_BUNDLE_BYTES // 16  # small enough for the compressed cap
     with pytest.raises(BundleError, match=r"unpacks to more than \d+ bytes"):
         unpack_bundle(data, digest, tmp_path / "cache")
@@ -111,7 +84,7 @@ def test_unpack_refuses_a_bundle_that_unpacks_huge(tmp_path: Path) -> None:
 
 
 def test_unpack_refuses_a_bundle_of_too_many_files(tmp_path: Path) -> None:
-    data, digest = _bundle([(f"f{i}", 0) for i in range(MAX_FILES + 1)])
+    data, digest = tar_gz([(f"f{i}", 0) for i in range(MAX_FILES + 1)])
     with pytest.raises(BundleError, match=rf"more than {MAX_FILES} files"):
         unpack_bundle(data, digest, tmp_path / "cache")
     assert not (tmp_path / "cache" / digest).exists()
