@@ -83,6 +83,15 @@ def test_base_image_runs_the_runtime_as_non_root(client: docker.DockerClient, ba
     assert client.images.get(base).id == base_id
 
 
+def test_build_base_on_the_command_line(cli, base: str) -> None:  # noqa: ANN001 - Cli
+    r = cli("build", "--base")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == base
+    r = cli("build")
+    assert r.returncode == 2
+    assert "give either a connector folder or --base" in r.stderr
+
+
 def test_connector_image_with_packages(client: docker.DockerClient, base: str, tmp_path: Path,
                                        wheel_cache: Path) -> None:
     conn = make_connector(tmp_path / "orders", "orders", ["six==1.16.0"])
