@@ -28,6 +28,7 @@ REGISTRY_OS_IMAGE = "python:3.11-slim"
 LABEL_CONSTRAINTS = "io.connector.runtime-constraints"
 LABEL_KIND = "io.connector.kind"
 
+
 def base_pins() -> list[str]:
     lines = (FILES_DIR / "base-requirements.txt").read_text().splitlines()
     return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
