@@ -50,7 +50,7 @@ def make_bundle(folder: Path, exclude: list[Path] | None = None) -> tuple[bytes,
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for f in files:
-            data = f.path.read_bytes()
+            data = f.read_bytes()
             info = tarfile.TarInfo(f.name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))

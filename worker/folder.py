@@ -8,11 +8,13 @@ Links are refused, whatever they point at, never followed: a link is how a folde
 would copy a host file (`/etc/hostname`, another tenant's folder, the worker's keys) into an
 image or a bundle, and refusing every link means the walker never has to decide whether a
 chain of links stays inside. Devices, FIFOs and sockets are refused too (reading a FIFO
-would hang the build). Each refusal names the entry and what it is.
+would hang the build). Each refusal names the entry and what it is. `FolderFile.read_bytes`
+opens without following a link, so a file swapped for one after the walk is refused too.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable
@@ -40,6 +42,18 @@ class FolderFile(BaseModel):
     path: Path
     size: int
     executable: bool
+
+    def read_bytes(self) -> bytes:
+        """The file's bytes, refused if it became a link or special file after the walk."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as e:
+            why = "became a symbolic link" if e.errno == errno.ELOOP else e.strerror
+            raise FolderError(f"{self.path}: cannot be read: {why}") from None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise FolderError(f"{self.path}: not a regular file")
+            return f.read()
 
 
 def _refusal(root: Path, p: Path, mode: int) -> FolderError:

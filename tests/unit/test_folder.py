@@ -80,3 +80,15 @@ def test_limits_on_file_count_and_total_size(tmp_path: Path) -> None:
     with pytest.raises(FolderError, match=r"over the 7 byte limit"):
         walk_folder(src, max_bytes=7)
     assert len(walk_folder(src, max_files=3, max_bytes=8)) == 3
+
+
+def test_a_file_swapped_for_a_link_after_the_walk_is_not_read(tmp_path: Path) -> None:
+    src = _folder(tmp_path)
+    (tmp_path / "secret").write_text("host file")
+    files = walk_folder(src)
+    (src / "zz.py").unlink()
+    (src / "zz.py").symlink_to(tmp_path / "secret")
+    swapped = next(f for f in files if f.name == "zz.py")
+    with pytest.raises(FolderError, match=r"zz.py: cannot be read: became a symbolic link"):
+        swapped.read_bytes()
+    assert files[0].read_bytes() == b"x = 1\n"

@@ -43,7 +43,7 @@ def copy_files(files: Sequence[FolderFile], dst: Path) -> None:
             if not d.exists():
                 d.mkdir()
                 os.chmod(d, 0o755)
-        shutil.copyfile(f.path, target)
+        target.write_bytes(f.read_bytes())
         os.chmod(target, 0o755 if f.executable else 0o644)
 
 

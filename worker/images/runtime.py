@@ -31,7 +31,7 @@ def _imported(f: FolderFile) -> set[str]:
     """The `worker...` modules a file imports (anywhere in it), relative imports resolved."""
     package = ["worker", *f.name.split("/")[:-1]]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(f.path.read_bytes(), filename=str(f.path))):
+    for node in ast.walk(ast.parse(f.read_bytes(), filename=str(f.path))):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):

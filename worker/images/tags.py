@@ -29,7 +29,7 @@ def tree_parts(files: Sequence[FolderFile]) -> Iterator[str | bytes]:
     """The hash inputs of a set of files: each file's name inside its folder, then its bytes."""
     for f in files:
         yield f.name
-        yield f.path.read_bytes()
+        yield f.read_bytes()
 
 
 def normalize_pins(pins: Iterable[str]) -> list[str]:
