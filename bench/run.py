@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import incremental, memory, overhead, stages, throughput  # noqa: E402
+from bench import e2e, incremental, memory, overhead, stages, throughput  # noqa: E402
 from bench.common import Report, Workdir, cpu_info  # noqa: E402
 from worker.spec import parse_size  # noqa: E402
 
-ALL = ["stages", "throughput", "custom", "overhead", "memory", "incremental"]
+ALL = ["e2e", "stages", "throughput", "custom", "overhead", "memory", "incremental"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sandbox", default="process,docker", help="process,docker")
     p.add_argument("--fragments", type=int, help="CSV fragments (default 8)")
     p.add_argument("--rows", type=int, help="rows per CSV fragment (default 100000)")
+    p.add_argument("--big-rows", type=int,
+                   help="e2e: rows per fragment of the big size (default 400000)")
+    p.add_argument("--workload", choices=["project", "peers"], default="project",
+                   help="e2e: the project's CSV or $PEERS_DIR/workload.py's")
     p.add_argument("--tiny", type=int, help="one-row fragments (default 2000)")
     p.add_argument("--big-size", help="the memory benchmark's fragment size (default 2g)")
     p.add_argument("--listing", type=int, help="listed fragments (default 100000)")
@@ -66,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Workdir(keep=args.keep)
     t0 = time.perf_counter()
     try:
+        if "e2e" in only:
+            wl = e2e.Workload(args.workload, e2e.peers_dir_default()
+                              if args.workload == "peers" else None)
+            e2e.run(report, work, fragments=fragments, rows=rows,
+                    big_rows=args.big_rows or (4 * rows), repeats=repeats,
+                    sandboxes=sandboxes, queue_workers=args.queue_workers, wl=wl)
         if "stages" in only:
             stages.run(report, work, fragments=min(fragments, 4), rows=rows)
         if "throughput" in only:
