@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 REDIS_PORT ?= 6390
 export REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 
-.PHONY: install demo test test-fast lint system services redis dockerd base-image worker bench clean
+.PHONY: install demo test test-fast lint system services redis dockerd base-image worker bench bench-peers clean
 
 $(BIN)/connector: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -53,5 +53,23 @@ worker: install
 bench: install
 	$(BIN)/python bench/run.py
 
+# The peers' scripts stay in shared/peers (a sibling of the clone); each peer gets its
+# own venv under the gitignored $(PEER_VENVS), pinned to the versions its README used.
+PEERS_DIR  ?= $(CURDIR)/../shared/peers
+PEER_VENVS ?= $(CURDIR)/.peer-venvs
+PEER_PKGS_baseline := pyarrow==26.0.1
+PEER_PKGS_dlt      := dlt[filesystem,parquet]==1.31.0
+PEER_PKGS_singer   := singer-sdk==0.54.9
+PEER_PKGS_airbyte  := airbyte-cdk==7.39.1
+PEER_NAMES := baseline dlt singer airbyte
+
+$(PEER_VENVS)/%/.installed:
+	$(PY) -m venv $(PEER_VENVS)/$*
+	$(PEER_VENVS)/$*/bin/pip install -q '$(PEER_PKGS_$*)'
+	@touch $@
+
+bench-peers: install $(foreach v,$(PEER_NAMES),$(PEER_VENVS)/$(v)/.installed)
+	PEERS_DIR=$(PEERS_DIR) PEER_VENVS=$(PEER_VENVS) $(BIN)/python bench/peers.py $(BENCH_PEERS_ARGS)
+
 clean:
-	rm -rf $(VENV) data .cache
+	rm -rf $(VENV) data .cache .peer-venvs

@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import e2e, incremental, memory, overhead, stages, throughput  # noqa: E402
+from bench import e2e, feedback, incremental, memory, overhead, stages, throughput  # noqa: E402
 from bench.common import Report, Workdir, cpu_info  # noqa: E402
 from worker.spec import parse_size  # noqa: E402
 
-ALL = ["e2e", "stages", "throughput", "custom", "overhead", "memory", "incremental"]
+ALL = ["e2e", "stages", "throughput", "custom", "overhead", "memory", "incremental", "feedback"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                          queue_workers=args.queue_workers)
         if "memory" in only:
             memory.run(report, work, size=big, sandboxes=sandboxes)
+        if "feedback" in only:
+            feedback.run(report, work, repeats=max(3, repeats))
         if "incremental" in only:
             incremental.run(report, work, fragments=listing, repeats=repeats,
                             sandboxes=sandboxes)
