@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
 
@@ -28,9 +29,14 @@ from worker.models import FragmentFailure
 from worker.sandbox.base import Sandbox
 from worker.sandbox.choose import PROCESS_WARNING, get_sandbox
 from worker.settings import settings
-from worker.sink import Output
 from worker.spec import Connector, SpecError, load_connector
-from worker.state.sqlite import SqliteState
+
+if TYPE_CHECKING:
+    from worker.sink import Output
+    from worker.state.sqlite import SqliteState
+
+# Start-up is part of every `connector test`: what only `refresh` and `show` use
+# (Progress, the Parquet sink, SQLite state) is imported where they use it.
 
 
 def _default_output() -> str:
@@ -63,6 +69,8 @@ def _credentials(connector: Connector, file: str | None) -> str | None:
 
 
 def local_state(output: Output, connector: Connector) -> SqliteState:
+    from worker.state.sqlite import SqliteState
+
     spec = connector.spec
     if output.is_local:
         return SqliteState(Path(output.dataset_dir(spec.tenant, spec.name)) / "state.sqlite")
@@ -85,7 +93,24 @@ def _terminate(signum: int, _frame: object) -> None:
     sys.exit(128 + signum)
 
 
-@click.group()
+class _Commands(click.Group):
+    """Queue-mode commands are imported when named: their client libraries (Redis, RQ)
+    cost more start-up than the rest of the CLI together, and local commands
+    (`test`, `refresh PATH`) never use them."""
+
+    lazy = {"deploy": "worker.queue.cli", "status": "worker.queue.cli",
+            "worker": "worker.queue.cli"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            self.add_command(getattr(importlib.import_module(self.lazy[name]), name), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """Host custom Python read connectors: test, refresh and show their data."""
     signal.signal(signal.SIGTERM, _terminate)
@@ -182,7 +207,16 @@ def _print_failure(what: str, e: FragmentFailure) -> None:
 def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
             sandbox: str | None, queued: bool, tenant: str | None, wait: bool) -> None:
     """Read new and changed fragments, drop those no longer listed."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     from worker.refresh import refresh as run_refresh
+    from worker.sink import Output
 
     if queued or tenant is not None:
         from worker.queue.cli import queued_refresh
@@ -220,6 +254,8 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
               help="Queue mode: show the deployed connector NAME of this tenant.")
 def show(path: str, output: str | None, jsonl: bool, limit: int, tenant: str | None) -> None:
     """The current dataset's rows."""
+    from worker.sink import Output
+
     sink = Output(output or _default_output())
     if tenant is not None or not Path(path).is_dir():
         from worker.queue.cli import queued_rows
@@ -280,15 +316,6 @@ def build(path: str | None, base: bool, registry: bool) -> None:
         sys.exit(EXIT_FAILED)
     out.print(tag)
 
-
-def _register_queue_commands() -> None:
-    from worker.queue.cli import deploy, status, worker
-
-    for command in (deploy, status, worker):
-        main.add_command(command)
-
-
-_register_queue_commands()
 
 if __name__ == "__main__":
     main()
