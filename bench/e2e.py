@@ -238,11 +238,20 @@ def build_images(conns: list[Connector]) -> None:
 # --------------------------------------------------------------------------- queue mode
 
 
+@dataclass
+class QueueCli:
+    """Workers running and warmed; `run` times `connector refresh NAME --tenant T
+    --queue --wait --json` as a user runs it. `pid` is the workers' supervisor."""
+
+    run: Callable[[Connector, int], float]
+    pid: int
+
+
 @contextlib.contextmanager
 def queue_cli(report: Report, work: Workdir, workers: int, sandbox: str,
-              conns: list[Connector]) -> Iterator[Callable[[Connector, int], float] | None]:
-    """Workers for `sandbox` running and warmed on every connector; yields a function
-    that times `connector refresh NAME --tenant T --queue --wait --json`."""
+              conns: list[Connector]) -> Iterator[QueueCli | None]:
+    """Workers for `sandbox` running and warmed on every connector (image, bundle, a
+    warm session in each worker process)."""
     from bench import queued
 
     qb = queued.open_bench(report, work, workers)
@@ -251,8 +260,8 @@ def queue_cli(report: Report, work: Workdir, workers: int, sandbox: str,
         return
     with qb:
         names = {c.spec.name: qb.deploy(c) for c in conns}
-        with qb.workers(sandbox, workers):
-            for c in conns:  # warm: image, bundle, a warm session in each worker process
+        with qb.workers(sandbox, workers) as proc:
+            for c in conns:
                 qb.reset(names[c.spec.name])
                 qb.refresh(names[c.spec.name])
 
@@ -261,7 +270,7 @@ def queue_cli(report: Report, work: Workdir, workers: int, sandbox: str,
                 qb.reset(name)
                 return cli(["refresh", name, "--tenant", qb.tenant, "--queue", "--wait",
                             "--json"], env=qb.env, expect_rows=rows)
-            yield run
+            yield QueueCli(run, proc.pid)
         left = qb.containers_left()
         if left:
             report.note(f"queue mode: LEFTOVER {left} container(s) of {qb.tenant}")
@@ -315,8 +324,8 @@ def run(report: Report, work: Workdir, *, fragments: int, rows: int, big_rows: i
     if queue_workers > 0 and queue_kind:
         with queue_cli(report, work, queue_workers, queue_kind, [small, big]) as q:
             if q is not None:
-                s = slope(small_n, big_n, repeats, lambda: q(small, small_n),
-                          lambda: q(big, big_n))
+                s = slope(small_n, big_n, repeats, lambda: q.run(small, small_n),
+                          lambda: q.run(big, big_n))
                 result.paths[f"queue-{queue_kind}"] = s
                 report.add(Result(f"queue mode, {queue_kind} sandbox, {queue_workers} "
                                   "workers (`refresh --queue --wait`)", s.rps, "rows/s",

@@ -20,11 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import e2e, feedback, incremental, memory, overhead, stages, throughput  # noqa: E402
+from bench import e2e, feedback, incremental, memory, overhead, scale, stages, throughput  # noqa: E402
 from bench.common import Report, Workdir, cpu_info  # noqa: E402
 from worker.spec import parse_size  # noqa: E402
 
-ALL = ["e2e", "stages", "throughput", "custom", "overhead", "memory", "incremental", "feedback"]
+ALL = ["e2e", "stages", "throughput", "custom", "overhead", "memory", "incremental",
+       "feedback", "scale"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="e2e: rows per fragment of the big size (default 400000)")
     p.add_argument("--workload", choices=["project", "peers"], default="project",
                    help="e2e: the project's CSV or $PEERS_DIR/workload.py's")
+    p.add_argument("--scale-counts", default="1000,10000",
+                   help="scale: one-row fragment counts (100000 takes minutes)")
+    p.add_argument("--scale-sizes", default="1m,64m,512m,2g",
+                   help="scale: fragment sizes")
     p.add_argument("--tiny", type=int, help="one-row fragments (default 2000)")
     p.add_argument("--big-size", help="the memory benchmark's fragment size (default 2g)")
     p.add_argument("--listing", type=int, help="listed fragments (default 100000)")
@@ -93,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             memory.run(report, work, size=big, sandboxes=sandboxes)
         if "feedback" in only:
             feedback.run(report, work, repeats=max(3, repeats))
+        if "scale" in only:
+            scale.run(report, work, counts=scale.parse_list(args.scale_counts),
+                      sizes=scale.parse_list(args.scale_sizes, size=True),
+                      sandboxes=sandboxes, queue_workers=args.queue_workers)
         if "incremental" in only:
             incremental.run(report, work, fragments=listing, repeats=repeats,
                             sandboxes=sandboxes)
