@@ -29,11 +29,12 @@ import importlib.util
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -139,6 +140,18 @@ class Slope:
     big_rows: int
     small_s: list[float]
     big_s: list[float]
+    small_cpu: list[float] = field(default_factory=list)
+    big_cpu: list[float] = field(default_factory=list)
+
+    @property
+    def cpu_us_per_row(self) -> float | None:
+        """CPU seconds (user + sys, every process and thread that was measured) per
+        extra row, in µs: far less sensitive to a busy box than wall time, and on two
+        cores the wall slope cannot beat 2 / this."""
+        if not self.small_cpu or not self.big_cpu:
+            return None
+        extra = min(self.big_cpu) - min(self.small_cpu)
+        return extra / (self.big_rows - self.small_rows) * 1e6
 
     @property
     def rps(self) -> float:
@@ -153,26 +166,43 @@ class Slope:
     def note(self) -> str:
         s = "/".join(f"{t:.2f}" for t in self.small_s)
         b = "/".join(f"{t:.2f}" for t in self.big_s)
-        return f"small {s} s, big {b} s, intercept {self.fixed_s:.2f} s"
+        cpu = self.cpu_us_per_row
+        return (f"small {s} s, big {b} s, intercept {self.fixed_s:.2f} s"
+                + (f", CPU {cpu:.2f} µs/row" if cpu is not None else ""))
+
+
+# A run returns its wall seconds, or (wall seconds, CPU seconds) where CPU is measurable.
+Timing = float | tuple[float, float]
 
 
 def slope(small_rows: int, big_rows: int, repeats: int,
-          run_small: Callable[[], float], run_big: Callable[[], float]) -> Slope:
+          run_small: Callable[[], Timing], run_big: Callable[[], Timing]) -> Slope:
     s = Slope(small_rows, big_rows, [], [])
     run_small()  # untimed: page cache, thread pools, images and sessions warm
     for _ in range(max(1, repeats)):
-        s.small_s.append(run_small())
-        s.big_s.append(run_big())
+        for fn, walls, cpus in ((run_small, s.small_s, s.small_cpu),
+                                (run_big, s.big_s, s.big_cpu)):
+            t = fn()
+            if isinstance(t, tuple):
+                walls.append(t[0])
+                cpus.append(t[1])
+            else:
+                walls.append(t)
     return s
 
 
 def cli(args: list[str], env: dict[str, str] | None = None,
-        expect_rows: int | None = None) -> float:
-    """Seconds for one `connector ...` subprocess, from spawn to exit; checks its JSON."""
+        expect_rows: int | None = None) -> tuple[float, float]:
+    """(wall seconds from spawn to exit, CPU seconds of the CLI and every process it
+    waited for: the process sandbox's runtimes, not containers or queue workers) of one
+    `connector ...` subprocess; checks its JSON."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run([str(CONNECTOR_BIN), *args], cwd=ROOT, env=env,
                        capture_output=True, text=True)
     secs = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if p.returncode != 0:
         raise RuntimeError(f"bench: connector {' '.join(args)} exited {p.returncode}:\n"
                            f"{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
@@ -181,30 +211,32 @@ def cli(args: list[str], env: dict[str, str] | None = None,
         if counts.get("rows") != expect_rows or counts.get("failed"):
             raise RuntimeError(f"bench: connector {' '.join(args)} gave {counts}, "
                                f"expected {expect_rows} rows")
-    return secs
+    return secs, cpu
 
 
 def local_refresh(work: Workdir, conn: Connector, sandbox: str, rows: int,
-                  concurrency: int | None) -> Callable[[], float]:
-    def run() -> float:
+                  concurrency: int | None) -> Callable[[], Timing]:
+    def run() -> Timing:
         out = work.fresh_output(f"e2e-{sandbox}-{conn.spec.name}")
         args = ["refresh", str(conn.path), "--output", str(out), "--sandbox", sandbox,
                 "--json"]
         if concurrency:
             args += ["--concurrency", str(concurrency)]
-        return cli(args, expect_rows=rows)
+        wall, cpu = cli(args, expect_rows=rows)
+        # CPU is only whole for the process sandbox (containers are not our children)
+        return (wall, cpu) if sandbox == "process" else wall
     return run
 
 
-def limit_run(work: Workdir, paths: list[Path]) -> Callable[[], float]:
+def limit_run(work: Workdir, paths: list[Path]) -> Callable[[], Timing]:
     """In-process read_csv (default threads) + write_table per fragment, same files."""
-    def run() -> float:
+    def run() -> Timing:
         out = work.fresh_output("e2e-limit")
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for i, path in enumerate(paths):
             table = pacsv.read_csv(pa.py_buffer(path.read_bytes()))
             pq.write_table(table, str(out / f"part-{i:03d}.parquet"))
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
     return run
 
 
@@ -213,8 +245,8 @@ def loop_run(paths: list[Path]) -> Callable[[], float]:
     Table.from_pylist per fragment (no Parquet: the same as the read-phase baseline)."""
     cols = workload.COLUMNS
 
-    def run() -> float:
-        t0 = time.perf_counter()
+    def run() -> Timing:
+        c0, t0 = time.process_time(), time.perf_counter()
         for path in paths:
             reader = io.TextIOWrapper(io.BytesIO(path.read_bytes()), encoding="utf-8")
             next(reader)
@@ -222,7 +254,7 @@ def loop_run(paths: list[Path]) -> Callable[[], float]:
             for line in reader:
                 dicts.append(dict(zip(cols, line.rstrip("\n").split(","), strict=False)))
             pa.Table.from_pylist(dicts)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
     return run
 
 
@@ -269,7 +301,7 @@ def queue_cli(report: Report, work: Workdir, workers: int, sandbox: str,
                 name = names[conn.spec.name]
                 qb.reset(name)
                 return cli(["refresh", name, "--tenant", qb.tenant, "--queue", "--wait",
-                            "--json"], env=qb.env, expect_rows=rows)
+                            "--json"], env=qb.env, expect_rows=rows)[0]
             yield QueueCli(run, proc.pid)
         left = qb.containers_left()
         if left:
@@ -322,15 +354,24 @@ def run(report: Report, work: Workdir, *, fragments: int, rows: int, big_rows: i
                           note=s.note()))
     queue_kind = "docker" if "docker" in kinds else (kinds[0] if kinds else None)
     if queue_workers > 0 and queue_kind:
-        with queue_cli(report, work, queue_workers, queue_kind, [small, big]) as q:
+        qsmall, qbig, qnote = small, big, ""
+        if wl.peers_dir is not None:
+            # A deployed bundle is capped at 64 MiB: distinct 35 MB files per fragment
+            # do not fit, the project's one shared file does (same 8 columns, ~89 bytes
+            # a row in both).
+            project = Workload("project")
+            qsmall = e2e_connector(work, project, "e2e_q_small", fragments, rows)
+            qbig = e2e_connector(work, project, "e2e_q_big", fragments, big_rows)
+            qnote = "project CSV (bundle cap); "
+        with queue_cli(report, work, queue_workers, queue_kind, [qsmall, qbig]) as q:
             if q is not None:
-                s = slope(small_n, big_n, repeats, lambda: q.run(small, small_n),
-                          lambda: q.run(big, big_n))
+                s = slope(small_n, big_n, repeats, lambda: q.run(qsmall, small_n),
+                          lambda: q.run(qbig, big_n))
                 result.paths[f"queue-{queue_kind}"] = s
                 report.add(Result(f"queue mode, {queue_kind} sandbox, {queue_workers} "
                                   "workers (`refresh --queue --wait`)", s.rps, "rows/s",
                                   lim.rps, "in-process limit", ">= 0.7x",
-                                  s.rps / lim.rps >= 0.7, note=s.note()))
+                                  s.rps / lim.rps >= 0.7, note=qnote + s.note()))
     if custom and "process" in kinds:
         result.loop = run_custom(report, work, wl, fragments, rows, big_rows, repeats,
                                  concurrency, result)

@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                  "queue-process": f"queue mode, process, {args.queue_workers} workers",
                  "custom-process": "custom parser_function, `--sandbox process`"}
         for key, s in res.paths.items():
-            rows.append(Row(names.get(key, key), "slope, CLI subprocess", s.rps, s.note()))
+            method = "slope, CLI subprocess" + (
+                ", project CSV (64 MiB bundle cap)" if key.startswith("queue") else "")
+            rows.append(Row(names.get(key, key), method, s.rps, s.note()))
         if res.loop is not None:
             rows.append(Row("in-process `for line in reader` + Table.from_pylist", "slope",
                             res.loop.rps, res.loop.note()))
