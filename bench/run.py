@@ -1,6 +1,8 @@
-"""Run the benchmarks of issue 5 and print their figures (`make bench`).
+"""Run the benchmarks and print their figures (`make bench`).
 
-    python3 bench/run.py                       # everything, the issue's sizes
+    python3 bench/run.py                       # everything but scale, the issue's sizes
+    python3 bench/run.py --only e2e            # the headline: end to end, slope method
+    python3 bench/run.py --only scale --scale-counts 1000,10000,100000
     python3 bench/run.py --quick               # smaller sizes, one repeat: a smoke run
     python3 bench/run.py --only throughput,overhead --sandbox process
     python3 bench/run.py --big-size 512m --listing 20000 --tiny 500
@@ -26,13 +28,16 @@ from worker.spec import parse_size  # noqa: E402
 
 ALL = ["e2e", "stages", "throughput", "custom", "overhead", "memory", "incremental",
        "feedback", "scale"]
+# scale runs minutes of 2 GiB fragments and thousands of one-row fragments: asked for
+DEFAULT = [x for x in ALL if x != "scale"]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat")
-    p.add_argument("--only", default=",".join(ALL), help=f"comma list of {','.join(ALL)}")
+    p.add_argument("--only", default=",".join(DEFAULT),
+                   help=f"comma list of {','.join(ALL)} (default: all but scale)")
     p.add_argument("--sandbox", default="process,docker", help="process,docker")
     p.add_argument("--fragments", type=int, help="CSV fragments (default 8)")
     p.add_argument("--rows", type=int, help="rows per CSV fragment (default 100000)")
