@@ -142,6 +142,7 @@ class Slope:
     big_s: list[float]
     small_cpu: list[float] = field(default_factory=list)
     big_cpu: list[float] = field(default_factory=list)
+    base: Slope | None = None  # the baseline, measured interleaved with this one
 
     @property
     def cpu_us_per_row(self) -> float | None:
@@ -176,18 +177,29 @@ Timing = float | tuple[float, float]
 
 
 def slope(small_rows: int, big_rows: int, repeats: int,
-          run_small: Callable[[], Timing], run_big: Callable[[], Timing]) -> Slope:
+          run_small: Callable[[], Timing], run_big: Callable[[], Timing],
+          paired: tuple[Callable[[], Timing], Callable[[], Timing]] | None = None) -> Slope:
+    """The slope of `run_*`; with `paired` (the baseline's small and big runs), the
+    baseline is measured interleaved with it (baseline small, small, baseline big, big,
+    ...) into `.base`, so a burst of load on a shared box hits both alike."""
     s = Slope(small_rows, big_rows, [], [])
+    base = Slope(small_rows, big_rows, [], []) if paired else None
     run_small()  # untimed: page cache, thread pools, images and sessions warm
+    steps: list[tuple[Callable[[], Timing], Slope, bool]] = []
+    for fn, big in ((run_small, False), (run_big, True)):
+        if paired and base is not None:
+            steps.append((paired[big], base, big))
+        steps.append((fn, s, big))
     for _ in range(max(1, repeats)):
-        for fn, walls, cpus in ((run_small, s.small_s, s.small_cpu),
-                                (run_big, s.big_s, s.big_cpu)):
+        for fn, into, big in steps:
             t = fn()
+            walls, cpus = (into.big_s, into.big_cpu) if big else (into.small_s, into.small_cpu)
             if isinstance(t, tuple):
                 walls.append(t[0])
                 cpus.append(t[1])
             else:
                 walls.append(t)
+    s.base = base
     return s
 
 
@@ -320,6 +332,8 @@ class E2E:
     limit: Slope
     paths: dict[str, Slope]
     loop: Slope | None = None
+    # the limit's small and big runs, for callers that pair their own figures with it
+    limit_runs: tuple[Callable[[], Timing], Callable[[], Timing]] | None = None
 
 
 def run(report: Report, work: Workdir, *, fragments: int, rows: int, big_rows: int,
@@ -332,11 +346,12 @@ def run(report: Report, work: Workdir, *, fragments: int, rows: int, big_rows: i
             f"{fragments} x {big_rows:,} rows, {wl.name} workload, best of {repeats}")
     small = e2e_connector(work, wl, "e2e_small", fragments, rows)
     big = e2e_connector(work, wl, "e2e_big", fragments, big_rows)
-    lim = slope(small_n, big_n, repeats, limit_run(work, fragment_paths(small, fragments)),
-                limit_run(work, fragment_paths(big, fragments)))
+    lims = (limit_run(work, fragment_paths(small, fragments)),
+            limit_run(work, fragment_paths(big, fragments)))
+    lim = slope(small_n, big_n, repeats, *lims)
     report.add(Result("in-process limit: read_csv (threads) + write_table", lim.rps,
                       "rows/s", note=lim.note()))
-    result = E2E(lim, {})
+    result = E2E(lim, {}, limit_runs=lims)
     targets = {"process": 0.85, "docker": 0.75}
     kinds = [k for k in sandboxes if k != "docker" or docker_available()]
     if "docker" in sandboxes and "docker" not in kinds:
@@ -346,12 +361,10 @@ def run(report: Report, work: Workdir, *, fragments: int, rows: int, big_rows: i
     for kind in kinds:
         s = slope(small_n, big_n, repeats,
                   local_refresh(work, small, kind, small_n, concurrency),
-                  local_refresh(work, big, kind, big_n, concurrency))
+                  local_refresh(work, big, kind, big_n, concurrency), paired=lims)
         result.paths[kind] = s
-        t = targets[kind]
-        report.add(Result(f"`connector refresh --sandbox {kind}`", s.rps, "rows/s", lim.rps,
-                          "in-process limit", f">= {t}x", s.rps / lim.rps >= t,
-                          note=s.note()))
+        report.add(paired_result(f"`connector refresh --sandbox {kind}`", s,
+                                 "in-process limit", targets[kind]))
     queue_kind = "docker" if "docker" in kinds else (kinds[0] if kinds else None)
     if queue_workers > 0 and queue_kind:
         qsmall, qbig, qnote = small, big, ""
@@ -366,12 +379,11 @@ def run(report: Report, work: Workdir, *, fragments: int, rows: int, big_rows: i
         with queue_cli(report, work, queue_workers, queue_kind, [qsmall, qbig]) as q:
             if q is not None:
                 s = slope(small_n, big_n, repeats, lambda: q.run(qsmall, small_n),
-                          lambda: q.run(qbig, big_n))
+                          lambda: q.run(qbig, big_n), paired=lims)
                 result.paths[f"queue-{queue_kind}"] = s
-                report.add(Result(f"queue mode, {queue_kind} sandbox, {queue_workers} "
-                                  "workers (`refresh --queue --wait`)", s.rps, "rows/s",
-                                  lim.rps, "in-process limit", ">= 0.7x",
-                                  s.rps / lim.rps >= 0.7, note=qnote + s.note()))
+                report.add(paired_result(f"queue mode, {queue_kind} sandbox, {queue_workers} "
+                                         "workers (`refresh --queue --wait`)", s,
+                                         "in-process limit", 0.7, qnote))
     if custom and "process" in kinds:
         result.loop = run_custom(report, work, wl, fragments, rows, big_rows, repeats,
                                  concurrency, result)
@@ -383,18 +395,31 @@ def run_custom(report: Report, work: Workdir, wl: Workload, fragments: int, rows
     small_n, big_n = fragments * rows, fragments * big_rows
     small = e2e_connector(work, wl, "e2e_custom_small", fragments, rows, custom=True)
     big = e2e_connector(work, wl, "e2e_custom_big", fragments, big_rows, custom=True)
-    loop = slope(small_n, big_n, repeats, loop_run(fragment_paths(small, fragments)),
-                 loop_run(fragment_paths(big, fragments)))
-    report.add(Result("in-process `for line in reader` + Table.from_pylist", loop.rps,
-                      "rows/s", note=loop.note()))
+    loops = (loop_run(fragment_paths(small, fragments)),
+             loop_run(fragment_paths(big, fragments)))
     s = slope(small_n, big_n, repeats,
               local_refresh(work, small, "process", small_n, concurrency),
-              local_refresh(work, big, "process", big_n, concurrency))
+              local_refresh(work, big, "process", big_n, concurrency), paired=loops)
+    assert s.base is not None
+    report.add(Result("in-process `for line in reader` + Table.from_pylist", s.base.rps,
+                      "rows/s", note=s.base.note()))
     result.paths["custom-process"] = s
-    report.add(Result("custom parser, `connector refresh --sandbox process`", s.rps,
-                      "rows/s", loop.rps, "in-process loop", ">= 0.8x",
-                      s.rps / loop.rps >= 0.8, note=s.note()))
-    return loop
+    report.add(paired_result("custom parser, `connector refresh --sandbox process`", s,
+                             "in-process loop", 0.8))
+    return s.base
+
+
+def paired_result(name: str, s: Slope, base_name: str, target: float,
+                  note: str = "") -> Result:
+    """A figure judged against the baseline measured interleaved with it; the CPU
+    ratio (baseline CPU per row / this one's) is noted where both were measured."""
+    assert s.base is not None
+    base = s.base.rps
+    cpu, base_cpu = s.cpu_us_per_row, s.base.cpu_us_per_row
+    cpu_note = (f"CPU ratio {base_cpu / cpu:.2f}x; " if cpu and base_cpu else "")
+    return Result(name, s.rps, "rows/s", base, f"{base_name}, interleaved", f">= {target}x",
+                  s.rps / base >= target,
+                  note=f"{note}{cpu_note}{s.note()}; baseline {s.base.note()}")
 
 
 def peers_dir_default() -> Path:

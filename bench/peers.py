@@ -17,8 +17,9 @@ Methods:
 - fast peers (Arrow paths, >= 0.5 M rows/s): their own timed section, slope between the
   same two sizes (what is left of per-run set-up cancels);
 - slow peers (per-row Python paths, tens of thousands of rows/s): their timed section at
-  the small size only; a second size would take minutes and its fixed costs are < 2%
-  of the figure there.
+  one size, 8 x 25,000 rows by default (`--slow-rows`; per-row cost does not depend on
+  the size, and 8 x 100,000 takes minutes each on a busy box); the limit is measured
+  (one small + one big run) just before each.
 The limit is measured once, in this run (the project's in-process read_csv with default
 threads + write_table slope on the same files); every ratio is to it.
 """
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +73,7 @@ class Row:
     label: str
     method: str
     rps: float
+    ratio: float  # to the in-process limit measured next to it
     note: str = ""
 
 
@@ -94,15 +97,23 @@ def run_peer(peers: Path, venvs: Path, job: Job, fragments: int, rows: int) -> f
 
 
 def peer_row(peers: Path, venvs: Path, job: Job, fragments: int, rows: int, big_rows: int,
-             repeats: int) -> Row:
+             repeats: int, limit: tuple[Callable[[], e2e.Timing], Callable[[], e2e.Timing]],
+             slow_rows: int) -> Row:
+    """The job's figure and its ratio to the limit measured interleaved with it (fast
+    jobs) or just before it (slow jobs: one small + one big limit run)."""
     small_n, big_n = fragments * rows, fragments * big_rows
     if job.fast:
         s = e2e.slope(small_n, big_n, repeats,
                       lambda: run_peer(peers, venvs, job, fragments, rows),
-                      lambda: run_peer(peers, venvs, job, fragments, big_rows))
-        return Row(job.label, "slope, timed section", s.rps, s.note())
-    t = run_peer(peers, venvs, job, fragments, rows)
-    return Row(job.label, f"timed section, {small_n:,} rows", small_n / t, f"{t:.2f} s")
+                      lambda: run_peer(peers, venvs, job, fragments, big_rows), paired=limit)
+        assert s.base is not None
+        return Row(job.label, "slope, timed section", s.rps, s.rps / s.base.rps,
+                   f"{s.note()}; limit {s.base.rps:,.0f} rows/s ({s.base.note()})")
+    lim = e2e.slope(small_n, big_n, 1, *limit)
+    n = fragments * slow_rows
+    t = run_peer(peers, venvs, job, fragments, slow_rows)
+    return Row(job.label, f"timed section, {n:,} rows", n / t, n / t / lim.rps,
+               f"{t:.2f} s; limit just before {lim.rps:,.0f} rows/s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--big-rows", type=int, default=400_000)
     p.add_argument("--repeats", type=int, default=3, help="best of N per size (slopes)")
+    p.add_argument("--slow-rows", type=int, default=25_000,
+                   help="rows per fragment for the per-row Python peers (0: --rows)")
     p.add_argument("--only", default="", help="peer jobs whose label contains this")
     p.add_argument("--no-project", action="store_true", help="the peers alone")
     p.add_argument("--sandbox", default="process,docker")
@@ -137,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                       queue_workers=0 if args.no_project else args.queue_workers,
                       wl=e2e.Workload("peers", peers))
         limit = res.limit.rps
+        assert res.limit_runs is not None
         rows.append(Row("in-process limit: read_csv (threads) + write_table", "slope",
-                        limit, res.limit.note()))
+                        limit, 1.0, res.limit.note()))
         names = {"process": "`connector refresh --sandbox process`",
                  "docker": "`connector refresh --sandbox docker`",
                  "queue-docker": f"queue mode, docker, {args.queue_workers} workers",
@@ -147,25 +161,30 @@ def main(argv: list[str] | None = None) -> int:
         for key, s in res.paths.items():
             method = "slope, CLI subprocess" + (
                 ", project CSV (64 MiB bundle cap)" if key.startswith("queue") else "")
-            rows.append(Row(names.get(key, key), method, s.rps, s.note()))
+            assert s.base is not None
+            rows.append(Row(names.get(key, key), method, s.rps, s.rps / s.base.rps,
+                            f"{s.note()}; baseline {s.base.rps:,.0f} rows/s"))
         if res.loop is not None:
-            rows.append(Row("in-process `for line in reader` + Table.from_pylist", "slope",
-                            res.loop.rps, res.loop.note()))
+            rows.append(Row("in-process `for line in reader` + Table.from_pylist "
+                            "(the custom parser's baseline)", "slope", res.loop.rps,
+                            res.loop.rps / limit, res.loop.note()))
         for job in JOBS:
             if args.only and args.only not in job.label:
                 continue
             print(f"  peer: {job.label} ...", flush=True)
             row = peer_row(peers, args.venvs, job, args.fragments, args.rows, args.big_rows,
-                           args.repeats)
+                           args.repeats, res.limit_runs, args.slow_rows or args.rows)
             print(f"    {row.rps:,.0f} rows/s ({row.method}; {row.note})", flush=True)
             rows.append(row)
     finally:
         work.close()
     print(f"\n== peers and project, {args.fragments} x {args.rows:,} / {args.big_rows:,} "
           f"rows ({time.perf_counter() - t0:.0f} s)\n")
-    print("| path | method | rows/s | vs limit |\n|---|---|---:|---:|")
+    print("Each ratio is to the baseline measured next to it (interleaved runs; the custom\n"
+          "parser's is to the in-process loop, every other one to the in-process limit).\n")
+    print("| path | method | rows/s | ratio |\n|---|---|---:|---:|")
     for r in rows:
-        print(f"| {r.label} | {r.method} | {r.rps:,.0f} | {r.rps / limit:.2f} |")
+        print(f"| {r.label} | {r.method} | {r.rps:,.0f} | {r.ratio:.2f} |")
     print("\nruns (s):")
     for r in rows:
         print(f"- {r.label}: {r.note}")
