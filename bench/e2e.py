@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -203,11 +204,35 @@ def slope(small_rows: int, big_rows: int, repeats: int,
     return s
 
 
+T = TypeVar("T")
+
+
+def retried(fn: Callable[[], T], attempts: int = 3) -> T:
+    """`fn()`, run again (after 10 s) if it fails, up to `attempts` in all: on a shared
+    box someone may restart the Docker engine mid-run. `fn` must set up its own fresh
+    state (output dir, committed state) each time."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except RuntimeError as e:
+            if attempt == attempts:
+                raise
+            print(f"  (retrying after a failed run: {str(e).strip().splitlines()[-1][:200]})",
+                  flush=True)
+            time.sleep(10)
+    raise AssertionError("unreachable")
+
+
 def cli(args: list[str], env: dict[str, str] | None = None,
         expect_rows: int | None = None) -> tuple[float, float]:
     """(wall seconds from spawn to exit, CPU seconds of the CLI and every process it
     waited for: the process sandbox's runtimes, not containers or queue workers) of one
     `connector ...` subprocess; checks its JSON."""
+    return _cli_once(args, env, expect_rows)
+
+
+def _cli_once(args: list[str], env: dict[str, str] | None,
+              expect_rows: int | None) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run([str(CONNECTOR_BIN), *args], cwd=ROOT, env=env,
@@ -228,13 +253,16 @@ def cli(args: list[str], env: dict[str, str] | None = None,
 
 def local_refresh(work: Workdir, conn: Connector, sandbox: str, rows: int,
                   concurrency: int | None) -> Callable[[], Timing]:
-    def run() -> Timing:
+    def once() -> tuple[float, float]:
         out = work.fresh_output(f"e2e-{sandbox}-{conn.spec.name}")
         args = ["refresh", str(conn.path), "--output", str(out), "--sandbox", sandbox,
                 "--json"]
         if concurrency:
             args += ["--concurrency", str(concurrency)]
-        wall, cpu = cli(args, expect_rows=rows)
+        return cli(args, expect_rows=rows)
+
+    def run() -> Timing:
+        wall, cpu = retried(once)
         # CPU is only whole for the process sandbox (containers are not our children)
         return (wall, cpu) if sandbox == "process" else wall
     return run
@@ -311,9 +339,12 @@ def queue_cli(report: Report, work: Workdir, workers: int, sandbox: str,
 
             def run(conn: Connector, rows: int) -> float:
                 name = names[conn.spec.name]
-                qb.reset(name)
-                return cli(["refresh", name, "--tenant", qb.tenant, "--queue", "--wait",
-                            "--json"], env=qb.env, expect_rows=rows)[0]
+
+                def once() -> float:
+                    qb.reset(name)
+                    return cli(["refresh", name, "--tenant", qb.tenant, "--queue", "--wait",
+                                "--json"], env=qb.env, expect_rows=rows)[0]
+                return retried(once)
             yield QueueCli(run, proc.pid)
         left = qb.containers_left()
         if left:

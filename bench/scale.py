@@ -39,7 +39,7 @@ from bench.common import (
     rss_kib,
     section,
 )
-from bench.e2e import CONNECTOR_BIN, ROOT, build_images, queue_cli
+from bench.e2e import CONNECTOR_BIN, ROOT, build_images, queue_cli, retried
 from bench.memory import ContainerWatch
 from worker.spec import Connector, parse_size
 
@@ -190,8 +190,8 @@ def run(report: Report, work: Workdir, *, counts: list[int], sizes: list[int],
         prev: dict[bool, tuple[int, float]] = {}
         for what, conn, rows, unit in cases:
             cli = LocalCli(work, conn, kind, rows)
-            r = watched(cli, lambda cli=cli: cli.pid, True,
-                        conn.spec.name if kind == "docker" else None)
+            r = retried(lambda cli=cli, conn=conn, kind=kind: watched(
+                cli, lambda: cli.pid, True, conn.spec.name if kind == "docker" else None))
             report.add(Result(f"scale, local {kind}: {what}", r.seconds, "s",
                               note=_per(what, unit, r.seconds, rows, prev) + "; " + _fmt(r)))
     if queue_workers > 0 and "docker" in kinds:
