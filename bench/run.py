@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="scale: one-row fragment counts (100000 takes minutes)")
     p.add_argument("--scale-sizes", default="1m,64m,512m,2g",
                    help="scale: fragment sizes")
+    p.add_argument("--scale-queue-only", action="store_true",
+                   help="scale: queue mode only (no local refreshes)")
     p.add_argument("--tiny", type=int, help="one-row fragments (default 2000)")
     p.add_argument("--big-size", help="the memory benchmark's fragment size (default 2g)")
     p.add_argument("--listing", type=int, help="listed fragments (default 100000)")
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         if "scale" in only:
             scale.run(report, work, counts=scale.parse_list(args.scale_counts),
                       sizes=scale.parse_list(args.scale_sizes, size=True),
-                      sandboxes=sandboxes, queue_workers=args.queue_workers)
+                      sandboxes=sandboxes, queue_workers=args.queue_workers,
+                      local=not args.scale_queue_only)
         if "incremental" in only:
             incremental.run(report, work, fragments=listing, repeats=repeats,
                             sandboxes=sandboxes)

@@ -174,7 +174,7 @@ def _fmt(r: Run) -> str:
 
 
 def run(report: Report, work: Workdir, *, counts: list[int], sizes: list[int],
-        sandboxes: list[str], queue_workers: int) -> None:
+        sandboxes: list[str], queue_workers: int, local: bool = True) -> None:
     section(f"scale: one-row fragments {counts}; one fragment of "
             f"{[f'{s >> 20} MiB' for s in sizes]}")
     kinds = [k for k in sandboxes if k != "docker" or docker_available()]
@@ -186,7 +186,7 @@ def run(report: Report, work: Workdir, *, counts: list[int], sizes: list[int],
         cases.append((f"one {s >> 20} MiB fragment", c, size_rows(c, s), s))
     if "docker" in kinds:
         build_images([c for _, c, _, _ in cases])
-    for kind in kinds:
+    for kind in kinds if local else []:
         prev: dict[bool, tuple[int, float]] = {}
         for what, conn, rows, unit in cases:
             cli = LocalCli(work, conn, kind, rows)
