@@ -2,7 +2,7 @@
 the same fragment bytes, each timed alone (sequential, single consumer).
 
 user code  -> iterating read_bytes() through ChunkStream (the connector's own cost)
-parse      -> worker.runtime.parsers.parse (pyarrow CSV reader, all columns as strings)
+parse      -> worker.runtime.formats.parse (pyarrow CSV reader, all columns as strings)
 conform    -> worker.runtime.conform.Conformer (casts to the declared schema)
 IPC encode -> worker.protocol.encode_batch (runtime side)
 IPC decode -> worker.protocol.decode_batch (host side)
@@ -22,7 +22,7 @@ from bench.common import Report, Workdir, section
 from worker.models import Commit
 from worker.protocol import decode_batch, encode_batch, read_frame
 from worker.runtime.conform import Conformer
-from worker.runtime.parsers import parse
+from worker.runtime.formats import parse
 from worker.runtime.stream import ChunkStream
 from worker.sink import Output
 from worker.spec import ConnectorSpec

@@ -16,17 +16,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from worker import column_types
 from worker.errors import ConfigError
 
 SPEC_FILE = "connector.yaml"
 CODE_FILE = "connector.py"
 REQUIRED_FUNCTIONS = ("list_objects", "read_bytes")
 
-_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
-SIMPLE_TYPES = (
-    "string", "int32", "int64", "float32", "float64", "bool",
-    "date", "timestamp", "binary", "json",
-)
 
 
 class SpecError(ConfigError):
@@ -93,15 +89,7 @@ class Column(_Strict):
     @field_validator("type")
     @classmethod
     def _type(cls, v: str) -> str:
-        v = v.strip().lower()
-        if v in SIMPLE_TYPES:
-            return v
-        m = _DECIMAL.match(v)
-        if m and 0 < int(m.group(1)) <= 38 and int(m.group(2)) <= int(m.group(1)):
-            return f"decimal({m.group(1)},{m.group(2)})"
-        raise ValueError(
-            f"unknown type {v!r}; expected one of {', '.join(SIMPLE_TYPES)} or decimal(p,s)"
-        )
+        return column_types.normalise(v)
 
     @property
     def source_name(self) -> str:

@@ -10,8 +10,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from worker.runtime.conform import Conformer, DataError, output_schema
-from worker.runtime.parsers import parse
+from worker.runtime.conform import Conformer, DataError
+from worker.runtime.convert import output_schema
+from worker.runtime.formats import parse
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec, Schema
 

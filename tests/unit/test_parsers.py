@@ -1,4 +1,4 @@
-"""Built-in and custom parsers over a ChunkStream (worker.runtime.parsers)."""
+"""Built-in and custom parsers over a ChunkStream (worker.runtime.formats)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from worker.runtime.parsers import ParseError, parse, parse_into
+from worker.runtime.formats import ParseError, parse, parse_into
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
 

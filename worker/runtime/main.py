@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from worker.protocol import JSON, FrameWriter, listing_batch, read_stream_frame
 from worker.runtime.conform import Conformer, DataError
-from worker.runtime.parsers import ParseError, parse_into
+from worker.runtime.formats import ParseError, parse_into
 from worker.runtime.stream import ChunkStream
 from worker.spec import CODE_FILE, ParserSpec, Schema
 

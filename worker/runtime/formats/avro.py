@@ -1,0 +1,85 @@
+"""Avro object container files via fastavro; the writer schema gives the Arrow types."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import fastavro
+import pyarrow as pa
+
+from worker.runtime.formats.rows import rows_to_batch
+from worker.runtime.stream import ChunkStream
+from worker.spec import ParserSpec
+
+_AVRO_PRIMITIVES: dict[str, pa.DataType] = {
+    "null": pa.null(), "boolean": pa.bool_(), "int": pa.int32(), "long": pa.int64(),
+    "float": pa.float32(), "double": pa.float64(), "bytes": pa.binary(),
+    "string": pa.string(),
+}
+
+
+def _avro_type(t: Any) -> pa.DataType:
+    """Avro schema (as fastavro parses it) -> Arrow type; ValueError if unsupported."""
+    if isinstance(t, str):
+        if t in _AVRO_PRIMITIVES:
+            return _AVRO_PRIMITIVES[t]
+        raise ValueError(f"named type {t}")
+    if isinstance(t, list):
+        others = [x for x in t if x != "null"]
+        if len(others) == 1:
+            return _avro_type(others[0])
+        if not others:
+            return pa.null()
+        raise ValueError("union")
+    logical = t.get("logicalType")
+    base = t.get("type")
+    if logical == "date":
+        return pa.date32()
+    if logical in ("timestamp-millis", "timestamp-micros"):
+        return pa.timestamp("us", tz="UTC")
+    if logical in ("local-timestamp-millis", "local-timestamp-micros"):
+        return pa.timestamp("us")
+    if logical == "decimal":
+        return pa.decimal128(int(t["precision"]), int(t.get("scale", 0)))
+    if logical in ("time-millis", "time-micros"):
+        return pa.time64("us")
+    if logical == "uuid":
+        return pa.string()
+    if base == "record":
+        return pa.struct([pa.field(f["name"], _avro_type(f["type"])) for f in t["fields"]])
+    if base == "array":
+        return pa.list_(_avro_type(t["items"]))
+    if base == "map":
+        return pa.map_(pa.string(), _avro_type(t["values"]))
+    if base == "enum":
+        return pa.string()
+    if base == "fixed":
+        return pa.binary()
+    return _avro_type(base)
+
+
+def parse_avro(stream: ChunkStream, spec: ParserSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    buffered = io.BufferedReader(stream, buffer_size=1 << 20)
+    if not buffered.peek(1):
+        return
+    reader = fastavro.reader(buffered)
+    schema: pa.Schema | None = None
+    try:
+        top = reader.writer_schema
+        if isinstance(top, dict) and top.get("type") == "record":
+            schema = pa.schema(
+                [pa.field(f["name"], _avro_type(f["type"])) for f in top["fields"]]
+            )
+    except (ValueError, KeyError, TypeError):
+        schema = None
+    rows: list[dict[str, Any]] = []
+    for rec in reader:
+        rows.append(rec if isinstance(rec, dict) else {"value": rec})
+        if len(rows) >= batch_rows:
+            yield rows_to_batch(rows, schema)
+            rows = []
+    if rows:
+        yield rows_to_batch(rows, schema)
+

@@ -1,0 +1,78 @@
+"""The user's own `parser_function(reader, onNext)`: it pushes rows, we batch them."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from worker.runtime.formats.errors import ParseError
+from worker.runtime.formats.rows import rows_to_batch
+from worker.runtime.stream import ChunkStream
+from worker.spec import ParserSpec
+
+
+class _EmitFailed(BaseException):
+    """Carries an error of ours (conform, IPC) out through the user's parser_function.
+
+    A BaseException, so a user's `except Exception` around onNext cannot swallow it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def push_custom(
+    stream: ChunkStream, spec: ParserSpec, fn: Callable[..., Any],
+    emit: Callable[[pa.RecordBatch], None], batch_rows: int,
+) -> None:
+    # The user's function drives; batches go out from inside onNext. No thread, no
+    # queue: one loop, as fast as the user's own code can call onNext.
+    buffered = io.BufferedReader(stream, buffer_size=1 << 20)
+    reader: io.BufferedReader | io.TextIOWrapper
+    if spec.reader == "text":
+        reader = io.TextIOWrapper(buffered, encoding=spec.encoding, newline=None)
+    else:
+        reader = buffered
+    rows: list[dict[str, Any]] = []
+    append = rows.append
+    emitted = 0  # rows handed on so far
+    failed: _EmitFailed | None = None
+
+    def flush() -> None:
+        nonlocal emitted, failed
+        first = emitted + 1
+        chunk = rows[:]
+        rows.clear()
+        emitted += len(chunk)
+        try:
+            batch = rows_to_batch(chunk)
+        except ParseError as e:
+            failed = _EmitFailed(ParseError(
+                f"custom: rows {first}-{first + len(chunk) - 1}: {e}"))
+            raise failed from None
+        try:
+            emit(batch)
+        except BaseException as e:
+            failed = _EmitFailed(e)
+            raise failed from None
+
+    def on_next(row: Any) -> None:
+        # Called once per row: kept to a type check, an append and a length check.
+        if type(row) is not dict and not isinstance(row, dict):
+            raise TypeError(f"onNext expects a dict, got {type(row).__name__} "
+                            f"(row {emitted + len(rows) + 1})")
+        append(row)
+        if len(rows) >= batch_rows:
+            flush()
+
+    try:
+        fn(reader, on_next)
+        if failed is None and rows:
+            flush()
+    except _EmitFailed as e:
+        raise e.error from None
+    if failed is not None:  # the user caught it anyway: the fragment still fails
+        raise failed.error

@@ -1,0 +1,199 @@
+"""JSON Lines, or one top-level JSON array of objects.
+
+JSON Lines go to pyarrow's reader a block at a time; an array is decoded element by
+element in Python over a growing buffer (pyarrow reads no arrays). `flatten` turns
+nested objects into `parent<separator>child` columns.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from worker.runtime.adapters import BLOCK_SIZE, utf8_chunks
+from worker.runtime.formats.errors import ParseError, reason
+from worker.runtime.formats.rows import rows_to_batch
+from worker.runtime.stream import ChunkStream
+from worker.spec import ParserSpec
+
+_MAX_ELEMENT = 256 << 20  # a JSON array element larger than this is reported as malformed
+
+
+def parse_json(
+    stream: ChunkStream, spec: ParserSpec, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    chunks = utf8_chunks(stream, spec.encoding)
+    first = b""
+    for chunk in chunks:
+        first = chunk.lstrip()
+        if first:
+            break
+    if not first:
+        return
+    if first.startswith(b"\xef\xbb\xbf"):
+        first = first[3:].lstrip()
+    rest = _chain([first], chunks)
+    is_array = first[:1] == b"["
+    batches = _json_array(rest, batch_rows) if is_array else _json_lines(rest)
+    for batch in batches:
+        yield _flatten(batch, spec.separator) if spec.flatten else batch
+
+
+def _chain(head: list[bytes], tail: Iterator[bytes]) -> Iterator[bytes]:
+    yield from head
+    yield from tail
+
+
+def _json_lines(chunks: Iterator[bytes]) -> Iterator[pa.RecordBatch]:
+    carry = b""
+    line_no = 0  # lines before the current block
+    pending: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        data = carry + chunk
+        cut = data.rfind(b"\n") + 1
+        block, carry = data[:cut], data[cut:]
+        if block:
+            pending.append(block)
+            size += len(block)
+        if size >= BLOCK_SIZE:
+            blob = b"".join(pending)
+            pending, size = [], 0
+            yield from _json_block(blob, line_no)
+            line_no += blob.count(b"\n")
+    pending.append(carry)
+    blob = b"".join(pending)
+    if blob.strip():
+        yield from _json_block(blob, line_no)
+
+
+def _json_block(blob: bytes, line_no: int) -> Iterator[pa.RecordBatch]:
+    if not blob.strip():
+        return
+    try:
+        table = pajson.read_json(
+            io.BytesIO(blob),
+            read_options=pajson.ReadOptions(block_size=max(len(blob) + 1, 1 << 20)),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ParseError(_json_where(blob, line_no, e)) from e
+    yield from table.combine_chunks().to_batches()
+
+
+def _json_where(blob: bytes, line_no: int, e: Exception) -> str:
+    """Slow path after a failure: find the offending line for the message."""
+    for i, line in enumerate(blob.split(b"\n"), start=line_no + 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as je:
+            return f"json: line {i}: {je}"
+        if not isinstance(value, dict):
+            return f"json: line {i}: expected an object, got {type(value).__name__}"
+    return f"json: {reason(e)}"
+
+
+def _json_array(chunks: Iterator[bytes], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """A top-level JSON array, decoded element by element over a growing buffer."""
+    decoder = json.JSONDecoder()
+    text_decoder = codecs.getincrementaldecoder("utf-8")()
+    buf = ""
+    pos = 0
+    eof = False
+    started = False
+    rows: list[dict[str, Any]] = []
+    element = 0
+
+    def more() -> bool:
+        nonlocal buf, pos, eof
+        if eof:
+            return False
+        chunk = next(chunks, None)
+        if chunk is None:
+            eof = True
+            buf = buf[pos:] + text_decoder.decode(b"", final=True)
+        else:
+            buf = buf[pos:] + text_decoder.decode(chunk)
+        pos = 0
+        return True
+
+    def skip_ws() -> None:
+        nonlocal pos
+        n = len(buf)
+        while pos < n and buf[pos] in " \t\r\n":
+            pos += 1
+
+    while True:
+        skip_ws()
+        if pos >= len(buf):
+            if not more():
+                raise ParseError("json: unexpected end of input inside the top-level array")
+            continue
+        ch = buf[pos]
+        if not started:
+            started = True
+            pos += 1  # the '['
+            continue
+        if ch == "]":
+            pos += 1
+            skip_ws()
+            while pos >= len(buf) and more():
+                skip_ws()
+            if pos < len(buf):
+                raise ParseError(f"json: unexpected data after the top-level array: "
+                                 f"{buf[pos:pos + 20]!r}")
+            break
+        if ch == "," and element > 0:
+            pos += 1
+            continue
+        try:
+            value, end = decoder.raw_decode(buf, pos)
+        except json.JSONDecodeError as e:
+            if len(buf) - pos < _MAX_ELEMENT and more():
+                continue  # the element may simply be incomplete
+            raise ParseError(f"json: array element {element + 1}: {e.msg}") from e
+        if not isinstance(value, dict):
+            raise ParseError(f"json: array element {element + 1}: expected an object, "
+                             f"got {type(value).__name__}")
+        pos = end
+        element += 1
+        rows.append(value)
+        if len(rows) >= batch_rows:
+            yield rows_to_batch(rows)
+            rows = []
+        skip_ws()
+        while pos >= len(buf) and more():
+            skip_ws()
+        if pos < len(buf) and buf[pos] not in ",]":
+            raise ParseError(f"json: array element {element}: expected ',' or ']', got "
+                             f"{buf[pos:pos + 20]!r}")
+    if rows:
+        yield rows_to_batch(rows)
+
+
+def _flatten(batch: pa.RecordBatch, sep: str) -> pa.RecordBatch:
+    """Struct columns -> one column per leaf, named parent<sep>child (recursively)."""
+    if not any(pa.types.is_struct(f.type) for f in batch.schema):
+        return batch
+    names: list[str] = []
+    arrays: list[pa.Array] = []
+
+    def add(name: str, arr: pa.Array) -> None:
+        if pa.types.is_struct(arr.type):
+            for field, child in zip(arr.type, arr.flatten(), strict=True):
+                add(f"{name}{sep}{field.name}", child)
+        else:
+            names.append(name)
+            arrays.append(arr)
+
+    for name, col in zip(batch.schema.names, batch.columns, strict=True):
+        add(name, col)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+

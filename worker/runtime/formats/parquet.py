@@ -1,0 +1,32 @@
+"""Parquet: needs seeks, so the fragment is spooled to a temporary file first."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from worker.runtime.adapters import BLOCK_SIZE
+from worker.runtime.stream import ChunkStream
+from worker.spec import ParserSpec
+
+
+def parse_parquet(stream: ChunkStream, spec: ParserSpec,
+                  batch_rows: int) -> Iterator[pa.RecordBatch]:
+    fd, path = tempfile.mkstemp(prefix="fragment-", suffix=".parquet")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(stream, out, BLOCK_SIZE)
+        if os.path.getsize(path) == 0:
+            return
+        pf = pq.ParquetFile(path)
+        yield from pf.iter_batches(batch_size=batch_rows)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+

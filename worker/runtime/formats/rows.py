@@ -1,0 +1,40 @@
+"""Python rows (dicts) -> one Arrow record batch: the row-at-a-time parsers' last step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from worker.runtime.formats.errors import ParseError
+
+
+def rows_to_batch(
+    rows: list[dict[str, Any]], schema: pa.Schema | None = None
+) -> pa.RecordBatch:
+    """Python dicts -> a batch; columns are the union of keys in first-seen order."""
+    if schema is not None:
+        try:
+            return pa.RecordBatch.from_pylist(rows, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            pass  # fall back to inference
+    if rows:
+        # Fast path: every row's keys are the first row's (the union is no bigger), so
+        # pyarrow's own conversion (which takes its columns from the first row) is exact.
+        try:
+            if len(set().union(*rows)) == len(rows[0]):
+                return pa.RecordBatch.from_pylist(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            pass  # the slow path below names the column
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+    arrays: list[pa.Array] = []
+    for k in keys:
+        values = [r.get(k) for r in rows]
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
+            raise ParseError(f"column {k!r}: values of mixed or unsupported types: {e}") from e
+    return pa.RecordBatch.from_arrays(arrays, names=list(keys))
+
