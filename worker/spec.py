@@ -14,7 +14,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from worker import column_types
 from worker.errors import ConfigError
@@ -52,12 +59,28 @@ class ParserSpec(_Strict):
     quote: str | None = '"'
     escape: str | None = None
     comment: str | None = None
+    comment_prefix: str | None = Field(default=None, min_length=1)
+    header_line_count: int = Field(default=0, ge=0)  # lines skipped before the header
     encoding: str = "utf-8"
     # json
     flatten: bool = False
     separator: str = "."
     # custom
     reader: Literal["text", "binary"] = "text"
+    # any format: rows a fragment may reject (malformed or invalid) before it fails;
+    # max_error_count replaces schema.max_errors when given
+    max_error_count: int | None = Field(default=None, ge=0)
+    max_error_percentage: float | None = Field(default=None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _one_comment(self) -> ParserSpec:
+        if self.comment is not None and self.comment_prefix is not None:
+            raise ValueError("give 'comment' or 'comment_prefix', not both")
+        return self
+
+    @property
+    def comment_marker(self) -> str | None:
+        return self.comment_prefix if self.comment_prefix is not None else self.comment
 
     @field_validator("delimiter", "quote", "escape", "comment")
     @classmethod
@@ -95,11 +118,32 @@ class Column(_Strict):
     def source_name(self) -> str:
         return self.source or self.name
 
+    @model_validator(mode="after")
+    def _default_converts(self) -> Column:
+        if self.default is None:
+            return self
+        # The runtime's own conversion decides, so `validate` and a refresh agree.
+        from worker.runtime.convert import default_scalar
+
+        try:
+            default_scalar(self)
+        except ValueError as e:
+            raise ValueError(f"default {self.default!r} cannot be converted to "
+                             f"{self.type}: {e}") from None
+        return self
+
 
 class Schema(_Strict):
     columns: list[Column] = Field(default_factory=list)
     on_invalid: OnInvalid = "fail"
     max_errors: int = Field(default=0, ge=0)
+    # a declared column that no row of a fragment carries fails the fragment
+    require_no_missing_fields: bool = True
+    # a column in the data that is not declared fails the fragment
+    require_no_extra_fields: bool = False
+    # a typed input column (Parquet, Avro, JSON numbers) must already have the declared
+    # type: no casting; text input (CSV, JSON strings) is always cast
+    require_field_type_match_schema: bool = False
 
     @field_validator("columns")
     @classmethod

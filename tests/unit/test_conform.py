@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
 from worker.runtime.conform import Conformer, DataError
 from worker.runtime.convert import output_schema
@@ -185,7 +186,8 @@ def test_default_mode_replaces_invalid_values() -> None:
     out = c.conform(batch(id=["1", "x", None], tag=["y", "2", "3"]))
     assert out.to_pylist() == [{"id": 1, "tag": None}, {"id": 0, "tag": 2},
                                {"id": 0, "tag": 3}]
-    assert c.rejected == 2  # the plain null took the default: not invalid
+    # no row was dropped; two values took the default (the plain null is not invalid)
+    assert (c.rejected, c.defaulted) == (0, 2)
 
 
 def test_column_on_invalid_overrides_schema() -> None:
@@ -209,8 +211,8 @@ def test_max_errors_exceeded_raises_across_batches() -> None:
 
 
 def test_bad_default_is_error_at_construction() -> None:
-    with pytest.raises(DataError, match="default 'abc' cannot be converted"):
-        Conformer(schema([{"name": "n", "type": "int64", "default": "abc"}]), "f")
+    with pytest.raises(ValidationError, match="default 'abc' cannot be converted"):
+        schema([{"name": "n", "type": "int64", "default": "abc"}])
 
 
 def test_many_bad_values_found_by_bisection() -> None:

@@ -1,20 +1,26 @@
 """Schema conformance policy: parsed batches -> exactly the declared columns.
 
 Runs inside the sandbox. Conversion itself is `worker.runtime.convert`; this module
-decides what happens to values that fail it.
+decides what happens to values that fail it, and reports every row it drops and every
+value it replaces to the fragment's `RowRejects`.
 
 Rules (the lead's contract):
 - Output columns are the declared ones, in order, named `column.name`, read from
-  `column.source_name`; a missing input column is all-null (then defaults apply).
+  `column.source_name`. A declared column that no batch of the fragment carries is an
+  error (`schema.require_no_missing_fields`, on by default); with the check off it is
+  all-null (then defaults apply) and a warning says so. Undeclared input columns are
+  dropped, or an error with `require_no_extra_fields`.
 - Nulls take `default` when one is given; a default that cannot be converted to the
-  column's type is a DataError at construction.
+  column's type is a spec error (and a DataError here, for specs built elsewhere).
 - Invalid values (cannot convert; or null in a `nullable: false` column without a
   default) per `column.on_invalid or schema.on_invalid`:
   fail -> DataError on the first invalid row (lowest row number of the batch);
-  skip -> the row is dropped; default -> the value becomes `default` (or null). Under
-  `default`, a non-nullable column without a default cannot take a value, so that row
-  is dropped instead. Each affected row counts once toward `rejected`; when `rejected`
-  exceeds `schema.max_errors`, DataError.
+  skip -> the row is dropped (rejected); default -> the value becomes `default` (or
+  null) and counts as defaulted. Under `default`, a non-nullable column without a
+  default cannot take a value, so that row is rejected instead. Every row with an
+  invalid value counts toward the error limits (see `worker.runtime.rejects`).
+- Without declared columns batches pass through; rows with no fields at all (`{}`)
+  cannot be stored and are rejected.
 """
 
 from __future__ import annotations
@@ -35,13 +41,10 @@ from worker.runtime.convert import (
     output_schema,
 )
 from worker.runtime.reasons import Invalid, RejectReason
-from worker.spec import Column, OnInvalid, Schema
+from worker.runtime.rejects import DataError, RejectRecord, RowRejects
+from worker.spec import Column, OnInvalid, ParserSpec, Schema
 
-MAX_WARNINGS = 20
-
-
-class DataError(Exception):
-    """A value does not conform to the declared schema (or too many did)."""
+__all__ = ["Conformer", "DataError"]
 
 
 @dataclass
@@ -53,6 +56,14 @@ class _Plan:
     mode: OnInvalid
 
 
+def _value_text(arr: pa.Array, i: int) -> str | None:
+    try:
+        v = arr[i].as_py()
+    except Exception:  # noqa: BLE001 - a display helper must not fail
+        return str(arr[i])
+    return None if v is None else v if isinstance(v, str) else repr(v)
+
+
 def _value_repr(arr: pa.Array, i: int) -> str:
     try:
         v = arr[i].as_py()
@@ -62,17 +73,29 @@ def _value_repr(arr: pa.Array, i: int) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
+def _type_matches(src: pa.DataType, col: Column, target: pa.DataType) -> bool:
+    """For require_field_type_match_schema: text and nulls always cast; typed input must
+    already be the declared type (any timestamp unit, dictionary-encoded values)."""
+    if pa.types.is_dictionary(src):
+        src = src.value_type
+    if pa.types.is_string(src) or pa.types.is_large_string(src) or pa.types.is_null(src):
+        return True
+    if col.type == "timestamp":
+        return pa.types.is_timestamp(src)
+    if col.type == "json":
+        return True
+    return src == target
+
+
 class Conformer:
     """Conforms one fragment's batches, tracking row numbers and rejections across them."""
 
-    def __init__(self, schema: Schema, fragment: str) -> None:
+    def __init__(self, schema: Schema, fragment: str, rejects: RowRejects | None = None) -> None:
         self.schema = schema
         self.fragment = fragment
-        self.rejected = 0
-        self.warnings: list[str] = []
+        self.log = rejects if rejects is not None else RowRejects(fragment, schema, ParserSpec())
         self._offset = 0  # input rows of this fragment seen before the current batch
-        self._suppressed = 0
-        self._last_invalid = ""
+        self._seen: set[str] = set()  # declared source columns some batch carried
         self._plans: list[_Plan] = []
         self.arrow_schema = output_schema(schema)
         for col in schema.columns:
@@ -88,24 +111,53 @@ class Conformer:
                         f"default {col.default!r} cannot be converted: {e}") from None
             self._plans.append(_Plan(col, target, converter(col, target), default, mode))
 
+    @property
+    def rejected(self) -> int:
+        return self.log.rejected
+
+    @property
+    def defaulted(self) -> int:
+        return self.log.defaulted
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.log.warnings
+
     # ------------------------------------------------------------------ public
 
     def conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         n = batch.num_rows
         offset = self._offset
         self._offset += n
+        self.log.read += n
         if not self._plans:
-            return batch
+            return self._pass_through(batch, offset)
         names = batch.schema.names
         index = {name: i for i, name in enumerate(names)}
+        if self.schema.require_no_extra_fields and n:
+            declared = {c.source_name for c in self.schema.columns}
+            extra = [x for x in names if x not in declared]
+            if extra:
+                raise DataError(f"fragment {self.fragment!r}: column(s) "
+                                f"{', '.join(map(repr, extra))} in the data are not declared "
+                                "in the schema (require_no_extra_fields)")
         arrays: list[pa.Array] = []
-        drop: set[int] = set()  # rows removed from the output (skip, or default w/o value)
-        counted: set[int] = set()  # rows counted toward `rejected`
+        drop: set[int] = set()  # rows removed from the output
+        counted: set[int] = set()  # rows with an invalid value
+        records: list[RejectRecord] = []
+        defaulted = 0
         first_fail: tuple[int, str] | None = None
         for plan in self._plans:
             col = plan.column
             src_i = index.get(col.source_name)
             src = batch.column(src_i) if src_i is not None else pa.nulls(n, pa.null())
+            if src_i is not None:
+                self._seen.add(col.source_name)
+                if (self.schema.require_field_type_match_schema
+                        and not _type_matches(src.type, col, plan.target)):
+                    raise DataError(
+                        f"fragment {self.fragment!r}: column {col.name!r} is {src.type} in "
+                        f"the data, declared {col.type} (require_field_type_match_schema)")
             try:
                 out, bad = convert_column(plan.convert, src, plan.target)
             except ValueError as e:  # pragma: no cover - see convert_column
@@ -131,11 +183,16 @@ class Conformer:
             counted.update(bad)
             dropping = plan.mode == "skip" or (plan.default is None and not col.nullable)
             for i in sorted(bad)[:3]:
-                self._warn(self._message(offset, i, plan, src, bad[i])
-                           + (" (row skipped)" if dropping else " (default used)"))
+                self.log.warn(self._message(offset, i, plan, src, bad[i])
+                              + (" (row skipped)" if dropping else " (default used)"))
+            for i in sorted(bad):
+                records.append(RejectRecord(
+                    offset + i + 1, None, col.name, _value_text(src, i), bad[i].reason,
+                    bad[i].detail, "rejected" if dropping else "defaulted"))
             if dropping:
                 drop.update(bad)
             else:
+                defaulted += len(bad)
                 fill = plan.default if plan.default is not None else pa.scalar(None, plan.target)
                 out = pc.if_else(mask(n, bad), fill, out)
             arrays.append(out)
@@ -143,17 +200,51 @@ class Conformer:
             raise DataError(first_fail[1])
         out_batch = pa.RecordBatch.from_arrays(arrays, schema=self.arrow_schema)
         if counted:
-            self.rejected += len(counted)
-            if self.rejected > self.schema.max_errors:
-                raise DataError(
-                    f"fragment {self.fragment!r}: {self.rejected} invalid row(s) exceed "
-                    f"max_errors={self.schema.max_errors}; last: {self._last_invalid}"
-                )
+            # A value of a row that is dropped anyway was not defaulted.
+            for r in records:
+                if r.action == "defaulted" and r.row is not None and r.row - offset - 1 in drop:
+                    defaulted -= 1
+                    r = RejectRecord(r.row, r.line, r.column, r.value, r.reason, r.detail,
+                                     "rejected")
+                self.log.invalid(r)
+            self.log.rejected += len(drop)
+            self.log.defaulted += defaulted
+            self.log.count_invalid(len(counted))
         if drop:
             out_batch = out_batch.filter(pc.invert(mask(n, drop)))
+        self.log.written += out_batch.num_rows
         return out_batch
 
+    def finish(self) -> None:
+        """The fragment ended: checks that need all of it (missing columns, percentages)."""
+        if self._plans and self.log.read:
+            missing = [c for c in self.schema.columns if c.source_name not in self._seen]
+            for c in missing:
+                what = (f"fragment {self.fragment!r}: column {c.name!r}"
+                        + (f" (source {c.source_name!r})" if c.source else "")
+                        + " is declared but not in the data")
+                if self.schema.require_no_missing_fields:
+                    raise DataError(what + " (require_no_missing_fields; set it to false "
+                                    "to read the column as null)")
+                self.log.note(what + ": read as " + ("its default" if c.default is not None
+                                                     else "null"))
+        self.log.finish()
+
     # ------------------------------------------------------------------ helpers
+
+    def _pass_through(self, batch: pa.RecordBatch, offset: int) -> pa.RecordBatch:
+        if batch.num_columns or not batch.num_rows:
+            self.log.written += batch.num_rows
+            return batch
+        # Rows without a single field ({}): a dataset cannot hold a row of no columns.
+        for i in range(batch.num_rows):
+            self.log.invalid(RejectRecord(offset + i + 1, None, None, "{}",
+                                          RejectReason.EMPTY_ROW, "", "rejected"))
+        self.log.rejected += batch.num_rows
+        # Recorded, not an error: such a row carries no value that could be lost.
+        self.log.note(f"fragment {self.fragment!r}: {batch.num_rows} row(s) with no fields "
+                      "rejected")
+        return batch.slice(0, 0)
 
     def _message(self, offset: int, i: int, plan: _Plan, src: pa.Array,
                  why: Invalid) -> str:
@@ -164,15 +255,3 @@ class Conformer:
             return head + why.reason
         detail = why.describe() if why.reason is RejectReason.INVALID_JSON else why.detail
         return head + f"cannot convert {_value_repr(src, i)}: {detail}"
-
-    def _warn(self, message: str) -> None:
-        self._last_invalid = message
-        if len(self.warnings) < MAX_WARNINGS:
-            self.warnings.append(message)
-        else:
-            self._suppressed += 1
-            more = f"... and {self._suppressed} more invalid value(s)"
-            if self.warnings[-1].startswith("... and "):
-                self.warnings[-1] = more
-            else:
-                self.warnings.append(more)

@@ -190,6 +190,10 @@ def _cast_to(target: pa.DataType) -> Converter:
             return arr
         if pa.types.is_dictionary(arr.type):
             arr = pc.cast(arr, arr.type.value_type)
+        if pa.types.is_decimal(target) and pa.types.is_integer(arr.type):
+            # pyarrow sizes an integer->decimal cast by the integer type (int64 needs
+            # precision 19 + scale), not by the values: widen first, then check each value
+            arr = pc.cast(arr, pa.decimal128(38, min(target.scale, 18)))
         return pc.cast(arr, target)
 
     return convert
@@ -226,6 +230,9 @@ def default_scalar(col: Column, target: pa.DataType | None = None) -> pa.Scalar:
                 value = json.dumps(value)
         else:
             value = _dumps(value)
+    if (pa.types.is_decimal(target) and isinstance(value, int | float)
+            and not isinstance(value, bool)):
+        value = str(value)  # `default: 0` on a decimal column: exact, via its text
     try:
         src = pa.array([value])
         return converter(col, target)(src)[0]

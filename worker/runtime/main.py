@@ -26,6 +26,7 @@ import pyarrow as pa
 from worker.protocol import JSON, FrameWriter, listing_batch, read_stream_frame
 from worker.runtime.conform import Conformer, DataError
 from worker.runtime.formats import ParseError, parse_into
+from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.spec import CODE_FILE, ParserSpec, Schema
 
@@ -218,20 +219,19 @@ class Runtime:
             raise UserError(f"read_bytes({name!r}) raised {_describe(e)}",
                             _user_traceback(e)) from None
         stream = ChunkStream(chunks if chunks is not None else ())
-        conformer = Conformer(self._schema, name)
+        log = RowRejects(name, self._schema, self._parser)
+        conformer = Conformer(self._schema, name, log)
         custom = getattr(self._module, "parser_function", None)
-        rows = 0
 
         def emit(batch: pa.RecordBatch) -> None:
-            nonlocal rows
             out = conformer.conform(batch)
             if out.num_rows:
-                rows += out.num_rows
                 with self._lock:
                     self._w.send_batch(out)
 
         try:
-            parse_into(stream, self._parser, custom, emit)
+            parse_into(stream, self._parser, custom, emit, rejects=log)
+            conformer.finish()
             self._w.flush()
         except (ParseError, DataError):
             if stream.error is not None:
@@ -242,7 +242,9 @@ class Runtime:
         except BaseException as e:
             self._raise_user(name, stream.error or e)
         self._logs.sync()
-        self.send("done", rows=rows, rejected=conformer.rejected, warnings=conformer.warnings)
+        self.send("done", rows=log.written, read=log.read, rejected=log.rejected,
+                  defaulted=log.defaulted, warnings=log.warnings,
+                  rejects=[r.to_wire() for r in log.records])
 
     def _raise_user(self, name: str, e: BaseException) -> None:
         where = "parser_function" if self._parser.format == "custom" else "read_bytes"

@@ -12,6 +12,7 @@ class RejectReason(StrEnum):
     CANNOT_CONVERT = "cannot convert"
     INVALID_JSON = "invalid JSON"
     MALFORMED_ROW = "malformed row"
+    EMPTY_ROW = "row has no fields"
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,23 @@
-"""Avro object container files via fastavro; the writer schema gives the Arrow types."""
+"""Avro object container files via fastavro; the writer schema gives the Arrow types.
+
+Codecs: null, deflate, snappy (cramjam) and zstandard (backports.zstd) are installed.
+A union of one type and null is that type, nullable. A union of several non-null
+types (`["string", "int"]`) has no single Arrow type: it is read as a string column
+holding each value's text (strings as they are, anything else as JSON text), which a
+declared schema then casts.
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fastavro
 import pyarrow as pa
 
-from worker.runtime.formats.rows import rows_to_batch
+from worker.runtime.formats.rows import as_text, rows_to_batch
+from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
 
@@ -32,7 +40,7 @@ def _avro_type(t: Any) -> pa.DataType:
             return _avro_type(others[0])
         if not others:
             return pa.null()
-        raise ValueError("union")
+        return pa.string()  # several branches: text (see the module docstring)
     logical = t.get("logicalType")
     base = t.get("type")
     if logical == "date":
@@ -60,14 +68,52 @@ def _avro_type(t: Any) -> pa.DataType:
     return _avro_type(base)
 
 
-def parse_avro(stream: ChunkStream, spec: ParserSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+Fix = Callable[[Any], Any]
+
+
+def _union_fix(t: Any) -> Fix | None:
+    """A function turning the values of multi-branch unions inside `t` into text, or
+    None when `t` holds no such union (the common case costs nothing per row)."""
+    if isinstance(t, list):
+        others = [x for x in t if x != "null"]
+        if len(others) > 1:
+            return as_text
+        return _union_fix(others[0]) if others else None
+    if not isinstance(t, dict):
+        return None
+    base = t.get("type")
+    if base == "record":
+        fixes = {f["name"]: fx for f in t["fields"] if (fx := _union_fix(f["type"]))}
+        if not fixes:
+            return None
+
+        def record(v: Any) -> Any:
+            if v is None:
+                return v
+            return {k: (fixes[k](x) if k in fixes else x) for k, x in v.items()}
+
+        return record
+    if base == "array":
+        item = _union_fix(t["items"])
+        return None if item is None else (lambda v: v if v is None else [item(x) for x in v])
+    if base == "map":
+        val = _union_fix(t["values"])
+        return None if val is None else (
+            lambda v: v if v is None else {k: val(x) for k, x in v.items()})
+    return None if isinstance(base, str) else _union_fix(base)
+
+
+def parse_avro(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
+               rejects: RowRejects | None = None) -> Iterator[pa.RecordBatch]:
     buffered = io.BufferedReader(stream, buffer_size=1 << 20)
     if not buffered.peek(1):
         return
     reader = fastavro.reader(buffered)
     schema: pa.Schema | None = None
+    fix: Fix | None = None
     try:
         top = reader.writer_schema
+        fix = _union_fix(top)
         if isinstance(top, dict) and top.get("type") == "record":
             schema = pa.schema(
                 [pa.field(f["name"], _avro_type(f["type"])) for f in top["fields"]]
@@ -76,6 +122,8 @@ def parse_avro(stream: ChunkStream, spec: ParserSpec, batch_rows: int) -> Iterat
         schema = None
     rows: list[dict[str, Any]] = []
     for rec in reader:
+        if fix is not None:
+            rec = fix(rec)
         rows.append(rec if isinstance(rec, dict) else {"value": rec})
         if len(rows) >= batch_rows:
             yield rows_to_batch(rows, schema)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +18,9 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from worker.runtime.adapters import BLOCK_SIZE, utf8_chunks
-from worker.runtime.formats.errors import ParseError, reason
+from worker.runtime.formats.errors import ParseError
 from worker.runtime.formats.rows import rows_to_batch
+from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
 
@@ -26,7 +28,7 @@ _MAX_ELEMENT = 256 << 20  # a JSON array element larger than this is reported as
 
 
 def parse_json(
-    stream: ChunkStream, spec: ParserSpec, batch_rows: int
+    stream: ChunkStream, spec: ParserSpec, batch_rows: int, rejects: RowRejects | None = None
 ) -> Iterator[pa.RecordBatch]:
     chunks = utf8_chunks(stream, spec.encoding)
     first = b""
@@ -40,7 +42,8 @@ def parse_json(
         first = first[3:].lstrip()
     rest = _chain([first], chunks)
     is_array = first[:1] == b"["
-    batches = _json_array(rest, batch_rows) if is_array else _json_lines(rest)
+    batches = (_json_array(rest, batch_rows) if is_array
+               else _json_lines(rest, batch_rows, rejects))
     for batch in batches:
         yield _flatten(batch, spec.separator) if spec.flatten else batch
 
@@ -50,7 +53,8 @@ def _chain(head: list[bytes], tail: Iterator[bytes]) -> Iterator[bytes]:
     yield from tail
 
 
-def _json_lines(chunks: Iterator[bytes]) -> Iterator[pa.RecordBatch]:
+def _json_lines(chunks: Iterator[bytes], batch_rows: int,
+                rejects: RowRejects | None) -> Iterator[pa.RecordBatch]:
     carry = b""
     line_no = 0  # lines before the current block
     pending: list[bytes] = []
@@ -65,39 +69,71 @@ def _json_lines(chunks: Iterator[bytes]) -> Iterator[pa.RecordBatch]:
         if size >= BLOCK_SIZE:
             blob = b"".join(pending)
             pending, size = [], 0
-            yield from _json_block(blob, line_no)
+            yield from _json_block(blob, line_no, batch_rows, rejects)
             line_no += blob.count(b"\n")
     pending.append(carry)
     blob = b"".join(pending)
     if blob.strip():
-        yield from _json_block(blob, line_no)
+        yield from _json_block(blob, line_no, batch_rows, rejects)
 
 
-def _json_block(blob: bytes, line_no: int) -> Iterator[pa.RecordBatch]:
+# A line that does not start with '{': pyarrow's reader crashes the process on some
+# (a first line of `null`) and turns others into rows of nulls, so it never sees them.
+_NOT_AN_OBJECT = re.compile(rb"(?:^|\n)[ \t\r]*[^{ \t\r\n]")
+
+
+def _json_block(blob: bytes, line_no: int, batch_rows: int,
+                rejects: RowRejects | None) -> Iterator[pa.RecordBatch]:
     if not blob.strip():
         return
-    try:
-        table = pajson.read_json(
-            io.BytesIO(blob),
-            read_options=pajson.ReadOptions(block_size=max(len(blob) + 1, 1 << 20)),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise ParseError(_json_where(blob, line_no, e)) from e
-    yield from table.combine_chunks().to_batches()
+    if _NOT_AN_OBJECT.search(blob) is None:
+        try:
+            table = pajson.read_json(
+                io.BytesIO(blob),
+                read_options=pajson.ReadOptions(block_size=max(len(blob) + 1, 1 << 20)),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # duplicate keys, a value changing type, a bad line: decided line by line
+        else:
+            yield from table.combine_chunks().to_batches()
+            return
+    yield from _json_lines_slow(blob, line_no, batch_rows, rejects)
 
 
-def _json_where(blob: bytes, line_no: int, e: Exception) -> str:
-    """Slow path after a failure: find the offending line for the message."""
+def _json_lines_slow(blob: bytes, line_no: int, batch_rows: int,
+                     rejects: RowRejects | None) -> Iterator[pa.RecordBatch]:
+    """Line by line with json.loads: a repeated key keeps its last value, a column whose
+    values change type becomes text, and a line that is not an object is malformed."""
+    rows: list[dict[str, Any]] = []
     for i, line in enumerate(blob.split(b"\n"), start=line_no + 1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
-        except ValueError as je:
-            return f"json: line {i}: {je}"
+        except ValueError as e:
+            _malformed(i, line, str(e), rejects)
+            continue
         if not isinstance(value, dict):
-            return f"json: line {i}: expected an object, got {type(value).__name__}"
-    return f"json: {reason(e)}"
+            _malformed(i, line, f"expected an object, got {_kind(value)}", rejects)
+            continue
+        rows.append(value)
+        if len(rows) >= batch_rows:
+            yield rows_to_batch(rows, mixed_as_text=True)
+            rows = []
+    if rows:
+        yield rows_to_batch(rows, mixed_as_text=True)
+
+
+def _malformed(line: int, text: bytes, detail: str, rejects: RowRejects | None) -> None:
+    if rejects is None or not rejects.skips_malformed:
+        raise ParseError(f"json: line {line}: {detail}")
+    rejects.malformed(line, text.decode("utf-8", "replace"), detail)
+
+
+def _kind(value: Any) -> str:
+    kinds = {type(None): "null", bool: "boolean", int: "number", float: "number",
+             str: "string", list: "array"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _json_array(chunks: Iterator[bytes], batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -161,7 +197,7 @@ def _json_array(chunks: Iterator[bytes], batch_rows: int) -> Iterator[pa.RecordB
             raise ParseError(f"json: array element {element + 1}: {e.msg}") from e
         if not isinstance(value, dict):
             raise ParseError(f"json: array element {element + 1}: expected an object, "
-                             f"got {type(value).__name__}")
+                             f"got {_kind(value)}")
         pos = end
         element += 1
         rows.append(value)

@@ -18,13 +18,14 @@ from worker.runtime.formats.errors import translate_errors
 from worker.runtime.formats.json import parse_json
 from worker.runtime.formats.parquet import parse_parquet
 from worker.runtime.formats.xsv import parse_xsv
+from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
 
 
 class PullParser(Protocol):
-    def __call__(self, stream: ChunkStream, spec: ParserSpec,
-                 batch_rows: int) -> Iterator[pa.RecordBatch]: ...
+    def __call__(self, stream: ChunkStream, spec: ParserSpec, batch_rows: int,
+                 rejects: RowRejects | None) -> Iterator[pa.RecordBatch]: ...
 
 
 BUILT_IN: dict[str, PullParser] = {
@@ -40,14 +41,18 @@ def parse(
     parser: ParserSpec,
     custom: Callable[..., Any] | None = None,
     batch_rows: int = 65536,
+    rejects: RowRejects | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield record batches parsed from `stream` by a built-in format."""
+    """Yield record batches parsed from `stream` by a built-in format.
+
+    Rows the parser cannot split into fields go to `rejects` when its policy skips
+    them; without one (or when the policy fails) they raise ParseError."""
     fn = BUILT_IN.get(parser.format)
     if fn is None:
         raise ValueError(f"parse() serves built-in formats, not {parser.format!r}: "
                          "use parse_into")
     with translate_errors(stream, parser.format):
-        yield from fn(stream, parser, batch_rows)
+        yield from fn(stream, parser, batch_rows, rejects)
 
 
 def parse_into(
@@ -56,10 +61,11 @@ def parse_into(
     custom: Callable[..., Any] | None,
     emit: Callable[[pa.RecordBatch], None],
     batch_rows: int = 65536,
+    rejects: RowRejects | None = None,
 ) -> None:
     """Parse `stream` and hand each record batch to `emit` as soon as it is full."""
     if parser.format != "custom":
-        for batch in parse(stream, parser, None, batch_rows):
+        for batch in parse(stream, parser, None, batch_rows, rejects):
             emit(batch)
         return
     if custom is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pyarrow as pa
@@ -9,15 +10,30 @@ import pyarrow as pa
 from worker.runtime.formats.errors import ParseError
 
 
+def as_text(v: Any) -> str | None:
+    """A value of no single type, as text: strings as they are, the rest as JSON."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return json.dumps(v, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
 def rows_to_batch(
-    rows: list[dict[str, Any]], schema: pa.Schema | None = None
+    rows: list[dict[str, Any]], schema: pa.Schema | None = None, mixed_as_text: bool = False
 ) -> pa.RecordBatch:
-    """Python dicts -> a batch; columns are the union of keys in first-seen order."""
+    """Python dicts -> a batch; columns are the union of keys in first-seen order.
+
+    A column whose values have no common type is an error, or with `mixed_as_text`
+    a string column (see `as_text`): a declared schema then casts it."""
     if schema is not None:
         try:
             return pa.RecordBatch.from_pylist(rows, schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
             pass  # fall back to inference
+    if rows and not any(rows):
+        # Only empty objects: keep the row count (from_pylist would make zero rows).
+        return pa.RecordBatch.from_struct_array(pa.array(rows, pa.struct([])))
     if rows:
         # Fast path: every row's keys are the first row's (the union is no bigger), so
         # pyarrow's own conversion (which takes its columns from the first row) is exact.
@@ -35,6 +51,9 @@ def rows_to_batch(
         try:
             arrays.append(pa.array(values))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
+            if mixed_as_text:
+                arrays.append(pa.array([as_text(v) for v in values], pa.string()))
+                continue
             raise ParseError(f"column {k!r}: values of mixed or unsupported types: {e}") from e
     return pa.RecordBatch.from_arrays(arrays, names=list(keys))
 

@@ -7,28 +7,61 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from worker.runtime.adapters import BLOCK_SIZE, CommentFilter, Prefixed
 from worker.runtime.formats.errors import ParseError, reason
+from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
 
 
-def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int) -> Iterator[pa.RecordBatch]:
+class _RaggedRows:
+    """pyarrow's invalid-row handler: skips and records rows with the wrong number of
+    fields when the policy allows, else remembers the first one for the error."""
+
+    def __init__(self, rejects: RowRejects | None) -> None:
+        self.rejects = rejects
+        self.line_offset = 0  # physical lines dropped before pyarrow's first line
+        self.first_bad: str | None = None
+        self.error: BaseException | None = None
+
+    def __call__(self, row: Any) -> str:
+        line = None if row.number is None or row.number < 0 else row.number + self.line_offset
+        detail = f"expected {row.expected_columns} fields, got {row.actual_columns}"
+        if self.rejects is None or not self.rejects.skips_malformed:
+            where = f"line {line}" if line is not None else "a row"
+            self.first_bad = f"xsv: {where}: {detail}: {row.text[:200]!r}"
+            return "error"
+        try:
+            self.rejects.malformed(line, row.text, detail)
+        except BaseException as e:  # noqa: BLE001 - re-raised once pyarrow unwinds
+            self.error = e
+            return "error"
+        return "skip"
+
+
+def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
+              rejects: RowRejects | None = None) -> Iterator[pa.RecordBatch]:
     raw: io.RawIOBase = stream
-    if spec.comment is not None:
-        raw = CommentFilter(stream, spec.comment.encode(spec.encoding))
+    marker = spec.comment_marker
+    if marker is not None:
+        raw = CommentFilter(stream, marker.encode(spec.encoding))
     buffered = io.BufferedReader(raw, buffer_size=1 << 20)
+    ragged = _RaggedRows(rejects)
     parse_opts = pacsv.ParseOptions(
         delimiter=spec.delimiter,
         quote_char=spec.quote if spec.quote is not None else False,
         escape_char=spec.escape if spec.escape is not None else False,
         double_quote=spec.escape is None,
         newlines_in_values=spec.quote is not None,
+        invalid_row_handler=ragged,
     )
+
+    to_skip = spec.header_line_count
 
     # pyarrow has no "every column is a string" switch, so learn the column names
     # from the first line and pass them as explicit string column types.
@@ -44,10 +77,14 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int) -> Iterato
             head += more
             continue
         line = head if cut < 0 else head[: cut + 1]
-        if not line.strip():
+        if to_skip or not line.strip():
             if cut < 0:
-                return  # empty stream (or only blank lines): no batches
-            head, search = head[cut + 1:], 0  # pyarrow skips blank lines too
+                return  # empty stream (or only skipped lines): no batches
+            # header_line_count lines go unread; pyarrow skips blank lines too
+            head, search = head[cut + 1:], 0
+            if to_skip:  # pyarrow does not count empty lines: neither do we
+                ragged.line_offset += 1
+                to_skip -= 1
             continue
         if (cut >= 0 and spec.quote is not None and spec.escape is None
                 and line.count(spec.quote.encode(spec.encoding)) % 2):
@@ -64,7 +101,6 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int) -> Iterato
     if not spec.header:
         names = [f"f{i}" for i in range(len(names))]
 
-    rows = 0
     try:
         reader = pacsv.open_csv(
             io.BufferedReader(Prefixed(head, buffered), buffer_size=BLOCK_SIZE),
@@ -73,7 +109,9 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int) -> Iterato
                 block_size=BLOCK_SIZE,
                 # with a header pyarrow reads it itself (quoted newlines and all)
                 column_names=None if spec.header else names,
-                use_threads=True,
+                # single-threaded: pyarrow knows line numbers only then (rejects and
+                # errors name them), and the sandbox gives a fragment one CPU anyway
+                use_threads=False,
             ),
             parse_options=parse_opts,
             convert_options=pacsv.ConvertOptions(
@@ -84,11 +122,14 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int) -> Iterato
             ),
         )
         for batch in reader:
-            rows += batch.num_rows
             if batch.num_rows:
                 yield batch
     except pa.ArrowInvalid as e:
         if stream.error is not None:
             raise
-        raise ParseError(f"xsv: {reason(e)} (after data row {rows})") from e
+        if ragged.error is not None:
+            raise ragged.error from None
+        if ragged.first_bad is not None:
+            raise ParseError(ragged.first_bad) from None
+        raise ParseError(f"xsv: {reason(e)}") from e
 
