@@ -158,7 +158,9 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
             parent, parts = tree, f.name.split("/")
             for i, part in enumerate(parts[:-1]):
                 key = "/".join(parts[: i + 1])
-                parent = nodes.setdefault(key, parent.add(part + "/"))
+                if key not in nodes:  # each folder once, however many files it holds
+                    nodes[key] = parent.add(part + "/")
+                parent = nodes[key]
             parent.add(f"{parts[-1]}  [dim]{f.fingerprint}[/dim]")
         out.print(tree)
         for f in listed[:limit]:
@@ -180,8 +182,14 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
                 out.print(rows_table(table, f"{f.name}: {table.num_rows} row(s)", 20))
             else:
                 out.print(f"{f.name}: 0 rows")
-            if report and report.rejected:
-                err.print(f"[yellow]{report.rejected} row(s) rejected[/yellow]")
+            if report and (report.rejected or report.defaulted):
+                err.print(f"[yellow]{report.rejected} row(s) rejected, {report.defaulted} "
+                          "value(s) defaulted[/yellow]")
+                for rej in report.rejects[:10]:
+                    where = f"line {rej.line}" if rej.line is not None else f"row {rej.row}"
+                    err.print(f"  {where} {rej.column or ''} {rej.value!r}: {rej.reason}"
+                              f"{': ' + rej.detail if rej.detail else ''} ({rej.action})",
+                              markup=False, highlight=False)
             if report and report.log:
                 out.print(f"[dim]log of {f.name}:[/dim]")
                 out.print(report.log.rstrip(), markup=False, highlight=False)
@@ -252,12 +260,28 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
 @click.option("--limit", default=20, show_default=True)
 @click.option("--tenant", default=None,
               help="Queue mode: show the deployed connector NAME of this tenant.")
-def show(path: str, output: str | None, jsonl: bool, limit: int, tenant: str | None) -> None:
+@click.option("--rejects", "show_rejects", is_flag=True,
+              help="The rejects dataset instead: rows the reads dropped or defaulted.")
+def show(path: str, output: str | None, jsonl: bool, limit: int, tenant: str | None,
+         show_rejects: bool) -> None:
     """The current dataset's rows."""
     from worker.sink import Output
 
     sink = Output(output or _default_output())
-    if tenant is not None or not Path(path).is_dir():
+    if show_rejects:
+        from worker.rejects import ParquetRejects
+
+        if tenant is None and Path(path).is_dir():
+            spec = _load(path).spec
+            tenant, path = spec.tenant, spec.name
+        store = ParquetRejects(sink)
+        table = store.read(tenant or "default", path)
+        fragments = 0 if table is None else len(set(table.column("fragment").to_pylist()))
+        name = f"{path} rejects"
+        if table is None and not jsonl:
+            out.print(f"{name}: none in {store.directory(tenant or 'default', path)}")
+            return
+    elif tenant is not None or not Path(path).is_dir():
         from worker.queue.cli import queued_rows
 
         name, table, fragments = queued_rows(path, tenant, sink)
@@ -274,7 +298,8 @@ def show(path: str, output: str | None, jsonl: bool, limit: int, tenant: str | N
                     sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
     if table is None:
-        out.print(f"{name}: no rows committed yet")
+        out.print(f"{name}: no rows committed yet in {sink.root}"
+                  + ("" if output else " (use --output for another place)"))
         return
     out.print(rows_table(table, f"{name}: {table.num_rows} row(s) in "
                                 f"{fragments} fragment(s)", limit))

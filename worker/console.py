@@ -32,4 +32,6 @@ def print_failures(failures: list[FailedFragment], tail: int = 4000) -> None:
 
 def print_summary(name: str, s: RefreshSummary) -> None:
     out.print(f"{name}: listed {s.listed}, read {s.read}, skipped {s.skipped}, "
-              f"deleted {s.deleted}, failed {s.failed}, rows {s.rows}")
+              f"deleted {s.deleted}, failed {s.failed}, rows {s.rows}"
+              + (f", rejected {s.rejected}" if s.rejected else "")
+              + (f", defaulted {s.defaulted}" if s.defaulted else ""))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
@@ -34,6 +34,10 @@ class Commit(BaseModel):
     fingerprint: str
     path: str
     rows: int
+    # what this read of the fragment dropped and defaulted (see ReadReport); a count of
+    # the read that made the commit, not part of the dataset's state
+    rejected: int = 0
+    defaulted: int = 0
 
 
 class FragmentFailure(ConnectorError):
@@ -65,11 +69,26 @@ class FailedFragment(BaseModel):
     log: str = ""
 
 
-class ReadReport(BaseModel):
-    """What the sandbox says about a finished read."""
+class RejectedRow(BaseModel):
+    """A row (or one value of it) that did not reach the dataset as it was."""
 
-    rows: int = 0
-    rejected: int = 0
+    row: int | None = None  # 1-based data row of the fragment
+    line: int | None = None  # 1-based line, for rows the parser could not split
+    column: str | None = None
+    value: str | None = None  # the raw value, or the raw line
+    reason: str
+    detail: str = ""
+    action: Literal["rejected", "defaulted"] = "rejected"
+
+
+class ReadReport(BaseModel):
+    """What the sandbox says about a finished read: read = rows + rejected."""
+
+    rows: int = 0  # written
+    read: int = 0
+    rejected: int = 0  # rows dropped
+    defaulted: int = 0  # values replaced by their column's default (or null)
+    rejects: list[RejectedRow] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     log: str = ""
 
@@ -81,10 +100,13 @@ class RefreshSummary(BaseModel):
     deleted: int = 0
     failed: int = 0
     rows: int = 0
+    rejected: int = 0
+    defaulted: int = 0
     failures: list[FailedFragment] = Field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return self.model_dump(include={"listed", "read", "skipped", "deleted", "failed", "rows"})
+        return self.model_dump(include={"listed", "read", "skipped", "deleted", "failed", "rows",
+                                        "rejected", "defaulted"})
 
 
 class RefreshRecord(BaseModel):

@@ -27,9 +27,11 @@ from worker.models import (
     FailureKind,
     Fragment,
     FragmentFailure,
+    ReadReport,
     RefreshRecord,
     RefreshSummary,
 )
+from worker.rejects import ParquetRejects
 from worker.sandbox.base import ReadStream, Sandbox, Session
 from worker.sink import Output
 from worker.spec import Connector
@@ -99,15 +101,28 @@ def read_fragment(session: Session, connector: Connector, fragment: Fragment,
 
 def commit_stream(stream: ReadStream, connector: Connector, fragment: Fragment,
                   output: Output, state: StateStore) -> Commit:
-    """Write one fragment's stream to Parquet, then commit it (see read_fragment)."""
+    """Write one fragment's stream to Parquet, then commit it (see read_fragment).
+
+    The rows the read rejected or defaulted are written to the rejects dataset first,
+    so a committed fragment never has rejects that were not kept."""
     spec = connector.spec
     path = output.fragment_path(spec.tenant, spec.name, fragment.name, fragment.fingerprint)
     rows = output.write(path, stream)
+    report = stream.report or ReadReport(rows=rows)
+    rejects = ParquetRejects(output)
+    if report.rejects:
+        rejects.write(spec.tenant, spec.name, fragment.name, fragment.fingerprint,
+                      report.rejects)
+    else:  # a version read before (e.g. a retry) may have left some
+        rejects.delete(spec.tenant, spec.name, fragment.name, fragment.fingerprint)
     commit = Commit(name=fragment.name, fingerprint=fragment.fingerprint,
-                    path=path if rows else "", rows=rows)
+                    path=path if rows else "", rows=rows, rejected=report.rejected,
+                    defaulted=report.defaulted)
     old = state.commit(commit)
-    if old is not None and old.path:
+    if old is not None:
         output.delete(old.path)
+        if old.fingerprint != commit.fingerprint:
+            rejects.delete(spec.tenant, spec.name, old.name, old.fingerprint)
     return commit
 
 
@@ -142,10 +157,14 @@ def _lane_done(_: int, __: None, exc: BaseException | None) -> bool:
     return True
 
 
-def finalize(plan_deleted: list[str], output: Output, state: StateStore) -> int:
+def finalize(plan_deleted: list[str], output: Output, state: StateStore,
+             tenant: str, connector: str) -> int:
+    """Remove fragments no longer listed: state first, then their data and rejects."""
     removed = state.remove(plan_deleted)
+    rejects = ParquetRejects(output)
     for c in removed:
         output.delete(c.path)
+        rejects.delete(tenant, connector, c.name, c.fingerprint)
     return len(removed)
 
 
@@ -191,6 +210,8 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                     assert commit is not None
                     summary.read += 1
                     summary.rows += commit.rows
+                    summary.rejected += commit.rejected
+                    summary.defaulted += commit.defaulted
                 if on_progress:
                     on_progress("read", summary.read + summary.failed, total)
 
@@ -221,7 +242,8 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
         lanes = max(1, min(concurrency, len(plan.to_read)))
         run_pool(range(lanes), lane, lanes, _lane_done)
         # Deletions are safe even after a failed read: the listing itself succeeded.
-        summary.deleted = finalize(plan.deleted, output, state)
+        summary.deleted = finalize(plan.deleted, output, state, connector.spec.tenant,
+                                   connector.spec.name)
         return summary
     finally:
         pool.close()

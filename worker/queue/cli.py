@@ -142,7 +142,7 @@ def status(name: str, tenant: str, limit: int) -> None:
               + (f"; every {d.spec.schedule.every}" if d.spec.schedule else ""))
     t = Table(title="recent refreshes")
     for col in ("id", "status", "started", "seconds", "listed", "read", "skipped",
-                "deleted", "failed", "rows"):
+                "deleted", "failed", "rows", "rejected", "defaulted"):
         t.add_column(col)
     for r in records:
         s = r.summary
@@ -150,7 +150,7 @@ def status(name: str, tenant: str, limit: int) -> None:
         colour = {"ok": "green", "failed": "red"}.get(r.status, "yellow")
         t.add_row(r.id, f"[{colour}]{r.status}[/{colour}]", _when(r.started), secs,
                   *(str(v) for v in (s.listed, s.read, s.skipped, s.deleted, s.failed,
-                                     s.rows)))
+                                     s.rows, s.rejected, s.defaulted)))
     wide.print(t)
     for r in records:
         if r.summary.failures:

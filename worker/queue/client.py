@@ -56,7 +56,7 @@ class TenantClient:
         tr = Tracker(self.redis, self.tenant, name, refresh_id)
         c = tr.counts()
         s = record.summary
-        s.read, s.failed, s.rows = c.read, c.failed, c.rows
+        c.apply(s)
         s.failures = tr.failures()
         return record
 

@@ -74,11 +74,11 @@ def _close(redis: Redis, output_ctx: WorkerContext | None, tenant: str, connecto
         s.failed, s.failures = 1, [listing_failure]
     else:
         c = tr.counts()
-        s.read, s.failed, s.rows = c.read, c.failed, c.rows
+        c.apply(s)
         s.failures = tr.failures()
         if output_ctx is not None:
             # Deletions are safe even after a failed read: the listing itself succeeded.
-            s.deleted = finalize(tr.deleted(), output_ctx.output, state)
+            s.deleted = finalize(tr.deleted(), output_ctx.output, state, tenant, connector)
     record.finished = time.time()
     record.status = "failed" if s.failed else "ok"
     state.save_refresh(record)
@@ -155,7 +155,8 @@ def read_job(tenant: str, connector: str, refresh_id: str, bundle: str,
             done["failed"] += 1
             continue
         ctx.sessions.touch(key)
-        last |= tr.account(fragment.name, Outcome.READ, commit.rows)
+        last |= tr.account(fragment.name, Outcome.READ, commit.rows, rejected=commit.rejected,
+                           defaulted=commit.defaulted)
         done["read"] += 1
     if last or (not fragments and tr.counts().pending == 0):
         # The second case: an earlier attempt accounted everything and died before

@@ -17,7 +17,7 @@ from enum import StrEnum
 from pydantic import BaseModel
 from redis import Redis
 
-from worker.models import FailedFragment, Fragment
+from worker.models import FailedFragment, Fragment, RefreshSummary
 from worker.state.keys import ConnectorKeys
 
 RUN_TTL = 7 * 86400       # a running refresh's bookkeeping outlives any sane refresh
@@ -36,16 +36,30 @@ class Counts(BaseModel):
     failed: int = 0
     unread: int = 0
     rows: int = 0
+    rejected: int = 0
+    defaulted: int = 0
     pending: int = 0
 
+    def apply(self, s: RefreshSummary, failed: bool = True) -> None:
+        """Copy the fragment counts into a refresh summary."""
+        s.read, s.rows, s.rejected, s.defaulted = (self.read, self.rows, self.rejected,
+                                                   self.defaulted)
+        if failed:
+            s.failed = self.failed
 
-# KEYS pending, counts, failures, stop, finalize; ARGV name, outcome, rows, failure JSON.
+
+# KEYS pending, counts, failures, stop, finalize; ARGV name, outcome, rows, failure JSON,
+# ttl, rejected, defaulted.
 # Returns 1 when this report emptied `pending` first (the caller finalizes).
 _ACCOUNT = """
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
-  if ARGV[2] == 'read' then redis.call('HINCRBY', KEYS[2], 'rows', ARGV[3]) end
+  if ARGV[2] == 'read' then
+    redis.call('HINCRBY', KEYS[2], 'rows', ARGV[3])
+    redis.call('HINCRBY', KEYS[2], 'rejected', ARGV[6])
+    redis.call('HINCRBY', KEYS[2], 'defaulted', ARGV[7])
+  end
   if ARGV[2] == 'failed' then
     redis.call('RPUSH', KEYS[3], ARGV[4])
     redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
@@ -154,12 +168,13 @@ class Tracker:
     # --- reports -------------------------------------------------------------------
 
     def account(self, name: str, outcome: Outcome, rows: int = 0,
-                failure: FailedFragment | None = None) -> bool:
+                failure: FailedFragment | None = None, rejected: int = 0,
+                defaulted: int = 0) -> bool:
         """Report one fragment's outcome; True if this report completed the refresh."""
         return bool(self._account(
             keys=[self._pending, self._counts, self._failures, self._stop, self._finalize],
             args=[name, outcome.value, rows, failure.model_dump_json() if failure else "",
-                  RUN_TTL]))
+                  RUN_TTL, rejected, defaulted]))
 
     def halt(self) -> None:
         """The refresh is being closed from outside (worker.queue.watchdog): jobs still

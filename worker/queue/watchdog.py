@@ -146,7 +146,7 @@ def fail(r: Redis, tenant: str, name: str, record: RefreshRecord, reason: str) -
     tr.halt()
     c = tr.counts()
     s = record.summary
-    s.read, s.rows = c.read, c.rows
+    c.apply(s, failed=False)
     s.failures = [*tr.failures(), FailedFragment(name="(refresh)", kind=FailureKind.INFRA,
                                                  message=reason)]
     s.failed = c.failed + 1

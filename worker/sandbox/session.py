@@ -322,10 +322,9 @@ class _ReadStream:
                 msg = json.loads(body)
                 if msg.get("op") != "done":
                     raise s._broken(ProtocolError(f"unexpected op {msg.get('op')!r}"))
-                self.report = ReadReport(rows=int(msg.get("rows", 0)),
-                                         rejected=int(msg.get("rejected", 0)),
-                                         warnings=list(msg.get("warnings", [])),
-                                         log=s._take_log())
+                self.report = ReadReport.model_validate(
+                    {k: msg[k] for k in ("rows", "read", "rejected", "defaulted", "rejects",
+                                         "warnings") if k in msg} | {"log": s._take_log()})
                 finished = self.finished = True
                 return
         except FragmentFailure:

@@ -119,7 +119,7 @@ def test_docker_engine_restarted_mid_refresh_is_retried_rows_exactly_once(
         assert f"joining {rid}" in waiter.stderr
         assert waiter.returncode == 0, waiter.stderr + queue_env.logs()
         assert json.loads(lines[-1]) == {"listed": N, "read": N, "skipped": 0, "deleted": 0,
-                                         "failed": 0, "rows": 2 * N}
+                                         "failed": 0, "rows": 2 * N, "rejected": 0, "defaulted": 0}
 
         # every row exactly once, one Parquet file per fragment
         rows = queue_env.rows("engine", TENANT)

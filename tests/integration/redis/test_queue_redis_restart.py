@@ -147,7 +147,7 @@ def test_redis_killed_and_restarted_mid_refresh_rows_exactly_once(aof_redis, tmp
         assert f"joining {rid}" in err
         if waiter.returncode == 0:  # completed across both restarts
             assert summary == {"listed": n, "read": n, "skipped": 0, "deleted": 0,
-                               "failed": 0, "rows": 2 * n}, err
+                               "failed": 0, "rows": 2 * n, "rejected": 0, "defaulted": 0}, err
         else:  # or failed cleanly, on infrastructure; the next refresh completes
             assert waiter.returncode == 1 and "infrastructure" in err, err + q.logs()
             r, s = q.refresh("blip", "acme", timeout=120)
