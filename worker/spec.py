@@ -269,13 +269,35 @@ class Connector(BaseModel):
                             f"{e.strerror}") from None
 
 
-def _format_validation(path: Path, err: ValidationError) -> str:
+def _format_validation(path: Path, err: ValidationError, raw: Any = None) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]).replace("schema_", "schema") or "(top level)"
+        loc = _loc(e["loc"], raw) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {loc}: {msg}")
     return "\n".join(lines)
+
+
+def _loc(loc: tuple[Any, ...], raw: Any) -> str:
+    """('schema', 'columns', 2, 'nulable') -> 'schema.columns[amount].nulable': a column
+    is named, not counted (a bare `schema:` list counts as its columns)."""
+    parts: list[str] = []
+    columns: Any = None
+    if isinstance(raw, dict):
+        sch = raw.get("schema")
+        columns = sch if isinstance(sch, list) else (
+            sch.get("columns") if isinstance(sch, dict) else None)
+    for i, p in enumerate(loc):
+        p = "schema" if p == "schema_" else p
+        if (isinstance(p, int) and i >= 2 and loc[i - 1] == "columns"
+                and isinstance(columns, list) and p < len(columns)
+                and isinstance(columns[p], dict) and columns[p].get("name")):
+            parts[-1] += f"[{columns[p]['name']}]"
+        elif isinstance(p, int):
+            parts[-1] += f"[{p}]"
+        else:
+            parts.append(str(p))
+    return ".".join(parts)
 
 
 def parse_spec(path: Path, text: str) -> ConnectorSpec:
@@ -290,7 +312,7 @@ def parse_spec(path: Path, text: str) -> ConnectorSpec:
     try:
         return ConnectorSpec.model_validate(raw)
     except ValidationError as e:
-        raise SpecError(_format_validation(path, e)) from None
+        raise SpecError(_format_validation(path, e, raw)) from None
 
 
 def check_code(path: Path, code: str, spec: ConnectorSpec) -> None:

@@ -190,3 +190,72 @@ def test_missing_declared_column_is_an_error_by_default() -> None:
                     require_no_missing_fields=False)
     assert out == [{"id": "1", "amout": None}]
     assert any("'amout'" in w and "not in the data" in w for w in log.warnings)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_header_line_count_skips_lines_before_the_header() -> None:
+    out, _ = read(b"exported 2024-01-01\nby: system\na,b\n1,2\n",
+                  parser={"header_line_count": 2})
+    assert out == [{"a": "1", "b": "2"}]
+
+
+def test_comment_prefix_of_several_characters() -> None:
+    out, _ = read(b"a,b\n-- note\n1,2\n-3,4\n", parser={"comment_prefix": "--"})
+    assert out == [{"a": "1", "b": "2"}, {"a": "-3", "b": "4"}]
+    with pytest.raises(ValidationError, match="not both"):
+        ParserSpec(comment="#", comment_prefix="//")
+
+
+def test_max_error_count_allows_that_many_rejected_rows() -> None:
+    data = b"a,b\n1,2\n3\n4\n5,6\n"
+    out, log = read(data, parser={"max_error_count": 2})
+    assert out == [{"a": "1", "b": "2"}, {"a": "5", "b": "6"}] and log.rejected == 2
+    with pytest.raises(DataError, match=r"2 invalid row\(s\) exceed max_error_count=1"):
+        read(data, parser={"max_error_count": 1})
+
+
+def test_max_error_percentage_checked_over_the_fragment() -> None:
+    data = b"n\n1\nx\n3\n4\n"  # one bad row of four: 25%
+    cols = [{"name": "n", "type": "int64"}]
+    out, _ = read(data, cols, parser={"max_error_percentage": 30}, on_invalid="skip",
+                  max_errors=100)
+    assert [r["n"] for r in out] == [1, 3, 4]
+    with pytest.raises(DataError, match=r"1 of 4 row\(s\) invalid \(25.0%\) exceed "
+                                        r"max_error_percentage=20"):
+        read(data, cols, parser={"max_error_percentage": 20}, on_invalid="skip",
+             max_errors=100)
+
+
+def test_require_no_extra_fields() -> None:
+    read(b"a,b\n1,2\n", [{"name": "a"}])  # off by default: b is dropped
+    with pytest.raises(DataError, match=r"column\(s\) 'b' in the data are not declared"):
+        read(b"a,b\n1,2\n", [{"name": "a"}], require_no_extra_fields=True)
+
+
+def test_require_field_type_match_schema() -> None:
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"n": pa.array([1], pa.int32())}), sink)
+    cols = [{"name": "n", "type": "int64"}]
+    out, _ = read(sink.getvalue(), cols, parser={"format": "parquet"}, chunk=1000)
+    assert out == [{"n": 1}]  # cast by default
+    with pytest.raises(DataError, match=r"column 'n' is int32 in the data, declared int64"):
+        read(sink.getvalue(), cols, parser={"format": "parquet"}, chunk=1000,
+             require_field_type_match_schema=True)
+    read(b"n\n1\n", cols, require_field_type_match_schema=True)  # text is always cast
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_validation_error_names_the_column(tmp_path) -> None:
+    from worker.spec import SpecError, parse_spec
+
+    with pytest.raises(SpecError, match=r"schema\.columns\[amount\]\.nulable: Extra inputs"):
+        parse_spec(tmp_path / "connector.yaml",
+                   "name: x\nschema:\n  - {name: id}\n  - {name: amount, nulable: false}\n")
+    with pytest.raises(SpecError, match=r"schema\.columns\[p\]: default 0.5 cannot be "
+                                        r"converted to int64"):
+        parse_spec(tmp_path / "connector.yaml",
+                   "name: x\nschema:\n  columns:\n    - {name: p, type: int64, default: 0.5}\n")

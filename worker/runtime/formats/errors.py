@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from worker.runtime.rejects import DataError
 from worker.runtime.stream import ChunkStream
 
 
@@ -23,7 +24,7 @@ def translate_errors(stream: ChunkStream, fmt: str) -> Iterator[None]:
     """Translate library errors into ParseError; let the user's own exception win."""
     try:
         yield
-    except ParseError:
+    except (ParseError, DataError):  # DataError: too many rows rejected while parsing
         if stream.error is not None:
             raise stream.error from None
         raise
