@@ -153,9 +153,13 @@ def test_parquet_int96_far_future_read_as_microseconds() -> None:
 
 
 def test_ragged_row_names_its_line() -> None:
-    # lines are counted as pyarrow counts them: empty and comment lines excluded
-    with pytest.raises(ParseError, match=r"xsv: line 3: expected 2 fields, got 3"):
+    # the file's own line numbers: empty, comment and skipped header lines count
+    with pytest.raises(ParseError, match=r"xsv: line 4: expected 2 fields, got 3"):
         read(b"a,b\n1,2\n\n3,4,5\n")
+    data = b"title\n\na,b\n# c\n1,2\n\n\n# c\n3,4,5\n"
+    for chunk in (1, 4, 100):
+        with pytest.raises(ParseError, match=r"xsv: line 9: expected 2 fields, got 3"):
+            read(data, chunk=chunk, parser={"header_line_count": 1, "comment": "#"})
 
 
 def test_ragged_rows_skipped_and_recorded_under_on_invalid_skip() -> None:

@@ -1,12 +1,13 @@
 """File-like adapters over a fragment's byte stream, shared by the parsers.
 
-`CommentFilter` drops comment lines, `Prefixed` puts back bytes already read, and
-`utf8_chunks` re-encodes any text encoding to UTF-8; each works chunk by chunk, so a
-fragment is never held whole.
+`LineFilter` drops comment lines (and maps line numbers), `Prefixed` puts back bytes
+already read, and `utf8_chunks` re-encodes any text encoding to UTF-8; each works
+chunk by chunk, so a fragment is never held whole.
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import io
 from collections.abc import Iterator
@@ -14,26 +15,51 @@ from collections.abc import Iterator
 BLOCK_SIZE = 4 << 20  # bytes per CSV/JSON block handed to pyarrow
 
 
-class CommentFilter(io.RawIOBase):
-    """Drops lines that start with `comment`, chunk by chunk (bytes level)."""
+class LineFilter(io.RawIOBase):
+    """Drops lines that start with `comment` (when given), chunk by chunk (bytes level),
+    and keeps the map from a CSV reader's line numbers, which count neither empty lines
+    nor dropped ones, back to the file's own (`physical`)."""
 
-    def __init__(self, raw: io.RawIOBase, comment: bytes) -> None:
+    def __init__(self, raw: io.RawIOBase, comment: bytes | None) -> None:
         self._raw = raw
         self._comment = comment
-        self._nl_comment = b"\n" + comment
         self._carry = b""  # an incomplete last line
         self._out = memoryview(b"")
         self._eof = False
+        self._counted = 0  # lines passed on that a reader counts (not empty)
+        self._skipped: list[int] = []  # per uncounted line: counted lines before it
 
     def readable(self) -> bool:
         return True
 
+    def physical(self, counted: int) -> int:
+        """The file's line number of the `counted`-th counted line (1-based)."""
+        return counted + bisect.bisect_right(self._skipped, counted - 1)
+
     def _filter(self, data: bytes) -> bytes:
-        if not data.startswith(self._comment) and self._nl_comment not in data:
-            return data
         c = self._comment
-        return b"".join(line for line in data.splitlines(keepends=True)
-                        if not line.startswith(c))
+        comments = c is not None and (data.startswith(c) or b"\n" + c in data)
+        empties = (data[:1] == b"\n" or data[:2] == b"\r\n" or b"\n\n" in data
+                   or b"\n\r\n" in data)
+        if not comments and not empties:  # the common case: no line-by-line pass
+            self._counted += data.count(b"\n") + (1 if data[-1:] not in (b"\n", b"") else 0)
+            return data
+        parts = data.split(b"\n")
+        last = len(parts) - 1
+        out: list[bytes] = []
+        for i, line in enumerate(parts):
+            if i == last and not line:
+                break
+            nl = b"\n" if i < last else b""
+            if c is not None and line.startswith(c):
+                self._skipped.append(self._counted)
+                continue
+            if not line or line == b"\r":
+                self._skipped.append(self._counted)  # the reader skips it, uncounted
+            else:
+                self._counted += 1
+            out.append(line + nl)
+        return b"".join(out)
 
     def _fill(self) -> bool:
         while not self._out:

@@ -70,6 +70,8 @@ def test_base_image_runs_the_runtime_as_non_root(client: docker.DockerClient, ba
     assert base.startswith("connector-base:")
     out = run(client, base, "python", "-c",
               "import os, sys, pyarrow, fastavro, pydantic, worker.runtime.stream;"
+              # every runtime module and the Avro codec libraries are in the image
+              "import cramjam, backports.zstd, worker.column_types, worker.runtime.main;"
               "print(os.getuid(), '%d.%d' % sys.version_info[:2], sys.prefix,"
               " worker.runtime.stream.__file__)")
     uid, version, prefix, path = out.split()

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from worker.runtime.adapters import BLOCK_SIZE, CommentFilter, Prefixed
+from worker.runtime.adapters import BLOCK_SIZE, LineFilter, Prefixed
 from worker.runtime.formats.errors import ParseError, reason
 from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
@@ -25,12 +25,15 @@ class _RaggedRows:
 
     def __init__(self, rejects: RowRejects | None) -> None:
         self.rejects = rejects
-        self.line_offset = 0  # physical lines dropped before pyarrow's first line
+        self.lines: LineFilter | None = None  # maps pyarrow's line numbers to the file's
+        self.head_lines = 0  # counted lines read before pyarrow's first line
         self.first_bad: str | None = None
         self.error: BaseException | None = None
 
     def __call__(self, row: Any) -> str:
-        line = None if row.number is None or row.number < 0 else row.number + self.line_offset
+        line = None
+        if row.number is not None and row.number >= 0 and self.lines is not None:
+            line = self.lines.physical(row.number + self.head_lines)
         detail = f"expected {row.expected_columns} fields, got {row.actual_columns}"
         if self.rejects is None or not self.rejects.skips_malformed:
             where = f"line {line}" if line is not None else "a row"
@@ -46,12 +49,11 @@ class _RaggedRows:
 
 def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
               rejects: RowRejects | None = None) -> Iterator[pa.RecordBatch]:
-    raw: io.RawIOBase = stream
     marker = spec.comment_marker
-    if marker is not None:
-        raw = CommentFilter(stream, marker.encode(spec.encoding))
-    buffered = io.BufferedReader(raw, buffer_size=1 << 20)
+    lines = LineFilter(stream, None if marker is None else marker.encode(spec.encoding))
+    buffered = io.BufferedReader(lines, buffer_size=1 << 20)
     ragged = _RaggedRows(rejects)
+    ragged.lines = lines
     parse_opts = pacsv.ParseOptions(
         delimiter=spec.delimiter,
         quote_char=spec.quote if spec.quote is not None else False,
@@ -82,9 +84,9 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
                 return  # empty stream (or only skipped lines): no batches
             # header_line_count lines go unread; pyarrow skips blank lines too
             head, search = head[cut + 1:], 0
-            if to_skip:  # pyarrow does not count empty lines: neither do we
-                ragged.line_offset += 1
-                to_skip -= 1
+            if line not in (b"\n", b"\r\n"):
+                ragged.head_lines += 1  # a line LineFilter counted
+            to_skip = max(0, to_skip - 1)
             continue
         if (cut >= 0 and spec.quote is not None and spec.escape is None
                 and line.count(spec.quote.encode(spec.encoding)) % 2):
