@@ -100,7 +100,8 @@ def test_user_print_goes_to_log_not_data(connector, cli):
     assert "a" in r.stdout and "1 row" in r.stdout
 
 
-@pytest.mark.parametrize("example", ["blobs", "avro_events", "jsonl_users", "custom_parser"])
+@pytest.mark.parametrize("example", ["blobs", "avro_events", "jsonl_users", "custom_parser",
+                                     "messy_orders"])
 def test_examples_refresh_offline(example, cli):
     path = ROOT / "examples" / example
     r, s = cli.refresh(path)
@@ -136,3 +137,15 @@ def test_jsonl_example_flattens_and_renames(cli):
     rows = {r["id"]: r for r in cli.rows(path)}
     assert rows[1]["city"] == "London" and rows[2]["zip"] == "22201"
     assert json.loads(rows[3]["tags"]) == ["kernel", "git"]
+
+
+def test_messy_orders_example_keeps_its_rejects(cli):
+    path = ROOT / "examples" / "messy_orders"
+    r, s = cli.refresh(path)
+    assert (s["rows"], s["rejected"], s["defaulted"]) == (4, 2, 2), r.stderr
+    shown = cli("show", str(path), "--rejects", "--jsonl")
+    got = {(x["line"] or x["row"], x["value"], x["action"])
+           for x in map(json.loads, shown.stdout.splitlines())}
+    # line 7 of the file is the short row (title, header and a comment line before it)
+    assert got == {(7, "4,2026-01-06,12.00", "rejected"), (3, "x3", "rejected"),
+                   (4, "not a date", "defaulted"), (2, "4.005", "defaulted")}
