@@ -198,6 +198,54 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
+@main.command()
+@click.argument("path")
+@click.option("--credentials-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--fragments", default=3, show_default=True, help="Fragments to sample.")
+@sandbox_option
+def infer(path: str, credentials_file: str | None, fragments: int, sandbox: str | None) -> None:
+    """Read the first fragments and print a `schema:` block for connector.yaml."""
+    import pyarrow as pa
+
+    from worker.infer import infer_columns, schema_yaml
+    from worker.spec import Schema
+
+    c = _load(path)
+    # Read as the data is: no declared columns, so nothing is cast or rejected.
+    raw = c.model_copy(update={"spec": c.spec.model_copy(update={"schema_": Schema()})})
+    creds = _credentials(c, credentials_file)
+    box = _sandbox(sandbox)
+    try:
+        session = box.open(raw, creds)
+    except FragmentFailure as e:
+        _print_failure("context", e)
+        sys.exit(EXIT_FAILED)
+    tables: list[pa.Table] = []
+    try:
+        try:
+            listed = list(session.list())
+        except FragmentFailure as e:
+            _print_failure("list_objects", e)
+            sys.exit(EXIT_FAILED)
+        for f in listed[:fragments]:
+            try:
+                batches = list(session.read(f))
+            except FragmentFailure as e:
+                _print_failure(f.name, e)
+                sys.exit(EXIT_FAILED)
+            if batches:
+                tables.append(pa.Table.from_batches(batches))
+    finally:
+        session.close()
+    if not tables:
+        err.print(f"[yellow]no rows in the first {fragments} fragment(s): nothing to "
+                  "infer[/yellow]")
+        sys.exit(EXIT_FAILED)
+    err.print(f"[dim]inferred from {sum(t.num_rows for t in tables)} row(s) of "
+              f"{len(tables)} fragment(s)[/dim]")
+    sys.stdout.write(schema_yaml(infer_columns(tables)))
+
+
 def _print_failure(what: str, e: FragmentFailure) -> None:
     print_failure(what, e.kind, e.message, e.traceback, e.log)
 
