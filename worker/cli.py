@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ from worker.console import (
     print_summary,
 )
 from worker.models import FragmentFailure
+from worker.models import Progress as RefreshProgress
 from worker.sandbox.base import Sandbox
 from worker.sandbox.choose import PROCESS_WARNING, get_sandbox
 from worker.settings import settings
@@ -284,13 +286,20 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
     box = _sandbox(sandbox)
     sink = Output(output or _default_output())
     state = local_state(sink, c)
+    # On a terminal only: piped output and --json stay free of control codes.
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("fragments, {task.fields[rows]:,} rows ({task.fields[rate]})"),
                   TimeElapsedColumn(), console=err, transient=True,
                   disable=as_json or not err.is_terminal) as progress:
-        task = progress.add_task(f"refreshing {c.spec.name}", total=None)
+        task = progress.add_task(f"refreshing {c.spec.name}", total=None, rows=0,
+                                 rate="-")
+        started = time.monotonic()
 
-        def on_progress(stage: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+        def on_progress(p: RefreshProgress) -> None:
+            secs = max(time.monotonic() - started, 1e-3)
+            rate = f"{p.rows / secs:,.0f} rows/s" + (f", {p.rejected} rejected"
+                                                     if p.rejected else "")
+            progress.update(task, completed=p.done, total=p.total, rows=p.rows, rate=rate)
 
         summary = run_refresh(c, box, state, sink, concurrency, on_progress, creds)
     if as_json:

@@ -109,6 +109,16 @@ class RefreshSummary(BaseModel):
                                         "rejected", "defaulted"})
 
 
+class Progress(BaseModel):
+    """A local refresh as it runs: what a progress bar shows."""
+
+    stage: str
+    done: int  # fragments finished (read or failed)
+    total: int
+    rows: int = 0
+    rejected: int = 0
+
+
 class RefreshRecord(BaseModel):
     """One refresh as the state store keeps it."""
 

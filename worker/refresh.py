@@ -27,6 +27,7 @@ from worker.models import (
     FailureKind,
     Fragment,
     FragmentFailure,
+    Progress,
     ReadReport,
     RefreshRecord,
     RefreshSummary,
@@ -176,9 +177,9 @@ def _failed(name: str, exc: BaseException) -> FailedFragment:
 
 
 def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: Output,
-            concurrency: int, on_progress: Callable[[str, int, int], None] | None = None,
+            concurrency: int, on_progress: Callable[[Progress], None] | None = None,
             credentials: str | None = None) -> RefreshSummary:
-    """A whole local refresh. `on_progress(stage, done, total)` drives a progress bar."""
+    """A whole local refresh. `on_progress(Progress)` drives a progress bar."""
     record = RefreshRecord(id=uuid.uuid4().hex[:12], started=time.time())
     summary = record.summary
     state.save_refresh(record)
@@ -195,7 +196,7 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
         summary.listed, summary.skipped = plan.listed, plan.skipped
         total = len(plan.to_read)
         if on_progress:
-            on_progress("read", 0, total)
+            on_progress(Progress(stage="read", done=0, total=total))
         lock = threading.Lock()
         stop = threading.Event()
         feeder = _Feeder(plan.to_read, stop)
@@ -213,7 +214,9 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                     summary.rejected += commit.rejected
                     summary.defaulted += commit.defaulted
                 if on_progress:
-                    on_progress("read", summary.read + summary.failed, total)
+                    on_progress(Progress(stage="read", done=summary.read + summary.failed,
+                                         total=total, rows=summary.rows,
+                                         rejected=summary.rejected))
 
         def lane(_: int) -> None:
             # One warm session per lane, fragments pulled from the shared feeder and read
