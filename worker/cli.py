@@ -26,9 +26,9 @@ from worker.console import (
     print_failures,
     print_summary,
 )
-from worker.models import FragmentFailure
+from worker.models import Fragment, FragmentFailure
 from worker.models import Progress as RefreshProgress
-from worker.sandbox.base import Sandbox
+from worker.sandbox.base import Sandbox, Session
 from worker.sandbox.choose import PROCESS_WARNING, get_sandbox
 from worker.settings import settings
 from worker.spec import Connector, SpecError, load_connector
@@ -143,17 +143,8 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
     creds = _credentials(c, credentials_file)
     box = _sandbox(sandbox)
     failed = False
+    session, listed = _open_and_list(box, c, creds)
     try:
-        session = box.open(c, creds)
-    except FragmentFailure as e:
-        _print_failure("context", e)
-        sys.exit(EXIT_FAILED)
-    try:
-        try:
-            listed = list(session.list())
-        except FragmentFailure as e:
-            _print_failure("list_objects", e)
-            sys.exit(EXIT_FAILED)
         tree = Tree(f"[bold]{c.spec.name}[/bold] ({len(listed)} fragment(s))")
         nodes: dict[str, Tree] = {}
         for f in listed:
@@ -217,18 +208,9 @@ def infer(path: str, credentials_file: str | None, fragments: int, sandbox: str 
     raw = c.model_copy(update={"spec": c.spec.model_copy(update={"schema_": Schema()})})
     creds = _credentials(c, credentials_file)
     box = _sandbox(sandbox)
-    try:
-        session = box.open(raw, creds)
-    except FragmentFailure as e:
-        _print_failure("context", e)
-        sys.exit(EXIT_FAILED)
+    session, listed = _open_and_list(box, raw, creds)
     tables: list[pa.Table] = []
     try:
-        try:
-            listed = list(session.list())
-        except FragmentFailure as e:
-            _print_failure("list_objects", e)
-            sys.exit(EXIT_FAILED)
         for f in listed[:fragments]:
             try:
                 batches = list(session.read(f))
@@ -246,6 +228,22 @@ def infer(path: str, credentials_file: str | None, fragments: int, sandbox: str 
     err.print(f"[dim]inferred from {sum(t.num_rows for t in tables)} row(s) of "
               f"{len(tables)} fragment(s)[/dim]")
     sys.stdout.write(schema_yaml(infer_columns(tables)))
+
+
+def _open_and_list(box: Sandbox, c: Connector,
+                   creds: str | None) -> tuple[Session, list[Fragment]]:
+    """A session and the full listing; a failure of either is printed and exits 1."""
+    try:
+        session = box.open(c, creds)
+    except FragmentFailure as e:
+        _print_failure("context", e)
+        sys.exit(EXIT_FAILED)
+    try:
+        return session, list(session.list())
+    except FragmentFailure as e:
+        session.close()
+        _print_failure("list_objects", e)
+        sys.exit(EXIT_FAILED)
 
 
 def _print_failure(what: str, e: FragmentFailure) -> None:

@@ -91,6 +91,16 @@ def test_failed_fragment_is_reread_next_time_and_nothing_duplicates(connector, c
     assert ids(cli.rows(c)) == [0, 1, 2, 3, 4, 5]
 
 
+def test_test_command_prints_each_folder_once(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {n: {"fp": "1", "rows": [1]} for n in ("2026/01/a", "2026/01/b", "2026/02/c")})
+    r = cli("test", str(c), "--sandbox", "process", "--limit", "0")
+    assert r.returncode == 0, r.stderr
+    tree = r.stdout.split("\n\n")[0]
+    assert tree.count("2026/") == 1 and tree.count("01/") == 1 and tree.count("02/") == 1
+    assert all(tree.count(leaf) == 1 for leaf in (" a ", " b ", " c "))
+
+
 def test_user_print_goes_to_log_not_data(connector, cli):
     c = connector(PLAN_CODE, PLAN_SPEC)
     set_plan(c, {"a": {"fp": "1", "rows": [1]}})
