@@ -41,10 +41,17 @@ class UserError(Exception):
         self.tb = tb
 
 
-def _user_traceback(exc: BaseException) -> str:
-    """The traceback as the user would want it: their frames, not the runtime's."""
+def _user_traceback(exc: BaseException, rename: tuple[str, str] | None = None) -> str:
+    """The traceback as the user would want it: their frames, not the runtime's, and
+    their files under the connector's own path (`rename`: sandbox folder -> that path)."""
     here = str(Path(__file__).resolve().parent.parent)
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(here)]
+    if rename is not None and rename[0] != rename[1]:
+        inside, outside = rename[0].rstrip("/") + "/", rename[1].rstrip("/") + "/"
+        for f in frames:
+            if f.filename.startswith(inside):
+                _ = f.line  # read the source line while its file is still at hand
+                f.filename = outside + f.filename[len(inside):]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)
@@ -115,6 +122,10 @@ class Runtime:
         self._ctx: Any = None
         self._parser = ParserSpec()
         self._schema = Schema()
+        self._rename: tuple[str, str] | None = None
+
+    def _tb(self, e: BaseException) -> str:
+        return _user_traceback(e, self._rename)
 
     def send(self, op: str, **fields: Any) -> None:
         with self._lock:
@@ -126,6 +137,8 @@ class Runtime:
         self._parser = ParserSpec.model_validate(msg.get("parser") or {})
         self._schema = Schema.model_validate(msg.get("schema") or {})
         folder = Path(msg["module_dir"])
+        if msg.get("display_dir"):
+            self._rename = (str(folder), str(msg["display_dir"]))
         sys.path.insert(0, str(folder))
         try:
             spec = importlib.util.spec_from_file_location("connector", folder / CODE_FILE)
@@ -135,7 +148,7 @@ class Runtime:
             spec.loader.exec_module(module)
         except BaseException as e:
             raise UserError(f"importing {CODE_FILE} failed: {_describe(e)}",
-                            _user_traceback(e)) from None
+                            self._tb(e)) from None
         for fn in ("list_objects", "read_bytes"):
             if not callable(getattr(module, fn, None)):
                 raise UserError(f"{CODE_FILE} does not define {fn}()")
@@ -147,7 +160,7 @@ class Runtime:
             try:
                 ctx = ctx_fn(credentials if credentials is not None else "")
             except BaseException as e:
-                raise UserError(f"context() raised {_describe(e)}", _user_traceback(e)) from None
+                raise UserError(f"context() raised {_describe(e)}", self._tb(e)) from None
         self._ctx = ctx or {}
         self.send("ready")
 
@@ -157,7 +170,7 @@ class Runtime:
             it = iter(self._module.list_objects(self._ctx, metadata))
         except BaseException as e:
             raise UserError(f"list_objects({where}) raised {_describe(e)}",
-                            _user_traceback(e)) from None
+                            self._tb(e)) from None
         i = 0
         while True:
             try:
@@ -166,7 +179,7 @@ class Runtime:
                 return
             except BaseException as e:
                 raise UserError(f"list_objects({where}) raised {_describe(e)}",
-                                _user_traceback(e)) from None
+                                self._tb(e)) from None
             i += 1
             if not isinstance(obj, dict):
                 raise UserError(f"list_objects({where}) yielded {type(obj).__name__} as item "
@@ -217,7 +230,7 @@ class Runtime:
             chunks = self._module.read_bytes(self._ctx, fragment)
         except BaseException as e:
             raise UserError(f"read_bytes({name!r}) raised {_describe(e)}",
-                            _user_traceback(e)) from None
+                            self._tb(e)) from None
         stream = ChunkStream(chunks if chunks is not None else ())
         log = RowRejects(name, self._schema, self._parser)
         conformer = Conformer(self._schema, name, log)
@@ -250,7 +263,7 @@ class Runtime:
         where = "parser_function" if self._parser.format == "custom" else "read_bytes"
         if isinstance(e, TypeError) and "read_bytes yielded" in str(e):
             raise UserError(f"{e} (fragment {name!r})") from None
-        raise UserError(f"{where}({name!r}) raised {_describe(e)}", _user_traceback(e)) from None
+        raise UserError(f"{where}({name!r}) raised {_describe(e)}", self._tb(e)) from None
 
     # --- loop ----------------------------------------------------------------------
 

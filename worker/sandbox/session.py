@@ -208,7 +208,9 @@ class FramedSession:
 
     def start(self, credentials: str | None) -> None:
         spec = self._connector.spec
-        self._send("open", module_dir=self._module_dir, credentials=credentials,
+        # display_dir: tracebacks name the connector's own files, not the sandbox's copy
+        self._send("open", module_dir=self._module_dir, display_dir=str(self._connector.path),
+                   credentials=credentials,
                    parser=spec.parser.model_dump(), schema=spec.schema_.model_dump())
         for _, body in self._frames(self._deadline()):
             if json.loads(body).get("op") == "ready":

@@ -25,7 +25,8 @@ def read_bytes(c, m):
 """
 
 
-@pytest.mark.parametrize("example", ["blobs", "avro_events", "jsonl_users", "custom_parser"])
+@pytest.mark.parametrize("example", ["blobs", "avro_events", "jsonl_users", "custom_parser",
+                                     "messy_orders"])
 def test_examples_refresh_in_docker(example, cli):
     path = ROOT / "examples" / example
     r, s = cli.refresh(path, sandbox="docker")
@@ -107,3 +108,14 @@ def test_build_command_and_bad_pin_keeps_previous_image(connector, cli):
     assert r.returncode == 1
     assert "nosuchpkg-zzz-404==1.0" in r.stderr and "could not be resolved" in r.stderr
     docker.from_env().images.get(tag)  # the previous image is still there to serve
+
+
+def test_user_traceback_names_the_connectors_own_file(connector, cli):
+    c = connector("def list_objects(c, m):\n    yield {'name': 'a', 'fingerprint': '1'}\n"
+                  "def read_bytes(c, m):\n    raise ValueError('remote said no')\n",
+                  "name: tb\n")
+    r, s = cli.refresh(c, sandbox="docker")
+    assert s["failed"] == 1
+    assert f'File "{c / "connector.py"}", line 4, in read_bytes' in r.stderr, r.stderr
+    assert "raise ValueError('remote said no')" in r.stderr  # the source line is kept
+    assert "/opt/connector" not in r.stderr
