@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.queue_connectors import PlanConnector
@@ -175,3 +176,22 @@ def test_schedule_refreshes_periodically(queue_env, tmp_path, redis_client):
     done = [r for r in state.refreshes() if r.status == "ok"]
     assert done[-1].summary.read == 1 and done[0].summary.skipped == 1
     assert ids(queue_env.rows("ticker", "acme")) == [1]
+
+
+def test_queued_refresh_counts_and_keeps_rejects(queue_env, tmp_path):
+    c = PlanConnector(tmp_path, "rej", "acme")
+    (c.folder / "connector.yaml").write_text(
+        "name: rej\ntenant: acme\nschema:\n  on_invalid: skip\n  max_errors: 5\n"
+        "  columns:\n    - {name: id, type: int64}\n    - {name: frag, type: string}\n")
+    c.set({"a": {"fp": "1", "rows": [1, "x", 2]}, "b": {"fp": "1", "rows": [3]}})
+    queue_env.deploy(c.folder)
+    queue_env.start_workers(1)
+    r, s = queue_env.refresh("rej", "acme")
+    assert r.returncode == 0, r.stderr + queue_env.logs()
+    assert (s["rows"], s["rejected"], s["defaulted"]) == (3, 1, 0)
+    (kept,) = (queue_env.output / "acme" / "rej" / "_rejects").glob("*.parquet")
+    assert pq.read_table(kept).select(["fragment", "row", "value"]).to_pylist() == [
+        {"fragment": "a", "row": 2, "value": "x"}]
+    status = queue_env.cli("status", "rej", "--tenant", "acme", env={"COLUMNS": "200"})
+    assert status.returncode == 0, status.stderr
+    assert "rejected" in status.stdout
