@@ -263,3 +263,21 @@ def test_validation_error_names_the_column(tmp_path) -> None:
                                         r"converted to int64"):
         parse_spec(tmp_path / "connector.yaml",
                    "name: x\nschema:\n  columns:\n    - {name: p, type: int64, default: 0.5}\n")
+
+
+def test_ragged_row_error_leaves_no_reader_behind_at_exit() -> None:
+    # pyarrow keeps the row handler in a reader still reading ahead; left to interpreter
+    # exit it aborts the process ("Fatal Python error"), which the host would blame on
+    # the connector. The error must be the data error, and the exit clean.
+    code = (
+        "from worker.runtime.formats import parse\n"
+        "from worker.runtime.stream import ChunkStream\n"
+        "from worker.spec import ParserSpec\n"
+        "rows = b''.join(b'%d,n%d,%d.25,2026-01-01\\n' % (i, i, i) for i in range(400000))\n"
+        "data = b'id,name,amount,when\\n' + rows\n"
+        "chunks = [data[i:(i + 1) << 20] for i in range(0, len(data), 1 << 20)]\n"
+        "list(parse(ChunkStream(chunks), ParserSpec()))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert "ParseError: xsv: line" in r.stderr
+    assert "Fatal Python error" not in r.stderr and r.returncode == 1, r.stderr[-2000:]

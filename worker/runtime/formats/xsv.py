@@ -103,6 +103,7 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
     if not spec.header:
         names = [f"f{i}" for i in range(len(names))]
 
+    reader: pacsv.CSVStreamingReader | None = None
     try:
         reader = pacsv.open_csv(
             io.BufferedReader(Prefixed(head, buffered), buffer_size=BLOCK_SIZE),
@@ -134,4 +135,10 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
         if ragged.first_bad is not None:
             raise ParseError(ragged.first_bad) from None
         raise ParseError(f"xsv: {reason(e)}") from e
+    finally:
+        # The reader holds our Python row handler and may still be reading ahead: stop
+        # it now, not at interpreter exit (where pyarrow then aborts the process).
+        if reader is not None:
+            reader.close()
+            reader = None
 
