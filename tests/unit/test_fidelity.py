@@ -55,15 +55,22 @@ def test_json_duplicate_keys_last_wins() -> None:
     assert out == [{"a": 2}, {"a": 3}]
 
 
+PRELUDE = ("from worker.runtime.formats import parse\n"
+           "from worker.runtime.stream import ChunkStream\n"
+           "from worker.spec import ParserSpec\n")
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a fresh interpreter: for failures that take the whole process down."""
+    return subprocess.run([sys.executable, "-c", PRELUDE + code], capture_output=True,
+                          text=True, timeout=120)
+
+
 def test_json_null_first_line_is_a_data_error_not_a_crash() -> None:
     # pyarrow's JSON reader segfaults on this input: the parser must never hand it over
-    code = ("from worker.runtime.formats import parse; from worker.runtime.stream import "
-            "ChunkStream; from worker.spec import ParserSpec\n"
-            "try:\n list(parse(ChunkStream([b'null\\n{\"a\": 1}\\n']), "
-            "ParserSpec(format='json')))\n"
-            "except Exception as e: print(type(e).__name__, e)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60)
+    r = run_python("try:\n list(parse(ChunkStream([b'null\\n{\"a\": 1}\\n']), "
+                   "ParserSpec(format='json')))\n"
+                   "except Exception as e: print(type(e).__name__, e)\n")
     assert r.returncode == 0, r.stderr
     assert "ParseError json: line 1: expected an object, got null" in r.stdout
 
@@ -269,15 +276,11 @@ def test_ragged_row_error_leaves_no_reader_behind_at_exit() -> None:
     # pyarrow keeps the row handler in a reader still reading ahead; left to interpreter
     # exit it aborts the process ("Fatal Python error"), which the host would blame on
     # the connector. The error must be the data error, and the exit clean.
-    code = (
-        "from worker.runtime.formats import parse\n"
-        "from worker.runtime.stream import ChunkStream\n"
-        "from worker.spec import ParserSpec\n"
-        "rows = b''.join(b'%d,n%d,%d.25,2026-01-01\\n' % (i, i, i) for i in range(400000))\n"
-        "data = b'id,name,amount,when\\n' + rows\n"
-        "chunks = [data[i:(i + 1) << 20] for i in range(0, len(data), 1 << 20)]\n"
+    r = run_python(
+        "rows = [b'%d,n%d,%d.25,2026-01-01\\n' % (i, i, i) for i in range(400000)]\n"
+        "rows[200000] = b'short\\n'\n"  # mid-file: the reader is still reading ahead
+        "data = b'id,name,amount,when\\n' + b''.join(rows)\n"
+        "chunks = [data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)]\n"
         "list(parse(ChunkStream(chunks), ParserSpec()))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120)
-    assert "ParseError: xsv: line" in r.stderr
+    assert "ParseError: xsv: line 200002" in r.stderr, r.stderr[-2000:]
     assert "Fatal Python error" not in r.stderr and r.returncode == 1, r.stderr[-2000:]
