@@ -35,3 +35,5 @@ def print_summary(name: str, s: RefreshSummary) -> None:
               f"deleted {s.deleted}, failed {s.failed}, rows {s.rows}"
               + (f", rejected {s.rejected}" if s.rejected else "")
               + (f", defaulted {s.defaulted}" if s.defaulted else ""))
+    for w in s.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)

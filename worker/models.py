@@ -38,6 +38,7 @@ class Commit(BaseModel):
     # the read that made the commit, not part of the dataset's state
     rejected: int = 0
     defaulted: int = 0
+    warnings: list[str] = Field(default_factory=list, exclude=True)  # never stored
 
 
 class FragmentFailure(ConnectorError):
@@ -93,6 +94,9 @@ class ReadReport(BaseModel):
     log: str = ""
 
 
+MAX_SUMMARY_WARNINGS = 20
+
+
 class RefreshSummary(BaseModel):
     listed: int = 0
     read: int = 0
@@ -103,6 +107,9 @@ class RefreshSummary(BaseModel):
     rejected: int = 0
     defaulted: int = 0
     failures: list[FailedFragment] = Field(default_factory=list)
+    # what the reads noticed without failing (invalid values, columns read as null),
+    # the first MAX_SUMMARY_WARNINGS of them
+    warnings: list[str] = Field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return self.model_dump(include={"listed", "read", "skipped", "deleted", "failed", "rows",

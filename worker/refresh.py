@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from worker.dispatch.pool import run_pool
 from worker.listing import Listing
 from worker.models import (
+    MAX_SUMMARY_WARNINGS,
     Commit,
     FailedFragment,
     FailureKind,
@@ -118,7 +119,7 @@ def commit_stream(stream: ReadStream, connector: Connector, fragment: Fragment,
         rejects.delete(spec.tenant, spec.name, fragment.name, fragment.fingerprint)
     commit = Commit(name=fragment.name, fingerprint=fragment.fingerprint,
                     path=path if rows else "", rows=rows, rejected=report.rejected,
-                    defaulted=report.defaulted)
+                    defaulted=report.defaulted, warnings=report.warnings)
     old = state.commit(commit)
     if old is not None:
         output.delete(old.path)
@@ -213,6 +214,8 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                     summary.rows += commit.rows
                     summary.rejected += commit.rejected
                     summary.defaulted += commit.defaulted
+                    room = MAX_SUMMARY_WARNINGS - len(summary.warnings)
+                    summary.warnings.extend(commit.warnings[:max(room, 0)])
                 if on_progress:
                     on_progress(Progress(stage="read", done=summary.read + summary.failed,
                                          total=total, rows=summary.rows,

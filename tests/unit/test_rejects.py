@@ -66,3 +66,19 @@ def test_summary_line_names_rejected_and_defaulted(connector, cli):
     assert r.returncode == 0, r.stderr
     # id 'x' cannot take a value (non-nullable, no default): rejected; frag 'a' defaulted
     assert "rows 1, rejected 1, defaulted 1" in r.stdout
+
+
+def test_missing_column_fails_by_default_and_is_reported_when_allowed(connector, cli):
+    spec = "name: plan\nschema:\n  columns:\n    - {name: id, type: int64}\n    - {name: frgment}\n"
+    c = connector(PLAN_CODE, spec)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}})
+    r = cli("refresh", str(c), "--sandbox", "process")
+    assert r.returncode == 1
+    assert "column 'frgment' is declared but not in the data" in r.stderr
+
+    c = connector(PLAN_CODE, spec.replace("schema:\n", "schema:\n  require_no_missing_fields: "
+                                          "false\n"), name="c2")
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}})
+    r = cli("refresh", str(c), "--sandbox", "process")
+    assert r.returncode == 0, r.stderr
+    assert "warning:" in r.stderr and "'frgment'" in r.stderr and "read as null" in r.stderr
