@@ -239,6 +239,13 @@ def test_max_error_percentage_checked_over_the_fragment() -> None:
              max_errors=100)
 
 
+def test_max_error_percentage_alone_allows_rows_up_to_it() -> None:
+    # without max_error_count, schema.max_errors (default 0) does not stop it first
+    out, log = read(b"n\n1\nx\n3\n4\n", [{"name": "n", "type": "int64"}],
+                    parser={"max_error_percentage": 30}, on_invalid="skip")
+    assert [r["n"] for r in out] == [1, 3, 4] and log.rejected == 1
+
+
 def test_require_no_extra_fields() -> None:
     read(b"a,b\n1,2\n", [{"name": "a"}])  # off by default: b is dropped
     with pytest.raises(DataError, match=r"column\(s\) 'b' in the data are not declared"):

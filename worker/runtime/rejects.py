@@ -7,20 +7,24 @@ rejects dataset), and the error limits are checked here, in one place:
 - a malformed row is skipped when the schema's `on_invalid` is not `fail` or an error
   limit (`max_error_count`/`max_error_percentage`) is set; otherwise it fails the
   fragment with its line number;
-- rows with any invalid value count toward `parser.max_error_count` (or, when that is
-  not given, `schema.max_errors`); exceeding it fails the fragment;
+- rows with any invalid value count toward `parser.max_error_count` (or, when neither
+  it nor `max_error_percentage` is given, `schema.max_errors`); exceeding it fails the
+  fragment;
 - `parser.max_error_percentage` is checked when the fragment ends.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from worker.runtime.reasons import RejectReason
 from worker.spec import ParserSpec, Schema
 
 MAX_WARNINGS = 20
+# Kept per fragment (all are counted): bounds the `done` frame and the host's memory.
+MAX_RECORDS = 100_000
+MAX_VALUE = 1000  # characters of a raw value or line kept in a record
 Action = Literal["rejected", "defaulted"]
 
 
@@ -57,6 +61,7 @@ class RowRejects:
         self.records: list[RejectRecord] = []
         self.warnings: list[str] = []
         self._suppressed = 0
+        self._dropped = 0  # records over MAX_RECORDS
         self._last = ""
 
     # ------------------------------------------------------------------ policy
@@ -67,9 +72,11 @@ class RowRejects:
                 or self.parser.max_error_percentage is not None)
 
     @property
-    def max_count(self) -> tuple[str, int]:
+    def max_count(self) -> tuple[str, int] | None:
         if self.parser.max_error_count is not None:
             return "max_error_count", self.parser.max_error_count
+        if self.parser.max_error_percentage is not None:
+            return None  # the percentage alone decides, at the end
         return "max_errors", self.schema.max_errors
 
     # ------------------------------------------------------------------ reports
@@ -79,23 +86,32 @@ class RowRejects:
         """A row the parser skipped (call only when `skips_malformed`)."""
         self.read += 1
         self.rejected += 1
-        self.records.append(RejectRecord(None, line, None, _clip(text), reason, detail,
-                                         "rejected"))
+        self.invalid(RejectRecord(None, line, None, text, reason, detail, "rejected"))
         where = f"line {line}" if line is not None else "a row"
         self.warn(f"fragment {self.fragment!r} {where}: {detail} (row skipped)")
         self.count_invalid(1)
 
     def invalid(self, record: RejectRecord) -> None:
+        if len(self.records) >= MAX_RECORDS:
+            self._dropped += 1
+            return
+        if record.value is not None and len(record.value) > MAX_VALUE:
+            record = replace(record, value=record.value[:MAX_VALUE] + "...")
         self.records.append(record)
 
     def count_invalid(self, rows: int) -> None:
         self.invalid_rows += rows
+        if self.max_count is None:
+            return
         name, limit = self.max_count
         if self.invalid_rows > limit:
             raise DataError(f"fragment {self.fragment!r}: {self.invalid_rows} invalid row(s) "
                              f"exceed {name}={limit}; last: {self._last}")
 
     def finish(self) -> None:
+        if self._dropped:
+            self.note(f"fragment {self.fragment!r}: {self._dropped} more reject record(s) "
+                      f"counted but not kept (over {MAX_RECORDS} in one fragment)")
         pct = self.parser.max_error_percentage
         if pct is not None and self.read and self.invalid_rows * 100 / self.read > pct:
             raise DataError(
@@ -119,6 +135,3 @@ class RowRejects:
         """A warning that is not about an invalid value (kept apart from the cap)."""
         self.warnings.insert(0, message)
 
-
-def _clip(text: str, limit: int = 10_000) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
