@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
+from worker.errors import FailureKind
 from worker.protocol import JSON, FrameWriter, listing_batch, read_stream_frame
 from worker.runtime.conform import Conformer, DataError
 from worker.runtime.formats import ParseError, parse_into
@@ -275,7 +276,7 @@ class Runtime:
                 return 0
             kind, body = frame
             if kind != JSON:
-                self.send("error", kind="infra", message="runtime got a non-JSON frame")
+                self.send("error", kind=FailureKind.INFRA, message="runtime got a non-JSON frame")
                 return 2
             msg = json.loads(body)
             op = msg.get("op")
@@ -287,19 +288,20 @@ class Runtime:
                     raise RuntimeError(f"unknown op {op!r}")
                 handler(msg)
             except UserError as e:
-                self._fail("user", str(e), e.tb)
+                self._fail(FailureKind.USER, str(e), e.tb)
                 if op == "open":
                     return 1
             except (ParseError, DataError) as e:
-                self._fail("data", str(e), "")
+                self._fail(FailureKind.DATA, str(e), "")
             except MemoryError:
-                self._fail("limit", "out of memory", "")
+                self._fail(FailureKind.LIMIT, "out of memory", "")
                 return 1
             except BaseException as e:  # a runtime bug: report it rather than die silently
-                self._fail("infra", f"runtime error: {_describe(e)}", traceback.format_exc())
+                self._fail(FailureKind.INFRA, f"runtime error: {_describe(e)}",
+                           traceback.format_exc())
                 return 2
 
-    def _fail(self, kind: str, message: str, tb: str) -> None:
+    def _fail(self, kind: FailureKind, message: str, tb: str) -> None:
         self._logs.sync()
         self.send("error", kind=kind, message=message, traceback=tb)
 
