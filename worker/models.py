@@ -133,4 +133,13 @@ class RefreshRecord(BaseModel):
     started: float
     finished: float | None = None
     status: str = "running"  # running | ok | failed
+    picked_up: float | None = None  # when a worker began listing (queue mode)
     summary: RefreshSummary = Field(default_factory=RefreshSummary)
+
+    @property
+    def shown_status(self) -> str:
+        """What a user is shown: an open refresh no worker has picked up is `queued`.
+        `status` itself stays `running` while open, which the queue code keys on."""
+        if self.status == "running" and self.picked_up is None:
+            return "queued"
+        return self.status

@@ -181,7 +181,8 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
             concurrency: int, on_progress: Callable[[Progress], None] | None = None,
             credentials: str | None = None) -> RefreshSummary:
     """A whole local refresh. `on_progress(Progress)` drives a progress bar."""
-    record = RefreshRecord(id=uuid.uuid4().hex[:12], started=time.time())
+    now = time.time()
+    record = RefreshRecord(id=uuid.uuid4().hex[:12], started=now, picked_up=now)
     summary = record.summary
     state.save_refresh(record)
     pool = SessionPool(sandbox, connector, credentials)

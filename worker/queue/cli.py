@@ -148,7 +148,7 @@ def status(name: str, tenant: str, limit: int) -> None:
         s = r.summary
         secs = f"{r.finished - r.started:.1f}" if r.finished else ""
         colour = {"ok": "green", "failed": "red"}.get(r.status, "yellow")
-        t.add_row(r.id, f"[{colour}]{r.status}[/{colour}]", _when(r.started), secs,
+        t.add_row(r.id, f"[{colour}]{r.shown_status}[/{colour}]", _when(r.started), secs,
                   *(str(v) for v in (s.listed, s.read, s.skipped, s.deleted, s.failed,
                                      s.rows, s.rejected, s.defaulted)))
     wide.print(t)

@@ -97,6 +97,9 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
         return {}
     tr.extend()
     key = SessionKey(tenant, connector, bundle)
+    if record.picked_up is None:
+        record.picked_up = time.time()
+        state.save_refresh(record)
     if not tr.planned:
         try:
             listed = _session(ctx, key).list()

@@ -195,3 +195,22 @@ def test_queued_refresh_counts_and_keeps_rejects(queue_env, tmp_path):
     status = queue_env.cli("status", "rej", "--tenant", "acme", env={"COLUMNS": "200"})
     assert status.returncode == 0, status.stderr
     assert "rejected" in status.stdout
+
+
+def test_a_refresh_no_worker_picked_up_shows_as_queued(queue_env, tmp_path):
+    c = PlanConnector(tmp_path, "waiting", "acme")
+    c.set({"a.csv": {"fp": "1", "rows": [1]}})
+    queue_env.deploy(c.folder)
+    refresh_id = queue_env.start("waiting", "acme")  # no worker runs yet
+
+    st = queue_env.cli("status", "waiting", "--tenant", "acme")
+    assert st.returncode == 0, st.stderr
+    line = next(ln for ln in st.stdout.splitlines() if refresh_id in ln)
+    assert "queued" in line and "running" not in line, st.stdout
+
+    queue_env.start_workers(1)
+    r, s = queue_env.refresh("waiting", "acme")  # joins the queued refresh
+    assert r.returncode == 0 and s["read"] == 1, r.stderr + queue_env.logs()
+    st = queue_env.cli("status", "waiting", "--tenant", "acme")
+    line = next(ln for ln in st.stdout.splitlines() if refresh_id in ln)
+    assert "ok" in line and "queued" not in line, st.stdout
