@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from worker import naming
 from worker.console import (
     EXIT_BAD,
     EXIT_FAILED,
@@ -77,7 +78,8 @@ def local_state(output: Output, connector: Connector) -> SqliteState:
     if output.is_local:
         return SqliteState(Path(output.dataset_dir(spec.tenant, spec.name)) / "state.sqlite")
     base = settings().state_dir
-    return SqliteState(base / spec.tenant / f"{spec.name}.sqlite")
+    tenant, name = naming.path_parts(spec.tenant, spec.name)
+    return SqliteState(base / tenant / f"{name}.sqlite")
 
 
 def rows_table(table, title: str, limit: int) -> Table:  # noqa: ANN001 - pyarrow Table

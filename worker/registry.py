@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from redis import Redis
 
-from worker import secrets
+from worker import naming, secrets
 from worker.bundle import make_bundle, unpack_bundle
 from worker.errors import ConfigError
 from worker.settings import settings
@@ -102,10 +102,15 @@ def cache_dir() -> Path:
     return settings().bundle_cache
 
 
+def bundle_dir(tenant: str, name: str, digest: str) -> Path:
+    """Where this machine keeps version `digest` of a connector, unpacked."""
+    return cache_dir().joinpath(*naming.path_parts(tenant, name), digest)
+
+
 def materialize(redis: Redis, tenant: str, name: str, digest: str) -> Connector:
     """The deployed version `digest` as a loaded connector folder on this machine."""
     k = ConnectorKeys(tenant, name)
-    folder = cache_dir() / tenant / name / digest
+    folder = bundle_dir(tenant, name, digest)
     if not folder.is_dir():
         data = redis.get(k.bundle(digest))
         if data is None:

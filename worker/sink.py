@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from worker import naming
 from worker.models import FailureKind, FragmentFailure
 
 
@@ -44,7 +45,7 @@ class Output:
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def dataset_dir(self, tenant: str, connector: str) -> str:
-        return f"{self.root}/{tenant}/{connector}"
+        return "/".join([self.root, *naming.path_parts(tenant, connector)])
 
     def fragment_path(self, tenant: str, connector: str, name: str, fingerprint: str) -> str:
         # One file per fragment version: a new fingerprint never overwrites the file

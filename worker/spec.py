@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from worker import column_types
+from worker import column_types, naming
 from worker.errors import ConfigError
 
 SPEC_FILE = "connector.yaml"
@@ -207,8 +207,8 @@ def parse_interval(value: str) -> int:
 
 
 class ConnectorSpec(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9_-]+$")
-    tenant: str = Field(default="default", pattern=r"^[a-z0-9_-]+$")
+    name: str
+    tenant: str = "default"
     packages: list[str] = Field(default_factory=list)
     credentials: Credentials | None = None
     parser: ParserSpec = Field(default_factory=ParserSpec)
@@ -217,6 +217,15 @@ class ConnectorSpec(_Strict):
     schedule: Schedule | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("name", "tenant")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # One grammar for every name: ids, keys, images and paths are built from them.
+        problem = naming.name_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("packages")
     @classmethod

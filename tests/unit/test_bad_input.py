@@ -17,7 +17,7 @@ GOOD_SPEC = "name: good\n"
 # --- the folder itself (exit 2, nothing run) -------------------------------------------
 
 @pytest.mark.parametrize(("spec", "needle"), [
-    ("name: Bad Name\n", "connector.yaml: name: String should match pattern"),
+    ("name: Bad Name\n", "connector.yaml: name: must be 1 to 63 characters"),
     ("tenant: t\n", "connector.yaml: name: Field required"),
     ("name: x\nparser: {format: xml}\n", "connector.yaml: parser.format"),
     ("name: x\nschema: [{name: a, type: integer}]\n", "unknown type 'integer'"),

@@ -1,5 +1,6 @@
 """A connector's image: `connector-pkgs:<h>` (its pinned packages over the base) and over
-that the code layer, `<repository>:<h>` (the connector folder at /opt/connector,
+that the code layer, `<repository>:<h>` (repository `connector-<tenant>--<name>`, from
+worker/naming.py; the connector folder at /opt/connector,
 root-owned and read-only to the sandbox user).
 
 The packages tag covers the base image id and the sorted pins, so a code change reuses
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from worker import naming
 from worker.folder import FolderError, FolderFile, walk_folder
 from worker.images.base import LABEL_CONSTRAINTS, LABEL_KIND, base_image
 from worker.images.cache import wheel_cache_dir
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 
 def image_repo(connector: Connector) -> str:
-    return f"connector-{connector.spec.tenant}-{connector.spec.name}"
+    return naming.image_repo(connector.spec.tenant, connector.spec.name)
 
 
 def connector_files(connector: Connector) -> list[FolderFile]:
@@ -118,8 +120,7 @@ def build_connector_image(client: docker.DockerClient, connector: Connector,
             docker_build(client, ctx, tag, f"connector {connector.spec.name!r}: code",
                          buildargs={"PKGS": pkgs},
                          labels={LABEL_KIND: "connector",
-                                 "io.connector.tenant": connector.spec.tenant,
-                                 "io.connector.name": connector.spec.name,
+                                 **naming.labels(connector.spec.tenant, connector.spec.name),
                                  "io.connector.packages-image": pkgs})
 
     return build_once(client, tag, build)

@@ -22,6 +22,7 @@ from rq.job import Job
 from rq.queue import EnqueueData
 from rq.serializers import JSONSerializer
 
+from worker import naming
 from worker.models import RefreshRecord
 from worker.registry import Deployment, get_deployment
 from worker.settings import settings
@@ -51,7 +52,7 @@ def tenant_queue(redis: Redis, tenant: str) -> Queue:
 
 
 def _job_id(tenant: str, connector: str, refresh_id: str, part: str) -> str:
-    return f"{keys.prefix()}-{tenant}-{connector}-{refresh_id}-{part}"
+    return naming.job_id(tenant, connector, refresh_id, part)
 
 
 def refresh_job_ids(tenant: str, connector: str, refresh_id: str, batches: int) -> list[str]:

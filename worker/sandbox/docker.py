@@ -38,6 +38,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig
 
+from worker import naming
 from worker.models import FailureKind, FragmentFailure
 from worker.sandbox.session import FramedSession, human_size, wait_readable
 from worker.spec import Connector
@@ -172,8 +173,8 @@ class DockerChannel:
                          # Arrow sizes its thread pool by the host's CPUs, and threads
                          # count against the pids limit: size it by the CPU limit.
                          "OMP_NUM_THREADS": str(max(1, math.ceil(limits.cpus)))},
-            labels={LABEL: "1", LABEL_OWNER: owner_id(), "io.connector.tenant": spec.tenant,
-                    "io.connector.name": spec.name, **labels},
+            labels={LABEL: "1", LABEL_OWNER: owner_id(),
+                    **naming.labels(spec.tenant, spec.name), **labels},
             host_config=host_config,
             network_disabled=not egress,
         )

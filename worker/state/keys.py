@@ -3,28 +3,20 @@
 All keys start with a prefix (`cx` unless `CONNECTOR_REDIS_PREFIX` says otherwise, so
 tests and several installations can share one Redis) and, except the tenant index,
 with the tenant and the connector: nothing one tenant's code path builds can name
-another tenant's data. Tenant and connector names are `[a-z0-9_-]+` (worker/spec.py),
-so they cannot smuggle a `:` into a key. Fragment names never appear in keys; they are
-hash fields and set members.
+another tenant's data. The names and how they are joined come from worker/naming.py
+(no name can hold a `:`). Fragment names never appear in keys; they are hash fields
+and set members.
 """
 
 from __future__ import annotations
 
 import re
 
-from worker.settings import settings
+from worker import naming
+from worker.naming import prefix
 
-_NAME = re.compile(r"^[a-z0-9_-]+$")
-
-
-def prefix() -> str:
-    return settings().redis_prefix
-
-
-def _check(kind: str, value: str) -> str:
-    if not _NAME.match(value):
-        raise ValueError(f"invalid {kind} name {value!r}: use [a-z0-9_-]+")
-    return value
+__all__ = ["prefix"]
+_REFRESH_ID = re.compile(r"^[a-z0-9]+$")
 
 
 def tenants() -> str:
@@ -34,12 +26,12 @@ def tenants() -> str:
 
 def tenant_connectors(tenant: str) -> str:
     """Set of a tenant's deployed connector names."""
-    return f"{prefix()}:tenant-connectors:{_check('tenant', tenant)}"
+    return naming.redis_tenant_key("tenant-connectors", tenant)
 
 
 def tenant_queue(tenant: str) -> str:
     """The RQ queue name of a tenant: one queue per tenant, dequeued round-robin."""
-    return f"{prefix()}:tenant:{_check('tenant', tenant)}"
+    return naming.queue_name(tenant)
 
 
 def system_queue() -> str:
@@ -61,9 +53,8 @@ class ConnectorKeys:
     """Keys of one (tenant, connector)."""
 
     def __init__(self, tenant: str, connector: str) -> None:
-        self.tenant = _check("tenant", tenant)
-        self.connector = _check("connector", connector)
-        self.base = f"{prefix()}:{tenant}:{connector}"
+        self.tenant, self.connector = tenant, connector
+        self.base = naming.redis_base(tenant, connector)
 
     # deployment
     @property
@@ -106,10 +97,10 @@ class ConnectorKeys:
     @property
     def schedule_job(self) -> str:
         """The RQ job id of the next scheduled refresh (not a key of ours)."""
-        return f"{prefix()}-sched-{self.tenant}-{self.connector}"
+        return naming.schedule_job_id(self.tenant, self.connector)
 
     # a running refresh (worker.queue.tracker.Tracker)
     def run(self, refresh_id: str, part: str) -> str:
-        if not _NAME.match(refresh_id):
+        if not _REFRESH_ID.match(refresh_id):
             raise ValueError(f"invalid refresh id {refresh_id!r}")
         return f"{self.base}:run:{refresh_id}:{part}"

@@ -98,7 +98,7 @@ def test_build_command_and_bad_pin_keeps_previous_image(connector, cli):
     r = cli("build", str(c))
     assert r.returncode == 0, r.stderr
     tag = r.stdout.strip().splitlines()[-1]
-    assert tag.startswith("connector-default-pinned:")
+    assert tag.startswith("connector-default--pinned:")
     again = cli("build", str(c))
     assert again.stdout.strip().splitlines()[-1] == tag  # same inputs, same tag
 
