@@ -8,6 +8,7 @@ local disk and resolve its credentials. Plaintext credentials never reach Redis.
 from __future__ import annotations
 
 import os
+import tarfile
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from pydantic import BaseModel
 from redis import Redis
 
 from worker import naming, secrets
-from worker.bundle import make_bundle, unpack_bundle
+from worker.bundle import BundleError, make_bundle, unpack_bundle
 from worker.errors import ConfigError
 from worker.settings import settings
 from worker.spec import Connector, ConnectorSpec, load_connector
@@ -115,7 +116,11 @@ def materialize(redis: Redis, tenant: str, name: str, digest: str) -> Connector:
         data = redis.get(k.bundle(digest))
         if data is None:
             raise DeployError(f"bundle {digest[:12]} of '{tenant}/{name}' is missing")
-        unpack_bundle(data, digest, folder.parent)
+        try:
+            unpack_bundle(data, digest, folder.parent)
+        except tarfile.TarError as e:  # a `../` or absolute entry, a link, a bad archive
+            raise BundleError(f"bundle {digest[:12]} of '{tenant}/{name}' cannot be "
+                              f"unpacked safely: {e}") from None
     return load_connector(folder)
 
 
