@@ -56,7 +56,11 @@ def _credentials(connector: Connector, credentials_ref: bool) -> StoredCredentia
         return None
     who = f"'{connector.spec.tenant}/{connector.spec.name}'"
     if credentials_ref:
-        return StoredCredentials(env=declared.env, file=declared.file)
+        if declared.env is not None:
+            raise DeployError(f"{who}: credentials.env cannot be stored as a reference: "
+                              f"{secrets.ENV_REFUSED} (deploy without --credentials-ref "
+                              f"to seal {declared.env}'s value from this machine)")
+        return StoredCredentials(file=declared.file)
     if not secrets.can_seal():
         raise DeployError(f"{secrets.KEY_ENV} is not set: refusing to store credentials "
                           f"for {who} (set it, or pass --credentials-ref to store only the "

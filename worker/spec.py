@@ -40,6 +40,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The project's own settings: never a connector's credentials, even on a developer's
+# machine (a tenant's spec must not be able to name the worker's key or Redis).
+RESERVED_ENV_PREFIXES = ("CONNECTOR_", "RQ_")
+RESERVED_ENV = frozenset({"REDIS_URL"})
+
+
+def reserved_env(name: str) -> bool:
+    return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)
+
+
+def credentials_file_problem(file: str) -> str | None:
+    """Why `file` cannot name a credentials file, or None: it must be a relative path
+    that stays below the directory it is resolved in (the connector folder, or the
+    tenant's directory on a worker)."""
+    if not file or "\x00" in file:
+        return f"{file!r} is not a file name"
+    if file.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", file):
+        return (f"{file!r} is an absolute path; give a path relative to the connector "
+                "folder")
+    if ".." in re.split(r"[/\\]", file):
+        return f"{file!r} leaves the connector folder ('..' is not allowed)"
+    return None
+
+
 class Credentials(_Strict):
     """Where the credentials string comes from; it is read on the host, never stored in images."""
 
@@ -49,6 +73,22 @@ class Credentials(_Strict):
     def model_post_init(self, _: Any) -> None:
         if (self.env is None) == (self.file is None):
             raise ValueError("give exactly one of 'env' or 'file'")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: str | None) -> str | None:
+        if v is not None and reserved_env(v):
+            raise ValueError(f"{v} is one of connector-host's own settings, never a "
+                             "connector's credentials")
+        return v
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        problem = None if v is None else credentials_file_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
 
 class ParserSpec(_Strict):
@@ -270,7 +310,11 @@ class Connector(BaseModel):
                                 f"environment variable {c.env} is not set")
             return os.environ[c.env]
         assert c.file is not None
-        f = (self.path / c.file) if not os.path.isabs(c.file) else Path(c.file)
+        folder = self.path.resolve()
+        f = (folder / c.file).resolve()
+        if not f.is_relative_to(folder):  # a link out of the folder
+            raise SpecError(f"{self.path / SPEC_FILE}: credentials.file: {c.file} resolves "
+                            "outside the connector folder")
         try:
             return f.read_text()
         except OSError as e:

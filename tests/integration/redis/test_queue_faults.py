@@ -193,9 +193,12 @@ def test_credentials_are_sealed_at_rest_and_never_in_job_args(queue_env, connect
         names = tar.getnames()
     assert "connector.py" in names and "secret.txt" not in names
 
-    # --credentials-ref stores only the reference, resolved on the worker
-    r = queue_env.cli("deploy", str(by_env), "--credentials-ref")
+    # --credentials-ref stores only the file reference, resolved on the worker under
+    # CONNECTOR_CREDENTIALS_DIR/<tenant>/<name>/; an env reference is refused
+    r = queue_env.cli("deploy", str(by_file), "--credentials-ref")
     assert r.returncode == 0, r.stderr
     assert "credentials: reference" in r.stdout
-    d = json.loads(redis_client.get(f"{prefixes[0]}:sec:by-env:deployment"))
-    assert d["credentials"] == {"sealed": None, "env": "SEC_TOKEN", "file": None}
+    d = json.loads(redis_client.get(f"{prefixes[0]}:sec:by-file:deployment"))
+    assert d["credentials"] == {"sealed": None, "env": None, "file": "secret.txt"}
+    r = queue_env.cli("deploy", str(by_env), "--credentials-ref")
+    assert r.returncode == 2 and "never a credential source" in r.stderr

@@ -108,3 +108,94 @@ def test_broken_deployments_fail_once_as_the_tenants_error(queue_env, tmp_path, 
     assert expected in failure.message, failure.message
     assert "after retries" not in failure.message
     assert "Traceback" not in queue_env.logs()
+
+
+ECHO_CODE = '''
+def context(credentials):
+    return credentials
+
+def list_objects(context, metadata):
+    yield {"name": "one", "fingerprint": "1"}
+
+def read_bytes(context, metadata):
+    yield "got\\n" + context.replace("\\n", " ").replace("\\x00", " ") + "\\n"
+'''
+ECHO_SPEC = """
+name: {name}
+tenant: {tenant}
+credentials: {creds}
+schema:
+  - {{name: got, type: string}}
+"""
+
+
+def test_deploy_refuses_worker_env_references(queue_env, connector) -> None:
+    c = connector(ECHO_CODE, ECHO_SPEC.format(name="byenv", tenant="evil",
+                                              creds="{env: SOME_TOKEN}"), name="byenv")
+    r = queue_env.cli("deploy", str(c), "--credentials-ref")
+    assert r.returncode == 2, r.stdout
+    assert ("credentials.env cannot be stored as a reference: worker environment "
+            "variables are never a credential source") in " ".join(r.stderr.split())
+
+
+def test_credential_references_stay_inside_the_tenants_directory(queue_env, connector,
+                                                                 redis_client,
+                                                                 tmp_path: Path) -> None:
+    """Tenant `evil` points its stored reference at the worker's key, the worker's
+    environment and tenant `victim`'s credentials file (as a forged or old deployment
+    record would): each refresh fails as evil's error and no row holds the secret."""
+    from cryptography.fernet import Fernet
+
+    from worker.registry import StoredCredentials, get_deployment
+    from worker.state.keys import ConnectorKeys
+
+    key = Fernet.generate_key().decode()
+    creds_dir = tmp_path / "creds"
+    victim = creds_dir / "victim" / "vconn"
+    victim.mkdir(parents=True)
+    (victim / "secret.txt").write_text("victim-secret-7731")
+    mine = creds_dir / "evil" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "token.txt").write_text("evil-own-token")
+    (mine / "link.txt").symlink_to(victim / "secret.txt")
+
+    (creds_dir / "evil" / "ok").mkdir()
+    (creds_dir / "evil" / "ok" / "token.txt").write_text("evil-own-token")
+    for name in ("ok", "mine"):
+        c = connector(ECHO_CODE, ECHO_SPEC.format(name=name, tenant="evil",
+                                                  creds="{file: token.txt}"), name=name)
+        queue_env.deploy(c, "--credentials-ref")
+    worker_env = {"CONNECTOR_SECRET_KEY": key, "CONNECTOR_CREDENTIALS_DIR": str(creds_dir),
+                  "WORKER_ONLY_SECRET": "worker-env-secret-9913"}
+    queue_env.start_workers(1, env=worker_env)
+
+    # a reference inside its own directory works
+    r, s = queue_env.refresh("ok", "evil")
+    assert r.returncode == 0, r.stderr + queue_env.logs()
+    assert queue_env.rows("ok", "evil") == [{"got": "evil-own-token"}]
+
+    k = ConnectorKeys("evil", "mine")
+    attacks = {
+        "env-key": (StoredCredentials(env="CONNECTOR_SECRET_KEY"),
+                    "worker environment variables are never a credential source"),
+        "env-other": (StoredCredentials(env="WORKER_ONLY_SECRET"),
+                      "worker environment variables are never a credential source"),
+        "proc-environ": (StoredCredentials(file="/proc/self/environ"),
+                         "'/proc/self/environ' is an absolute path"),
+        "other-tenant": (StoredCredentials(file="../../victim/vconn/secret.txt"),
+                         "'../../victim/vconn/secret.txt' leaves"),
+        "symlink": (StoredCredentials(file="link.txt"),
+                    "link.txt resolves outside"),
+    }
+    secrets_ = ("victim-secret-7731", "worker-env-secret-9913", key)
+    for attack, (stored, needle) in attacks.items():
+        d = get_deployment(redis_client, "evil", "mine")
+        forged = d.model_copy(update={"credentials": stored})
+        redis_client.set(k.deployment, forged.model_dump_json(by_alias=True))
+        r, s = queue_env.refresh("mine", "evil")
+        out = r.stdout + r.stderr
+        assert "failed (user)" in out, (attack, out, queue_env.logs())
+        assert needle in " ".join(r.stderr.split()), (attack, r.stderr)
+        rows = queue_env.cli("show", "mine", "--tenant", "evil", "--jsonl").stdout
+        for secret in secrets_:
+            assert secret not in out + rows + queue_env.logs(), (attack, secret)

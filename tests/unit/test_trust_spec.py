@@ -1,0 +1,50 @@
+"""What a tenant writes in connector.yaml cannot name the host's files, the host's own
+settings, or resources beyond the operator's ceilings: refused at validation, with the
+field and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CODE = """
+def context(credentials):
+    return credentials
+
+def list_objects(context, metadata):
+    yield {"name": "one", "fingerprint": "1"}
+
+def read_bytes(context, metadata):
+    yield "secret\\n" + context + "\\n"
+"""
+
+
+@pytest.mark.parametrize(("creds", "needle"), [
+    ("{file: /etc/shadow}", "credentials.file: '/etc/shadow' is an absolute path"),
+    ("{file: /proc/self/environ}", "credentials.file: '/proc/self/environ' is an absolute"),
+    ("{file: ../../victim/vconn/secret.txt}", "'../../victim/vconn/secret.txt' leaves the"),
+    ("{file: sub/../../x}", "credentials.file: 'sub/../../x' leaves the connector folder"),
+    ("{env: CONNECTOR_SECRET_KEY}", "credentials.env: CONNECTOR_SECRET_KEY is one of "
+                                    "connector-host's own settings"),
+    ("{env: REDIS_URL}", "credentials.env: REDIS_URL is one of connector-host's own"),
+])
+def test_validate_refuses_credentials_outside_the_connector(connector, cli, creds: str,
+                                                            needle: str) -> None:
+    c = connector(CODE, f"name: x\ncredentials: {creds}\n")
+    r = cli("validate", str(c))
+    assert r.returncode == 2, r.stdout
+    assert needle in " ".join(r.stderr.split()), r.stderr
+
+
+def test_credentials_file_linked_out_of_the_folder_is_refused(connector, cli,
+                                                              tmp_path: Path) -> None:
+    outside = tmp_path / "host-secret.txt"
+    outside.write_text("host-only-secret")
+    c = connector(CODE, "name: x\ncredentials: {file: token.txt}\n")
+    (c / "token.txt").symlink_to(outside)
+    r = cli("refresh", str(c), "--sandbox", "process")
+    assert r.returncode == 2, r.stdout
+    assert "credentials.file: token.txt resolves outside the connector folder" in r.stderr
+    assert "host-only-secret" not in r.stdout + r.stderr
+
