@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from worker import naming
+from worker import ceilings, naming
 from worker.console import (
     EXIT_BAD,
     EXIT_FAILED,
@@ -47,9 +47,12 @@ def _default_output() -> str:
 
 
 def _load(path: str) -> Connector:
+    """The folder, validated, with its limits within the operator's global ceilings."""
     try:
-        return load_connector(path)
-    except SpecError as e:
+        c = load_connector(path)
+        ceilings.enforce(c, ceilings.global_ceilings())
+        return c
+    except (SpecError, ceilings.CeilingError) as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         sys.exit(EXIT_BAD)
 
@@ -103,7 +106,7 @@ class _Commands(click.Group):
     (`test`, `refresh PATH`) never use them."""
 
     lazy = {"deploy": "worker.queue.cli", "status": "worker.queue.cli",
-            "worker": "worker.queue.cli"}
+            "ceilings": "worker.queue.cli", "worker": "worker.queue.cli"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from redis import Redis
 
-from worker import naming, secrets
+from worker import ceilings, naming, secrets
 from worker.bundle import BundleError, make_bundle, unpack_bundle
 from worker.errors import ConfigError
 from worker.settings import settings
@@ -75,6 +75,7 @@ def deploy(redis: Redis, folder: str | os.PathLike[str],
     """Store the folder's connector for its tenant; returns the deployment."""
     connector = load_connector(folder)
     spec = connector.spec
+    ceilings.enforce(connector, ceilings.tenant_ceilings(redis, spec.tenant))
     exclude = []
     if spec.credentials and spec.credentials.file:
         exclude.append(connector.path / spec.credentials.file)

@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     watch_every: float = 15.0
     stuck_after: float = 60.0
 
+    # --- operator ceilings on connector limits (worker/ceilings.py) --------------------
+    # Unset: the defaults in worker/ceilings.py. A tenant's overrides live in Redis.
+    max_memory: str | None = None
+    """Largest `limits.memory` a connector may ask for (e.g. 2g)."""
+    max_cpus: float | None = None
+    """Largest `limits.cpus` (never more than the host's CPUs)."""
+    max_timeout: float | None = None
+    """Largest `limits.timeout`, seconds."""
+    max_output_bytes: str | None = None
+    """Largest `limits.max_output_bytes` (e.g. 10g)."""
+    max_pids: int | None = None
+    """Largest `limits.pids`."""
+
     @field_validator("retry_intervals", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:

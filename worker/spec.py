@@ -212,8 +212,8 @@ def parse_size(value: int | str) -> int:
 
 class Limits(_Strict):
     memory: Annotated[int, Field(gt=0)] = 512 << 20
-    cpus: float = Field(default=1.0, gt=0)
-    timeout: float = Field(default=300.0, gt=0)
+    cpus: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    timeout: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     max_output_bytes: Annotated[int, Field(gt=0)] = 1 << 30
     pids: int = Field(default=128, gt=0)
     network: Literal["none", "egress"] = "none"

@@ -48,3 +48,40 @@ def test_credentials_file_linked_out_of_the_folder_is_refused(connector, cli,
     assert "credentials.file: token.txt resolves outside the connector folder" in r.stderr
     assert "host-only-secret" not in r.stdout + r.stderr
 
+
+@pytest.mark.parametrize(("limits", "needles"), [
+    ("{timeout: .inf}", ["limits.timeout: Input should be a finite number"]),
+    ("{timeout: .nan}", ["limits.timeout: Input should be a finite number"]),
+    ("{cpus: .inf}", ["limits.cpus: Input should be a finite number"]),
+    ("{memory: 1t, pids: 4000000, timeout: 1e9}",
+     ["limits.memory: 1 TiB is over the operator's ceiling of 2 GiB",
+      "limits.pids: 4000000 is over the operator's ceiling of 512",
+      "limits.timeout: 1000000000 s is over the operator's ceiling of 3600 s"]),
+    ("{cpus: 100000}", ["limits.cpus: 100000 is over the operator's ceiling of"]),
+    ("{max_output_bytes: 1000t}", ["limits.max_output_bytes: 1000 TiB is over the "
+                                   "operator's ceiling of 10 GiB"]),
+])
+def test_validate_refuses_limits_over_the_ceilings(connector, cli, limits: str,
+                                                   needles: list[str]) -> None:
+    c = connector(CODE, f"name: x\nlimits: {limits}\n")
+    r = cli("validate", str(c))
+    assert r.returncode == 2, r.stdout
+    for needle in needles:
+        assert needle in " ".join(r.stderr.split()), r.stderr
+
+
+def test_ceilings_are_the_operators_to_raise(connector, cli) -> None:
+    c = connector(CODE, "name: x\nlimits: {memory: 3g, timeout: 7200}\n")
+    r = cli("validate", str(c))
+    assert r.returncode == 2
+    assert "(CONNECTOR_MAX_MEMORY)" in r.stderr and "(CONNECTOR_MAX_TIMEOUT)" in r.stderr
+    r = cli("validate", str(c), env={"CONNECTOR_MAX_MEMORY": "4g",
+                                     "CONNECTOR_MAX_TIMEOUT": "7200"})
+    assert r.returncode == 0, r.stderr
+
+
+def test_local_refresh_refuses_limits_over_the_ceilings(connector, cli) -> None:
+    c = connector(CODE, "name: x\nlimits: {pids: 4000000}\n")
+    r = cli("refresh", str(c), "--sandbox", "process")
+    assert r.returncode == 2
+    assert "limits.pids: 4000000 is over the operator's ceiling of 512" in r.stderr

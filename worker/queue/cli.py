@@ -1,4 +1,4 @@
-"""Queue-mode commands: deploy, refresh --queue, show --tenant, status, worker.
+"""Queue-mode commands: deploy, refresh --queue, show --tenant, status, ceilings, worker.
 
 Registered on the `connector` group by worker/cli.py. Exit codes as in local mode:
 0 ok, 1 the refresh failed, 2 bad connector, usage, unknown connector or no Redis.
@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from worker import ceilings as ceilings_
 from worker.console import (
     EXIT_BAD,
     EXIT_FAILED,
@@ -156,6 +157,31 @@ def status(name: str, tenant: str, limit: int) -> None:
         if r.summary.failures:
             err.print(f"[bold]refresh {r.id}[/bold]:")
             print_failures(r.summary.failures, tail=2000)
+
+
+@click.command()
+@click.argument("tenant")
+@click.option("--memory", help="Largest limits.memory (e.g. 4g).")
+@click.option("--cpus", help="Largest limits.cpus (never above the host's).")
+@click.option("--timeout", help="Largest limits.timeout, seconds.")
+@click.option("--max-output-bytes", help="Largest limits.max_output_bytes (e.g. 10g).")
+@click.option("--pids", help="Largest limits.pids.")
+@click.option("--reset", is_flag=True, help="Drop this tenant's overrides first.")
+def ceilings(tenant: str, reset: bool, **values: str | None) -> None:
+    """Operator: show or override one tenant's ceilings on connector limits."""
+    given = {k: v for k, v in values.items() if v is not None}
+    client = _client(tenant)  # checks Redis and the tenant name
+    try:
+        c = (ceilings_.set_tenant_ceilings(client.redis, tenant, given, reset)
+             if given or reset else ceilings_.tenant_ceilings(client.redis, tenant))
+    except (ConnectorError, ValueError) as e:  # a bad value, or a bad tenant name
+        _fail(str(e))
+    t = Table(title=f"ceilings of tenant {tenant}")
+    for col in ("limit", "ceiling", "set by"):
+        t.add_column(col)
+    for field in ceilings_.ENV:
+        t.add_row(field, ceilings_.show(field, getattr(c, field)), escape(c.source[field]))
+    wide.print(t)
 
 
 @click.command()

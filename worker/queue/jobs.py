@@ -22,6 +22,7 @@ from typing import Any
 from redis import Redis
 from rq.job import Job
 
+from worker import ceilings
 from worker.errors import ConnectorError
 from worker.models import FailedFragment, FailureKind, FragmentFailure, RefreshRecord
 from worker.queue import enqueue
@@ -50,6 +51,8 @@ def _session(ctx: WorkerContext, key: SessionKey) -> Session:
     def opener() -> Session:
         try:
             connector = _connector(ctx, key)
+            # The deployed spec against today's ceilings: they may have been lowered.
+            ceilings.enforce(connector, ceilings.tenant_ceilings(ctx.redis, key.tenant))
             creds = open_credentials(get_deployment(ctx.redis, key.tenant, key.connector))
         except ConnectorError as e:
             # Setup (a bad bundle, spec or credentials reference): its kind says whether

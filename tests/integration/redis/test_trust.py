@@ -199,3 +199,36 @@ def test_credential_references_stay_inside_the_tenants_directory(queue_env, conn
         rows = queue_env.cli("show", "mine", "--tenant", "evil", "--jsonl").stdout
         for secret in secrets_:
             assert secret not in out + rows + queue_env.logs(), (attack, secret)
+
+
+def test_tenant_ceilings_hold_at_deploy_and_on_the_worker(queue_env, tmp_path: Path,
+                                                          redis_client) -> None:
+    """The operator lowers one tenant's memory ceiling: that tenant may no longer deploy
+    a connector asking more, another tenant still may, and a version deployed before
+    the change fails on the worker (a limit failure, not retried) instead of
+    running with the old limits."""
+    big = "limits: {memory: 512m}\n"
+    early = PlanConnector(tmp_path / "e", "early", "small", extra_spec=big)
+    early.set({"a": {"fp": "1", "rows": [1]}})
+    queue_env.deploy(early.folder)
+
+    r = queue_env.cli("ceilings", "small", "--memory", "256m", "--pids", "64")
+    assert r.returncode == 0, r.stderr
+    assert "memory" in r.stdout and "256 MiB" in r.stdout
+    r = queue_env.cli("ceilings", "small", "--memory", "lots")
+    assert r.returncode == 2 and "not a size" in r.stderr
+
+    late = PlanConnector(tmp_path / "l", "late", "small", extra_spec=big)
+    r = queue_env.cli("deploy", str(late.folder))
+    assert r.returncode == 2, r.stdout
+    assert ("limits.memory: 512 MiB is over the operator's ceiling of 256 MiB (tenant "
+            "override (connector ceilings small))") in " ".join(r.stderr.split())
+    other = PlanConnector(tmp_path / "o", "late", "roomy", extra_spec=big)
+    queue_env.deploy(other.folder)
+
+    queue_env.start_workers(1)
+    r, s = queue_env.refresh("early", "small")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "failed (limit)" in r.stderr
+    assert "limits.memory: 512 MiB is over the operator's ceiling of 256 MiB" in r.stderr
+    assert early.reads() == []
