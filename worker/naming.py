@@ -8,10 +8,11 @@ parts back, and `a-b`/`c` and `a`/`b-c` stay apart. Hierarchical identifiers joi
 same validated parts with a character no name holds either: `:` in Redis keys, `/` in
 paths. Every builder is here, and nothing else in the project joins names.
 
-The grammar is also what Docker accepts in a repository path component, and 63
+The grammar itself (`name_problem`) lives in worker/spec.py, where names are
+validated, because the sandbox runtime imports that module and nothing else of the
+host's. It is also what Docker accepts in a repository path component, and 63
 characters keep every path component and image reference under the kernel's and the
-registry's limits. This module is imported by the sandbox runtime (through
-worker/spec.py): standard library only.
+registry's limits.
 """
 
 from __future__ import annotations
@@ -19,28 +20,15 @@ from __future__ import annotations
 import re
 
 from worker.settings import settings
+from worker.spec import name_problem
 
-NAME_MAX = 63
-NAME_PATTERN = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
-NAME_RULE = ("1 to 63 characters of a-z, 0-9, and single '-' or '_' between them "
-             "(no leading, trailing or doubled separator)")
 SEP = "--"
-_NAME = re.compile(NAME_PATTERN)
 # RQ's job id alphabet; refresh ids and job parts are checked against it.
 _TOKEN = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
 
 
 class InvalidName(ValueError):
     """A tenant or connector name outside the grammar."""
-
-
-def name_problem(value: str) -> str | None:
-    """Why `value` is not a valid name, or None."""
-    if len(value) > NAME_MAX:
-        return f"is {len(value)} characters long; the limit is {NAME_MAX}"
-    if not _NAME.match(value):
-        return f"must be {NAME_RULE}"
-    return None
 
 
 def check_name(kind: str, value: str) -> str:

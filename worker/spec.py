@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from worker import column_types, naming
+from worker import column_types
 from worker.errors import ConfigError
 
 SPEC_FILE = "connector.yaml"
@@ -34,6 +34,23 @@ REQUIRED_FUNCTIONS = ("list_objects", "read_bytes")
 
 class SpecError(ConfigError):
     """A connector folder that cannot be used; the message names file, field and reason."""
+
+
+# Tenant and connector names. worker/naming.py builds every id, key and path from them
+# and relies on this grammar: '--' never occurs inside a name.
+NAME_MAX = 63
+NAME_RULE = ("1 to 63 characters of a-z, 0-9, and single '-' or '_' between them "
+             "(no leading, trailing or doubled separator)")
+_NAME = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
+
+
+def name_problem(value: str) -> str | None:
+    """Why `value` is not a valid tenant or connector name, or None."""
+    if len(value) > NAME_MAX:
+        return f"is {len(value)} characters long; the limit is {NAME_MAX}"
+    if not _NAME.match(value):
+        return f"must be {NAME_RULE}"
+    return None
 
 
 class _Strict(BaseModel):
@@ -262,7 +279,7 @@ class ConnectorSpec(_Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         # One grammar for every name: ids, keys, images and paths are built from them.
-        problem = naming.name_problem(v)
+        problem = name_problem(v)
         if problem is not None:
             raise ValueError(problem)
         return v
