@@ -883,3 +883,143 @@ def test_session_replaced_after_the_runtime_killed_itself(mid_runs):
     assert refresh.failure("b_kill_self") == "(user) container exited 137"
     assert sorted({r["frag"] for r in mid_runs.rows["refresh"]}) == ["a_print_mid", "c_after"]
     assert not sandbox_containers({mid_runs.name})
+
+
+# ------------------------------ group 5: queue mode, tenant against tenant and worker
+#
+# The attacker is tenant `acme-orders`, deploying through the real CLI to workers that
+# run its code in Docker. The victim is tenant `acme`, whose connector `orders-daily`
+# has sealed credentials and a schedule. What the attacker controls: its spec, its
+# folder, its code, and (as a forged or stale deployment record) its stored
+# credentials reference. What it must never get: the victim's schedule, image, rows or
+# credentials, the worker's Fernet key, environment or files, or limits above its
+# ceilings.
+
+QUEUE_PROBE_CODE = r'''
+import json, os
+
+def context(credentials):
+    return credentials
+
+def list_objects(ctx, meta):
+    yield {"name": "probe", "fingerprint": "1"}
+
+def attempt(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(65536).decode("utf-8", "replace")
+    except OSError as e:
+        return type(e).__name__
+
+def read_bytes(ctx, meta):
+    paths = json.loads(ctx)["paths"]
+    got = {p: attempt(p) for p in paths}
+    got["env"] = json.dumps(dict(os.environ))
+    got["creds"] = ctx
+    yield json.dumps({"got": json.dumps(got)}) + "\n"
+'''
+
+
+def test_queue_mode_tenant_attacks(queue_env, redis_client, tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    from worker.registry import StoredCredentials, get_deployment
+    from worker.state import keys
+
+    key = Fernet.generate_key().decode()
+    victim_secret = f"VICTIM-{secrets.token_hex(8)}"
+    worker_secret = f"WORKER-{secrets.token_hex(8)}"
+    creds_dir = tmp_path / "creds"
+    victim_file = creds_dir / "acme" / "orders-daily" / "token.txt"
+    victim_file.parent.mkdir(parents=True)
+    victim_file.write_text(victim_secret)
+    evil_dir = creds_dir / "acme-orders" / "daily"
+    evil_dir.mkdir(parents=True)
+    (evil_dir / "token.txt").write_text(json.dumps(
+        {"paths": [str(victim_file), "/proc/1/environ", str(creds_dir)]}))
+    (evil_dir / "link.txt").symlink_to(victim_file)
+    queue_env.env.update({"CONNECTOR_SANDBOX": "docker", "CONNECTOR_SECRET_KEY": key,
+                          "CONNECTOR_RETRY_INTERVALS": "1,1,1"})
+
+    victim = write_connector(tmp_path / "victim", QUEUE_PROBE_CODE, """
+        name: orders-daily
+        tenant: acme
+        parser: {format: json}
+        credentials: {file: secret.json}
+        schedule: {every: 1h}
+        limits: {timeout: 60}
+        """, files={"secret.json": json.dumps({"paths": [], "secret": victim_secret})})
+    evil = write_connector(tmp_path / "evil", QUEUE_PROBE_CODE, """
+        name: daily
+        tenant: acme-orders
+        parser: {format: json}
+        credentials: {file: token.txt}
+        schedule: {every: 1h}
+        limits: {timeout: 60}
+        """)
+    queue_env.deploy(victim)
+    queue_env.deploy(evil, "--credentials-ref")
+
+    # tenant -> tenant: names that a '-' join confuses keep separate schedules
+    rq = queue_env.env["RQ_KEY_PREFIX"]
+    for tenant in ("acme", "acme-orders"):
+        assert redis_client.zcard(f"{rq}:scheduled:{keys.tenant_queue(tenant)}") == 1, tenant
+
+    # tenant -> worker: limits above the operator's ceilings are refused at deploy
+    greedy = write_connector(tmp_path / "greedy", QUEUE_PROBE_CODE, """
+        name: greedy
+        tenant: acme-orders
+        parser: {format: json}
+        limits: {memory: 1t, pids: 4000000, timeout: .inf}
+        """)
+    r = queue_env.cli("deploy", str(greedy))
+    assert r.returncode == 2 and "limits.timeout: Input should be a finite number" in r.stderr
+
+    queue_env.start_workers(1, env={"CONNECTOR_CREDENTIALS_DIR": str(creds_dir),
+                                    "WORKER_ONLY_SECRET": worker_secret})
+    secrets_ = (victim_secret, worker_secret, key)
+
+    def leaked(text: str) -> list[str]:
+        return [s for s in secrets_ if s in text]
+
+    # the attacker's code, in its container, looks for the victim's file, the
+    # worker's environment and the credentials directory: none is there
+    r, s = queue_env.refresh("daily", "acme-orders")
+    assert r.returncode == 0, r.stderr + queue_env.logs()
+    (row,) = queue_env.rows("daily", "acme-orders")
+    got = json.loads(row["got"])
+    assert got[str(victim_file)] == "FileNotFoundError"
+    assert got[str(creds_dir)] in ("FileNotFoundError", "IsADirectoryError")
+    assert not leaked(row["got"])
+
+    # its stored reference, forged to point at the worker's secrets or the victim's
+    # file: refused on the worker as the attacker's own error
+    k = keys.ConnectorKeys("acme-orders", "daily")
+    forged = {
+        "worker key": StoredCredentials(env="CONNECTOR_SECRET_KEY"),
+        "worker env": StoredCredentials(env="WORKER_ONLY_SECRET"),
+        "worker environ": StoredCredentials(file="/proc/self/environ"),
+        "other tenant": StoredCredentials(file="../../acme/orders-daily/token.txt"),
+        "link to other tenant": StoredCredentials(file="link.txt"),
+    }
+    for i, (attack, stored) in enumerate(forged.items()):
+        # a new version first, so no warm session opened with honest credentials is used
+        (evil / f"v{i}.txt").write_text(attack)
+        queue_env.deploy(evil, "--credentials-ref")
+        d = get_deployment(redis_client, "acme-orders", "daily")
+        redis_client.set(k.deployment, d.model_copy(update={"credentials": stored})
+                         .model_dump_json(by_alias=True))
+        r, s = queue_env.refresh("daily", "acme-orders")
+        assert r.returncode == 1, (attack, r.stdout, r.stderr)
+        assert "failed (user)" in r.stderr, (attack, r.stderr)
+        rows_ = queue_env.cli("show", "daily", "--tenant", "acme-orders", "--jsonl").stdout
+        assert not leaked(r.stdout + r.stderr + rows_ + queue_env.logs()), attack
+
+    # the victim is untouched: its own rows, its own image repository
+    r, s = queue_env.refresh("orders-daily", "acme")
+    assert r.returncode == 0, r.stderr + queue_env.logs()
+    (row,) = queue_env.rows("orders-daily", "acme")
+    assert json.loads(json.loads(row["got"])["creds"])["secret"] == victim_secret
+    repos = {t.split(":")[0] for img in docker.from_env().images.list(
+        filters={"label": "io.connector.tenant"}) for t in img.tags}
+    assert {"connector-acme--orders-daily", "connector-acme-orders--daily"} <= repos
