@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+from worker.errors import ConfigError
 from worker.settings import settings
 from worker.spec import name_problem
 
@@ -27,7 +28,7 @@ SEP = "--"
 _TOKEN = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
 
 
-class InvalidName(ValueError):
+class InvalidName(ConfigError, ValueError):
     """A tenant or connector name outside the grammar."""
 
 

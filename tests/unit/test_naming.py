@@ -81,3 +81,17 @@ def test_longest_names_run_through_every_builder(tmp_path: Path) -> None:
     for what, build in _builders(tmp_path).items():
         assert build(t, c), what
     assert len(_builders(tmp_path)["image repository"](t, c)) < 255
+
+
+@pytest.mark.parametrize("args", [
+    ("status", "x", "--tenant", "Bad/../x"),
+    ("refresh", "x", "--tenant", "Bad", "--queue"),
+    ("show", "x", "--tenant", "Bad"),
+    ("status", "../x", "--tenant", "acme"),
+    ("ceilings", "Bad"),
+])
+def test_bad_names_on_the_command_line_are_usage_errors(cli, args: tuple[str, ...]) -> None:
+    r = cli(*args, env={"REDIS_URL": "redis://127.0.0.1:1/0"})  # never reached
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "invalid tenant name 'Bad" in r.stderr or "invalid connector name '../x'" in r.stderr
+    assert "Traceback" not in r.stderr

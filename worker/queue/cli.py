@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worker import ceilings as ceilings_
+from worker import naming
 from worker.console import (
     EXIT_BAD,
     EXIT_FAILED,
@@ -46,7 +47,16 @@ def _fail(message: str) -> NoReturn:
     sys.exit(EXIT_BAD)
 
 
+def _named(kind: str, value: str) -> str:
+    """A tenant or connector name from the command line, or a usage error."""
+    try:
+        return naming.check_name(kind, value)
+    except naming.InvalidName as e:
+        _fail(str(e))
+
+
 def _client(tenant: str) -> TenantClient:
+    _named("tenant", tenant)
     r = connect()
     try:
         r.ping()
@@ -63,7 +73,7 @@ def _target(path: str, tenant: str | None) -> tuple[str, str]:
         except SpecError as e:
             _fail(str(e))
         return spec.tenant, spec.name
-    return tenant or "default", path
+    return _named("tenant", tenant or "default"), _named("connector", path)
 
 
 @click.command()
@@ -130,6 +140,7 @@ def _when(ts: float | None) -> str:
 @click.option("--limit", default=10, show_default=True, help="Refreshes to show.")
 def status(name: str, tenant: str, limit: int) -> None:
     """Recent refreshes of a deployed connector, with failures and their logs."""
+    _named("connector", name)
     client = _client(tenant)
     try:
         d = client.deployment(name)
