@@ -17,6 +17,19 @@ from worker.settings import settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# A connector whose one row is its credentials: what a test must never see leak.
+ECHO_CODE = '''
+def context(credentials):
+    return credentials
+
+def list_objects(context, metadata):
+    yield {"name": "one", "fingerprint": "1"}
+
+def read_bytes(context, metadata):
+    yield "got\\n" + context.replace("\\n", " ").replace("\\x00", " ") + "\\n"
+'''
+
+
 def write_connector(folder: Path, code: str, spec: str,
                     files: dict[str, str] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,16 +8,7 @@ from pathlib import Path
 
 import pytest
 
-CODE = """
-def context(credentials):
-    return credentials
-
-def list_objects(context, metadata):
-    yield {"name": "one", "fingerprint": "1"}
-
-def read_bytes(context, metadata):
-    yield "secret\\n" + context + "\\n"
-"""
+from tests.conftest import ECHO_CODE as CODE
 
 
 @pytest.mark.parametrize(("creds", "needle"), [

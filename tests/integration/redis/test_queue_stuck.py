@@ -71,6 +71,7 @@ def test_lost_finalize_job_is_reenqueued_and_the_refresh_closes(queue_env, tmp_p
                                                                 redis_client):
     """Every fragment accounted for, but no finalize job: the watchdog enqueues it again
     rather than failing a refresh that did all its work."""
+    from worker import naming
     from worker.queue.tracker import Tracker
     from worker.state import keys
 
@@ -82,7 +83,7 @@ def test_lost_finalize_job_is_reenqueued_and_the_refresh_closes(queue_env, tmp_p
     rq_prefix = queue_env.env["RQ_KEY_PREFIX"]
     queue_key = f"{rq_prefix}:queue:{keys.tenant_queue('acme')}"
     (list_job,) = [j.decode() for j in redis_client.lrange(queue_key, 0, -1)]
-    assert list_job.endswith(f"{rid}-list")
+    assert list_job == naming.job_id("acme", "nofin", rid, "list")
     redis_client.delete(queue_key, f"{rq_prefix}:job:{list_job}")
     Tracker(redis_client, "acme", "nofin", rid).plan([], [], [])
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ECHO_CODE
 from tests.integration.queue_connectors import PlanConnector
 
 pytestmark = pytest.mark.redis
@@ -110,16 +111,6 @@ def test_broken_deployments_fail_once_as_the_tenants_error(queue_env, tmp_path, 
     assert "Traceback" not in queue_env.logs()
 
 
-ECHO_CODE = '''
-def context(credentials):
-    return credentials
-
-def list_objects(context, metadata):
-    yield {"name": "one", "fingerprint": "1"}
-
-def read_bytes(context, metadata):
-    yield "got\\n" + context.replace("\\n", " ").replace("\\x00", " ") + "\\n"
-'''
 ECHO_SPEC = """
 name: {name}
 tenant: {tenant}
