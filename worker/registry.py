@@ -126,7 +126,13 @@ def materialize(redis: Redis, tenant: str, name: str, digest: str) -> Connector:
         except tarfile.TarError as e:  # a `../` or absolute entry, a link, a bad archive
             raise BundleError(f"bundle {digest[:12]} of '{tenant}/{name}' cannot be "
                               f"unpacked safely: {e}") from None
-    return load_connector(folder)
+    connector = load_connector(folder)
+    spec = connector.spec
+    if (spec.tenant, spec.name) != (tenant, name):
+        # Outputs, labels and images are named from the spec: it must be this key's.
+        raise BundleError(f"bundle {digest[:12]} of '{tenant}/{name}' holds connector "
+                          f"'{spec.tenant}/{spec.name}'")
+    return connector
 
 
 def open_credentials(d: Deployment) -> str | None:

@@ -71,7 +71,8 @@ def _escaping_bundle() -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-@pytest.mark.parametrize("damage", ["escaping-entry", "hash-mismatch", "not-deployed"])
+@pytest.mark.parametrize("damage", ["escaping-entry", "hash-mismatch", "not-deployed",
+                                    "other-tenants-spec"])
 def test_broken_deployments_fail_once_as_the_tenants_error(queue_env, tmp_path, redis_client,
                                                            damage: str) -> None:
     """A bundle with a `../` entry, a bundle that does not match its hash, and a
@@ -86,6 +87,15 @@ def test_broken_deployments_fail_once_as_the_tenants_error(queue_env, tmp_path, 
     if damage == "escaping-entry":
         _tamper_bundle(redis_client, "acme", "broken", _escaping_bundle())
         expected = "escape.txt"
+    elif damage == "other-tenants-spec":
+        # the bundle's own connector.yaml claims tenant `victim`: its rows would land in
+        # victim's dataset if the worker trusted the bundle over the deployment's key
+        from worker.bundle import make_bundle
+
+        spec = c.folder / "connector.yaml"
+        spec.write_text(spec.read_text().replace("tenant: acme", "tenant: victim"))
+        _tamper_bundle(redis_client, "acme", "broken", make_bundle(c.folder)[0])
+        expected = "holds connector 'victim/broken'"
     elif damage == "hash-mismatch":
         _tamper_bundle(redis_client, "acme", "broken", b"not the bundle", "f" * 64)
         expected = "does not match its hash"
@@ -109,6 +119,7 @@ def test_broken_deployments_fail_once_as_the_tenants_error(queue_env, tmp_path, 
     assert expected in failure.message, failure.message
     assert "after retries" not in failure.message
     assert "Traceback" not in queue_env.logs()
+    assert not (queue_env.output / "victim").exists()
 
 
 ECHO_SPEC = """
