@@ -98,7 +98,7 @@ def test_connector_image_with_packages(client: docker.DockerClient, base: str, t
                                        wheel_cache: Path) -> None:
     conn = make_connector(tmp_path / "orders", "orders", ["six==1.16.0"])
     tag = build_connector_image(client, conn, wheel_cache)
-    assert tag.startswith("connector-test-orders:")
+    assert tag.startswith("connector-test--orders:")
     out = run(client, tag, "python", "-c",
               "import os, six, pyarrow; print(six.__version__, os.getuid());"
               "print(open('/opt/connector/connector.py').read().count('def '))")

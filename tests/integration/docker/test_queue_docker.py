@@ -132,7 +132,7 @@ def test_docker_queued_refresh_sealed_example_warm_sessions_no_leftovers(
     assert 1 <= creates(engine, "custom_parser", since) <= 2
     built = {t.split(":")[0] for i in engine.images.list(
         filters={"label": f"io.connector.tenant={TENANT}"}) for t in i.tags}
-    assert {f"connector-{TENANT}-custom_parser", f"connector-{TENANT}-many"} <= built
+    assert {f"connector-{TENANT}--custom_parser", f"connector-{TENANT}--many"} <= built
     assert our_containers(engine)  # still warm while the workers run
 
     queue_env.stop()  # SIGTERM
