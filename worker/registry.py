@@ -12,7 +12,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from redis import Redis
 
 from worker import ceilings, naming, secrets
@@ -97,7 +97,14 @@ def get_deployment(redis: Redis, tenant: str, name: str) -> Deployment:
     raw = redis.get(ConnectorKeys(tenant, name).deployment)
     if raw is None:
         raise NotDeployed(tenant, name)
-    return Deployment.model_validate_json(raw)
+    try:
+        return Deployment.model_validate_json(raw)
+    except ValidationError as e:
+        # Stored under older rules (or forged): today's rules hold for what runs.
+        why = "; ".join(f"{'.'.join(str(p) for p in x['loc'])}: "
+                        f"{x['msg'].removeprefix('Value error, ')}" for x in e.errors())
+        raise DeployError(f"stored deployment of '{tenant}/{name}' is not valid (deploy "
+                          f"it again): {why}") from None
 
 
 def known_tenants(redis: Redis) -> list[str]:

@@ -34,7 +34,6 @@ from worker.console import (
 from worker.errors import ConnectorError
 from worker.queue.client import TenantClient
 from worker.queue.conn import connect, redis_url
-from worker.registry import NotDeployed
 from worker.sink import Output
 from worker.spec import SpecError, load_connector
 
@@ -97,7 +96,7 @@ def queued_refresh(name: str, tenant: str | None, wait: bool, as_json: bool) -> 
     client = _client(t)
     try:
         handle = client.refresh(name)
-    except NotDeployed as e:
+    except ConnectorError as e:  # not deployed, or a stored deployment now refused
         _fail(str(e))
     if handle.joined:
         err.print(f"a refresh of {t}/{name} is already running: joining {handle.id}")
@@ -125,7 +124,7 @@ def queued_rows(name: str, tenant: str | None,
     t, name = _target(name, tenant)
     try:
         table, fragments = _client(t).rows(name, output)
-    except NotDeployed as e:
+    except ConnectorError as e:  # not deployed, or a stored deployment now refused
         _fail(str(e))
     return name, table, fragments
 
@@ -146,7 +145,7 @@ def status(name: str, tenant: str, limit: int) -> None:
         d = client.deployment(name)
         records = client.refreshes(name, limit)
         committed = client.committed(name)
-    except NotDeployed as e:
+    except ConnectorError as e:  # not deployed, or a stored deployment now refused
         _fail(str(e))
     out.print(f"[bold]{tenant}/{name}[/bold] version {d.bundle[:12]} deployed "
               f"{_when(d.deployed_at)}; {len(committed)} fragment(s), "

@@ -234,3 +234,42 @@ def test_tenant_ceilings_hold_at_deploy_and_on_the_worker(queue_env, tmp_path: P
     assert "failed (limit)" in r.stderr
     assert "limits.memory: 512 MiB is over the operator's ceiling of 256 MiB" in r.stderr
     assert early.reads() == []
+
+
+def test_a_stored_deployment_the_rules_now_refuse_fails_as_the_tenants_error(
+        queue_env, tmp_path: Path, redis_client) -> None:
+    """A deployment stored before today's rules (here: an absolute credentials file,
+    allowed then) is refused on the worker once, naming the field, not retried."""
+    import json
+
+    from worker.state.keys import ConnectorKeys
+    from worker.state.redis import RedisState
+
+    c = PlanConnector(tmp_path, "stale", "acme")
+    c.set({"a": {"fp": "1", "rows": [1]}})
+    queue_env.deploy(c.folder)
+    queue_env.env["CONNECTOR_RETRY_INTERVALS"] = "1,1,1"
+    rid = queue_env.start("stale", "acme")  # queued before the record turns stale
+    k = ConnectorKeys("acme", "stale")
+    raw = json.loads(redis_client.get(k.deployment))
+    raw["spec"]["credentials"] = {"env": None, "file": "/etc/shadow"}
+    raw["credentials"] = {"sealed": None, "env": None, "file": "/etc/shadow"}
+    redis_client.set(k.deployment, json.dumps(raw))
+    queue_env.start_workers(1)
+
+    import time
+
+    state = RedisState(redis_client, "acme", "stale")
+    deadline = time.monotonic() + 60
+    while (rec := state.refresh(rid)) is None or rec.status == "running":
+        assert time.monotonic() < deadline, queue_env.logs()
+        time.sleep(0.2)
+    [failure] = rec.summary.failures
+    assert failure.kind == "user", failure
+    assert "stored deployment of 'acme/stale' is not valid" in failure.message
+    assert "'/etc/shadow' is an absolute path" in failure.message
+    for args in (("status", "stale", "--tenant", "acme"),
+                 ("refresh", "stale", "--tenant", "acme", "--queue")):
+        r = queue_env.cli(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "stored deployment of 'acme/stale' is not valid" in r.stderr
