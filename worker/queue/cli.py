@@ -78,7 +78,8 @@ def _target(path: str, tenant: str | None) -> tuple[str, str]:
 @click.command()
 @click.argument("path")
 @click.option("--credentials-ref", is_flag=True,
-              help="Store only the credentials' env/file reference, resolved on the worker.")
+              help="Store only the credentials' file reference, read on the workers from "
+                   "CONNECTOR_CREDENTIALS_DIR/<tenant>/<name>/.")
 def deploy(path: str, credentials_ref: bool) -> None:
     """Store a connector version for its tenant (spec + bundle; credentials sealed)."""
     try:
