@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import docker
 import pytest
@@ -52,13 +53,15 @@ def test_warm_session_runs_context_once_as_non_root(connector, cli):
 
 
 def test_no_containers_left_after_refresh(connector, cli):
-    client = docker.from_env()
-    before = {c.id for c in client.containers.list(all=True, filters={"label": LABEL})}
-    c = connector(COUNTING, "name: tidy\n")
+    # A tenant of its own: other runs on this engine start and stop sandboxes meanwhile.
+    tenant = f"tidy{uuid.uuid4().hex[:8]}"
+    c = connector(COUNTING, f"name: tidy\ntenant: {tenant}\n")
     r, _ = cli.refresh(c, "--concurrency", "2", sandbox="docker")
     assert r.returncode == 0, r.stderr
-    after = {c.id for c in client.containers.list(all=True, filters={"label": LABEL})}
-    assert after <= before
+    client = docker.from_env()
+    left = client.containers.list(all=True, filters={
+        "label": [LABEL, f"io.connector.tenant={tenant}"]})
+    assert left == []
 
 
 def test_credentials_only_over_stdin(connector):
