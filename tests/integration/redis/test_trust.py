@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import ECHO_CODE
 from tests.integration.queue_connectors import PlanConnector
+from worker.models import RefreshRecord
 
 pytestmark = pytest.mark.redis
 
@@ -37,6 +38,20 @@ def test_schedules_of_colliding_names_are_both_armed(redis_client, rq_keys,
     for tenant in ("a-b", "a"):
         armed = tenant_queue(redis_client, tenant).scheduled_job_registry.get_job_ids()
         assert len(armed) == 1, (tenant, armed)
+
+
+def _finished(queue_env, redis_client, name: str, rid: str) -> RefreshRecord:
+    """Refresh `rid` of acme/`name` once it has ended (the workers decide when)."""
+    import time
+
+    from worker.state.redis import RedisState
+
+    state = RedisState(redis_client, "acme", name)
+    deadline = time.monotonic() + 60
+    while (rec := state.refresh(rid)) is None or rec.status == "running":
+        assert time.monotonic() < deadline, queue_env.logs()
+        time.sleep(0.2)
+    return rec
 
 
 def _tamper_bundle(redis_client, tenant: str, name: str, data: bytes,
@@ -105,16 +120,7 @@ def test_broken_deployments_fail_once_as_the_tenants_error(queue_env, tmp_path, 
         expected = "no connector 'acme/broken' is deployed"
     queue_env.start_workers(1)
 
-    from worker.state.redis import RedisState
-
-    state = RedisState(redis_client, "acme", "broken")
-    import time
-
-    deadline = time.monotonic() + 60
-    while (rec := state.refresh(rid)) is None or rec.status == "running":
-        assert time.monotonic() < deadline, queue_env.logs()
-        time.sleep(0.2)
-    [failure] = rec.summary.failures
+    [failure] = _finished(queue_env, redis_client, "broken", rid).summary.failures
     assert failure.kind == "user", failure
     assert expected in failure.message, failure.message
     assert "after retries" not in failure.message
@@ -243,7 +249,6 @@ def test_a_stored_deployment_the_rules_now_refuse_fails_as_the_tenants_error(
     import json
 
     from worker.state.keys import ConnectorKeys
-    from worker.state.redis import RedisState
 
     c = PlanConnector(tmp_path, "stale", "acme")
     c.set({"a": {"fp": "1", "rows": [1]}})
@@ -257,14 +262,7 @@ def test_a_stored_deployment_the_rules_now_refuse_fails_as_the_tenants_error(
     redis_client.set(k.deployment, json.dumps(raw))
     queue_env.start_workers(1)
 
-    import time
-
-    state = RedisState(redis_client, "acme", "stale")
-    deadline = time.monotonic() + 60
-    while (rec := state.refresh(rid)) is None or rec.status == "running":
-        assert time.monotonic() < deadline, queue_env.logs()
-        time.sleep(0.2)
-    [failure] = rec.summary.failures
+    [failure] = _finished(queue_env, redis_client, "stale", rid).summary.failures
     assert failure.kind == "user", failure
     assert "stored deployment of 'acme/stale' is not valid" in failure.message
     assert "'/etc/shadow' is an absolute path" in failure.message
