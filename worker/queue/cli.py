@@ -201,7 +201,7 @@ def ceilings(tenant: str, reset: bool, **values: str | None) -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 def worker(concurrency: int, burst: bool, log_level: str) -> None:
     """Run queue-mode workers on every tenant's queue (warm sessions, no fork per job)."""
-    from worker.queue.worker import run_many
+    from worker.queue.supervisor import run_many
 
     try:
         sys.exit(run_many(concurrency, burst, log_level))

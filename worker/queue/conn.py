@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import redis.exceptions
 from redis import Redis
 
 from worker.settings import settings
+
+# What a Redis call raises while Redis is unreachable: waited out, never a job's failure.
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def redis_url() -> str:

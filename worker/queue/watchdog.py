@@ -35,7 +35,7 @@ from worker.state import keys
 from worker.state.keys import ConnectorKeys
 from worker.state.redis import RedisState
 
-log = logging.getLogger("rq.worker")
+log = logging.getLogger(__name__)
 RECENT = 3  # newest refresh records of a connector looked at (besides the lock holder)
 _DEAD = {"finished", "failed", "stopped", "canceled"}
 

@@ -1,26 +1,19 @@
-"""The queue-mode worker: an RQ SimpleWorker on every tenant's queue.
+"""The queue-mode worker: an RQ SimpleWorker on every tenant's queue, and what it
+overrides in RQ.
 
 - No fork per job (SimpleWorker): jobs run in this process, so sandbox sessions stay
   warm between jobs (worker.queue.sessions), keyed by tenant, connector and version.
 - Fairness: one queue per tenant, dequeued round-robin; the list of tenant queues is
   re-read from Redis while idle, so a newly deployed tenant is served within a second.
-- Dead workers: RQ only learns that a job's worker died when the job's started-registry
-  entry expires, and SimpleWorker sends no heartbeat while a job runs. Here a thread
-  heartbeats the running job every HEARTBEAT s with a short entry TTL (STARTED_TTL),
-  and a reaper thread in every worker (one at a time, by lock) runs RQ's started-
-  registry cleanup every REAP_EVERY s: in rq 3.0 an abandoned job with retries left is
-  retried (with its backoff), otherwise failed through its failure callback. The same
-  pass promotes due scheduled jobs (retry backoff, periodic refreshes) onto their
-  queues, so RQ's separate scheduler process is not needed. A SIGKILLed worker's job
-  runs again after at most STARTED_TTL + REAP_EVERY + first backoff (~35 s default).
-  Every WATCH_EVERY s the same thread also looks for stuck refreshes
-  (worker.queue.watchdog).
+- Dead workers: SimpleWorker sends no heartbeat while a job runs. Here a thread
+  heartbeats the running job every HEARTBEAT s with a short entry TTL (STARTED_TTL), so
+  the reaper (worker.queue.reaper) finds the job of a worker that died soon after.
 - Redis blips: RQ's work loop quits on any exception it does not expect, a Redis
   ConnectionError included. Here every Redis call of the loop waits for Redis to come
-  back (backoff 1 s doubling to 30 s) instead; a job whose outcome could not be recorded
-  is handed to RQ's failure path once Redis answers (retried with backoff, as any
-  infrastructure failure), and a job dequeued but not yet started is put back. Should
-  the loop end anyway, `run_one` starts a new worker once Redis answers.
+  back (worker.backoff, 1 s doubling to 30 s) instead; a job whose outcome could not be
+  recorded is handed to RQ's failure path once Redis answers (retried with backoff, as
+  any infrastructure failure), and a job dequeued but not yet started is put back.
+  Should the loop end anyway, worker.queue.supervisor starts a new one.
 - `--burst` quits when no tenant queue holds work and nothing is running, abandoned or
   due for a retry soon: it drains retries too, which RQ's own burst mode would not.
 """
@@ -29,10 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -41,34 +30,26 @@ import redis.exceptions
 from redis import Redis
 from rq import Queue
 from rq.callbacks import execute_failure_callback
-from rq.exceptions import DequeueTimeout, InvalidJobOperation, NoSuchJobError, StopRequested
+from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
 from rq.job import Job
 from rq.job_lifecycle import format_exc_info
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
-from rq.timeouts import TimerDeathPenalty
 from rq.worker import DequeueStrategy, SimpleWorker, WorkerStatus
 
-from worker.queue import context, watchdog
-from worker.queue.conn import connect
+from worker.backoff import Backoff
+from worker.queue import context
+from worker.queue.backlog import queue_names, work_left
+from worker.queue.conn import REDIS_DOWN
 from worker.queue.context import WorkerContext
-from worker.registry import known_tenants
+from worker.queue.reaper import Reaper
 from worker.settings import settings
 from worker.state import keys
 
 HEARTBEAT = settings().heartbeat
 STARTED_TTL = settings().started_ttl
-REAP_EVERY = settings().reap_every
-POLL = 1                      # seconds a dequeue blocks before re-reading tenants
-SOON = 60                     # burst: scheduled jobs due within this still count as work
-MAX_BACKOFF = 30.0            # seconds between pings while Redis is unreachable
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-log = logging.getLogger("rq.worker")
-
-
-def queue_names(redis: Redis) -> list[str]:
-    return [keys.tenant_queue(t) for t in known_tenants(redis)] + [keys.system_queue()]
+POLL = 1  # seconds a dequeue blocks before re-reading tenants
+log = logging.getLogger(__name__)
 
 
 class _JobHeartbeat(threading.Thread):
@@ -87,57 +68,6 @@ class _JobHeartbeat(threading.Thread):
         self.join(timeout=5)
 
 
-class _Reaper(threading.Thread):
-    """Requeues abandoned jobs and promotes due scheduled ones, for every tenant."""
-
-    def __init__(self, redis: Redis) -> None:
-        super().__init__(daemon=True, name="reaper")
-        self._r = redis
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(REAP_EVERY):
-            try:
-                reap(self._r)
-            except REDIS_DOWN as e:  # a blip must not end the thread
-                log.warning("reaper: Redis unavailable (%s)", e)
-            except Exception:
-                log.exception("reaper pass failed")
-
-    def stop(self) -> None:
-        self._stop_event.set()
-
-
-def reap(r: Redis) -> None:
-    try:
-        watchdog.watch(r)  # its own lock and cadence
-    except REDIS_DOWN:
-        raise
-    except Exception:  # a watchdog bug must not stop the reaping below
-        log.exception("watchdog pass failed")
-    if not r.set(keys.reaper_lock(), os.getpid(), nx=True, ex=max(2, int(REAP_EVERY))):
-        return
-    for name in queue_names(r):
-        q = Queue(name, connection=r, serializer=JSONSerializer)
-        StartedJobRegistry(queue=q, serializer=JSONSerializer,
-                           death_penalty_class=TimerDeathPenalty).cleanup()
-        scheduled = ScheduledJobRegistry(queue=q, serializer=JSONSerializer)
-        for job_id in scheduled.get_jobs_to_schedule(int(time.time())):
-            with contextlib.suppress(InvalidJobOperation, NoSuchJobError):
-                scheduled.requeue(job_id)
-
-
-def work_left(r: Redis) -> bool:
-    soon = time.time() + SOON
-    for name in queue_names(r):
-        q = Queue(name, connection=r, serializer=JSONSerializer)
-        if q.count or StartedJobRegistry(queue=q).get_job_count(cleanup=False):
-            return True
-        if r.zcount(ScheduledJobRegistry(queue=q).key, 0, soon):
-            return True
-    return False
-
-
 class ConnectorWorker(SimpleWorker):
     log_result_lifespan = False
 
@@ -149,7 +79,7 @@ class ConnectorWorker(SimpleWorker):
         self.burst_mode = burst
         self.drained = False   # burst mode found no work left
         self.stopping = False  # a stop signal arrived
-        self._reaper = _Reaper(redis)
+        self._reaper = Reaper(redis)
 
     # --- queues ----------------------------------------------------------------------
 
@@ -197,21 +127,20 @@ class ConnectorWorker(SimpleWorker):
     # --- Redis blips ----------------------------------------------------------------
 
     def await_redis(self, during: str, error: BaseException) -> None:
-        """Block until Redis answers a PING (backoff doubling to MAX_BACKOFF). A stop
+        """Block until Redis answers a PING (worker.backoff). A stop
         request ends the wait: when idle, RQ's signal handler raises StopRequested."""
-        self.log.error("Worker %s: Redis unavailable during %s (%s); waiting for it",
-                       self.name, during, error)
-        wait = 1.0
+        log.error("Worker %s: Redis unavailable during %s (%s); waiting for it",
+                  self.name, during, error)
+        backoff = Backoff()
         while not self.stopping:
-            time.sleep(wait)
+            time.sleep(backoff.delay)
             try:
                 self.connection.ping()
             except REDIS_DOWN as e:
-                wait = min(wait * 2, MAX_BACKOFF)
-                self.log.warning("Worker %s: Redis still unavailable (%s); next try in "
-                                 "%.0f s", self.name, e, wait)
+                log.warning("Worker %s: Redis still unavailable (%s); next try in %.0f s",
+                            self.name, e, backoff.grow())
                 continue
-            self.log.warning("Worker %s: Redis is back", self.name)
+            log.warning("Worker %s: Redis is back", self.name)
             return
 
     def check_for_suspension(self, burst: bool) -> None:
@@ -233,7 +162,7 @@ class ConnectorWorker(SimpleWorker):
         try:
             super().heartbeat(timeout)
         except REDIS_DOWN as e:
-            self.log.warning("Worker %s: heartbeat failed (%s)", self.name, e)
+            log.warning("Worker %s: heartbeat failed (%s)", self.name, e)
 
     def set_shutdown_requested_date(self) -> None:
         # Called from the SIGTERM handler while a job runs: must not raise into the job.
@@ -281,7 +210,7 @@ class ConnectorWorker(SimpleWorker):
         try:
             if execution is None:
                 queue.enqueue_job(job, at_front=True)
-                self.log.warning("Worker %s: job %s put back on %s", self.name, job.id,
+                log.warning("Worker %s: job %s put back on %s", self.name, job.id,
                                  queue.name)
                 return
             registry = queue.started_job_registry
@@ -291,15 +220,15 @@ class ConnectorWorker(SimpleWorker):
             try:
                 execute_failure_callback(job, self.death_penalty_class, *exc_info)
             except Exception:
-                self.log.exception("Worker %s: failure callback of %s raised", self.name,
+                log.exception("Worker %s: failure callback of %s raised", self.name,
                                    job.id)
             self.handle_job_failure(job, queue, started_job_registry=registry,
                                     exc_string=format_exc_info(exc_info),
                                     execution=execution)
-            self.log.warning("Worker %s: job %s interrupted by a Redis blip: %s", self.name,
+            log.warning("Worker %s: job %s interrupted by a Redis blip: %s", self.name,
                              job.id, "retrying" if job.should_retry else "failed")
         except REDIS_DOWN as e:  # down again: the reaper retries it when its lease lapses
-            self.log.error("Worker %s: could not recover job %s (%s)", self.name, job.id, e)
+            log.error("Worker %s: could not recover job %s (%s)", self.name, job.id, e)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -316,87 +245,3 @@ class ConnectorWorker(SimpleWorker):
             self.ctx.sessions.close_all()
             context.install(None)
 
-
-def run_one(burst: bool, logging_level: str = "INFO") -> int:
-    """One worker process. Should RQ's loop end on an error (Redis gone at the wrong
-    moment), a new worker starts once Redis answers; a stop signal or a drained burst
-    ends it."""
-    r = connect()
-    r.ping()  # an unreachable Redis at start is reported, not waited for
-    ctx = WorkerContext.from_env(r)
-    wait = 1.0
-    w: ConnectorWorker | None = None
-    while True:
-        started = time.monotonic()
-        try:
-            w = ConnectorWorker(r, ctx, burst=burst)
-            w.work(logging_level=logging_level)
-            if w.stopping or w.drained or w._stop_requested:
-                return 0
-            log.error("worker: the work loop ended unexpectedly")
-        except StopRequested:
-            return 0
-        except REDIS_DOWN as e:
-            log.error("worker: Redis unavailable (%s)", e)
-        if w is not None and (w.stopping or w._stop_requested):
-            return 0
-        if time.monotonic() - started > 60:
-            wait = 1.0
-        log.error("worker: starting a new work loop in %.0f s", wait)
-        try:
-            time.sleep(wait)
-        except StopRequested:  # SIGTERM, through the last loop's signal handler
-            return 0
-        if w is not None and w.stopping:
-            return 0
-        wait = min(wait * 2, MAX_BACKOFF)
-
-
-def run_many(concurrency: int, burst: bool, logging_level: str = "INFO") -> int:
-    """N worker processes (one job at a time each); signals are passed on to them. A
-    process that dies unexpectedly (non-zero exit, not on a signal of ours) is replaced,
-    with a backoff that doubles to MAX_BACKOFF while replacements keep dying young."""
-    if concurrency <= 1:
-        return run_one(burst, logging_level)
-    cmd = [sys.executable, "-m", "worker.cli", "worker", "--concurrency", "1",
-           "--log-level", logging_level, *(["--burst"] if burst else [])]
-    stopping = False
-    slots: list[tuple[subprocess.Popen[bytes], float]] = [
-        (subprocess.Popen(cmd), time.monotonic()) for _ in range(concurrency)]
-    backoff = [1.0] * concurrency
-    codes: list[int] = []
-
-    def forward(signum: int, _: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for c, _started in slots:
-            with contextlib.suppress(ProcessLookupError):
-                c.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    live = set(range(concurrency))
-    while live:
-        time.sleep(0.2)
-        for i in sorted(live):
-            child, started = slots[i]
-            code = child.poll()
-            if code is None:
-                continue
-            if code == 0 or stopping:
-                codes.append(code)
-                live.discard(i)
-                continue
-            backoff[i] = 1.0 if time.monotonic() - started > 60 else min(backoff[i] * 2,
-                                                                          MAX_BACKOFF)
-            log.error("worker: process %d exited %d; starting another in %.0f s",
-                      child.pid, code, backoff[i])
-            deadline = time.monotonic() + backoff[i]
-            while time.monotonic() < deadline and not stopping:
-                time.sleep(0.2)
-            if stopping:
-                codes.append(code)
-                live.discard(i)
-            else:
-                slots[i] = (subprocess.Popen(cmd), time.monotonic())
-    return max(codes, default=0)
