@@ -13,13 +13,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from worker.dispatch.pool import run_pool
 from worker.listing import Listing
 from worker.models import (
     MAX_SUMMARY_WARNINGS,
@@ -153,12 +153,6 @@ class _Feeder:
             return self._todo.popleft()
 
 
-def _lane_done(_: int, __: None, exc: BaseException | None) -> bool:
-    if exc is not None:  # a bug in the lane itself, not a fragment's failure
-        raise exc
-    return True
-
-
 def finalize(plan_deleted: list[str], output: Output, state: StateStore,
              tenant: str, connector: str) -> int:
     """Remove fragments no longer listed: state first, then their data and rejects."""
@@ -247,7 +241,9 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                     stop.set()
 
         lanes = max(1, min(concurrency, len(plan.to_read)))
-        run_pool(range(lanes), lane, lanes, _lane_done)
+        with ThreadPoolExecutor(max_workers=lanes) as lanes_pool:
+            for f in [lanes_pool.submit(lane, i) for i in range(lanes)]:
+                f.result()  # raises only for a bug in a lane: fragment failures are counted
         # Deletions are safe even after a failed read: the listing itself succeeded.
         summary.deleted = finalize(plan.deleted, output, state, connector.spec.tenant,
                                    connector.spec.name)
