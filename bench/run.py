@@ -1,6 +1,6 @@
 """Run the benchmarks and print their figures (`make bench`).
 
-    python3 bench/run.py                       # everything but scale, the issue's sizes
+    python3 bench/run.py                       # everything but scale, full sizes
     python3 bench/run.py --only e2e            # the headline: end to end, slope method
     python3 bench/run.py --only scale --scale-counts 1000,10000,100000
     python3 bench/run.py --quick               # smaller sizes, one repeat: a smoke run

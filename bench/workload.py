@@ -1,4 +1,4 @@
-"""The issue's workload and the benchmark connectors.
+"""The benchmark workload and connectors.
 
 CSV: 8 fragments x 100,000 rows, 8 columns (id int, ts ISO timestamp, name short
 string, amount float 2 dp, qty int, flag true/false, category one of 10, note 30

@@ -9,45 +9,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-
-# Fragments come from plan.json in the connector folder, so a test can change what the
-# "remote" holds between refreshes. A fragment whose content is "FAIL" raises.
-PLAN_CODE = """
-import json, pathlib
-HERE = pathlib.Path(__file__).parent
-
-def list_objects(context, metadata):
-    for name, spec in json.loads((HERE / "plan.json").read_text()).items():
-        yield {"name": name, "fingerprint": spec["fp"]}
-
-def read_bytes(context, metadata):
-    spec = json.loads((HERE / "plan.json").read_text())[metadata["name"]]
-    if spec["rows"] == "FAIL":
-        raise RuntimeError("remote said no for " + metadata["name"])
-    print("reading", metadata["name"])  # must land in the log, not in the protocol
-    yield "id,frag\\n"
-    for i in spec["rows"]:
-        yield f"{i},{metadata['name']}\\n"
-"""
-PLAN_SPEC = """
-name: plan
-schema:
-  - {name: id, type: int64}
-  - {name: frag, type: string}
-"""
+from tests.helpers.connectors import PlanConnector, ids
 
 
-def set_plan(folder: Path, plan: dict) -> None:
-    (folder / "plan.json").write_text(json.dumps(plan))
+@pytest.fixture
+def plan(tmp_path: Path) -> PlanConnector:
+    """A connector listing and reading what the test puts in its plan."""
+    return PlanConnector(tmp_path, "plan", "default")
 
 
-def ids(rows: list[dict]) -> list[int]:
-    return sorted(r["id"] for r in rows)
-
-
-def test_incremental_refresh_reads_only_new_and_changed(connector, cli):
-    c = connector(PLAN_CODE, PLAN_SPEC)
-    set_plan(c, {"a": {"fp": "1", "rows": [1, 2]}, "b": {"fp": "1", "rows": [3]}})
+def test_incremental_refresh_reads_only_new_and_changed(plan, cli):
+    c = plan.folder
+    plan.set({"a": {"fp": "1", "rows": [1, 2]}, "b": {"fp": "1", "rows": [3]}})
     r, s = cli.refresh(c)
     assert r.returncode == 0, r.stderr
     assert s == {"listed": 2, "read": 2, "skipped": 0, "deleted": 0, "failed": 0, "rows": 3,
@@ -59,7 +32,7 @@ def test_incremental_refresh_reads_only_new_and_changed(connector, cli):
     assert (s["read"], s["skipped"]) == (0, 2)
 
     # b changes, c appears, a disappears
-    set_plan(c, {"b": {"fp": "2", "rows": [30, 31]}, "c": {"fp": "1", "rows": [4]}})
+    plan.set({"b": {"fp": "2", "rows": [30, 31]}, "c": {"fp": "1", "rows": [4]}})
     r, s = cli.refresh(c)
     assert r.returncode == 0, r.stderr
     assert s == {"listed": 2, "read": 2, "skipped": 0, "deleted": 1, "failed": 0, "rows": 3,
@@ -70,11 +43,11 @@ def test_incremental_refresh_reads_only_new_and_changed(connector, cli):
     assert len(files) == 2
 
 
-def test_failed_fragment_is_reread_next_time_and_nothing_duplicates(connector, cli):
-    c = connector(PLAN_CODE, PLAN_SPEC)
-    plan = {f"f{i}": {"fp": "1", "rows": [i]} for i in range(6)}
-    plan["f3"] = {"fp": "1", "rows": "FAIL"}
-    set_plan(c, plan)
+def test_failed_fragment_is_reread_next_time_and_nothing_duplicates(plan, cli):
+    c = plan.folder
+    remote = {f"f{i}": {"fp": "1", "rows": [i]} for i in range(6)}
+    remote["f3"] = {"fp": "1", "rows": "FAIL"}
+    plan.set(remote)
     r, s = cli.refresh(c, "--concurrency", "1")
     assert r.returncode == 1
     assert s["failed"] == 1
@@ -83,17 +56,17 @@ def test_failed_fragment_is_reread_next_time_and_nothing_duplicates(connector, c
     first = ids(cli.rows(c))
     assert 3 not in first and len(first) == s["read"]
 
-    plan["f3"] = {"fp": "1", "rows": [3]}
-    set_plan(c, plan)
+    remote["f3"] = {"fp": "1", "rows": [3]}
+    plan.set(remote)
     r, s = cli.refresh(c)
     assert r.returncode == 0, r.stderr
     assert s["failed"] == 0 and s["skipped"] == len(first)
     assert ids(cli.rows(c)) == [0, 1, 2, 3, 4, 5]
 
 
-def test_test_command_prints_each_folder_once(connector, cli):
-    c = connector(PLAN_CODE, PLAN_SPEC)
-    set_plan(c, {n: {"fp": "1", "rows": [1]} for n in ("2026/01/a", "2026/01/b", "2026/02/c")})
+def test_test_command_prints_each_folder_once(plan, cli):
+    c = plan.folder
+    plan.set({n: {"fp": "1", "rows": [1]} for n in ("2026/01/a", "2026/01/b", "2026/02/c")})
     r = cli("test", str(c), "--sandbox", "process", "--limit", "0")
     assert r.returncode == 0, r.stderr
     tree = r.stdout.split("\n\n")[0]
@@ -101,9 +74,9 @@ def test_test_command_prints_each_folder_once(connector, cli):
     assert all(tree.count(leaf) == 1 for leaf in (" a ", " b ", " c "))
 
 
-def test_user_print_goes_to_log_not_data(connector, cli):
-    c = connector(PLAN_CODE, PLAN_SPEC)
-    set_plan(c, {"a": {"fp": "1", "rows": [1]}})
+def test_user_print_goes_to_log_not_data(plan, cli):
+    c = plan.folder
+    plan.set({"a": {"fp": "1", "rows": [1]}})
     r = cli("test", str(c), "--sandbox", "process")
     assert r.returncode == 0, r.stderr
     assert "reading a" in r.stdout  # shown as the fragment's log

@@ -4,7 +4,7 @@ Runs inside the sandbox. Conversion itself is `worker.runtime.convert`; this mod
 decides what happens to values that fail it, and reports every row it drops and every
 value it replaces to the fragment's `RowRejects`.
 
-Rules (the lead's contract):
+Rules:
 - Output columns are the declared ones, in order, named `column.name`, read from
   `column.source_name`. A declared column that no batch of the fragment carries is an
   error (`schema.require_no_missing_fields`, on by default); with the check off it is

@@ -14,12 +14,15 @@ import docker
 import pytest
 
 from tests.conftest import ROOT, write_connector
+from tests.helpers.connectors import ids
+from tests.helpers.timing import RETRIES, fast
+from tests.helpers.wait import wait_until
 from worker.sandbox.docker import LABEL
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
 
 TENANT = "qdocker"
-FAST = {"CONNECTOR_RETRY_INTERVALS": "1,2,4", "CONNECTOR_REAP_EVERY": "1"}
+FAST = fast(RETRIES)
 
 TOKEN_CODE = '''
 import time, uuid
@@ -90,10 +93,6 @@ def creates(client: docker.DockerClient, name: str, since: float) -> int:
     return sum(1 for _ in events)
 
 
-def ids(rows: list[dict]) -> list[int]:
-    return sorted(r["id"] for r in rows)
-
-
 def test_docker_queued_refresh_sealed_example_warm_sessions_no_leftovers(
         queue_env, cli, tmp_path, engine):
     from cryptography.fernet import Fernet
@@ -155,10 +154,8 @@ def test_docker_removed_container_is_retried_on_a_fresh_session_user_error_is_no
 
     rid = queue_env.start("slow", TENANT)
     tracker = Tracker(redis_client, TENANT, "slow", rid)
-    deadline = time.monotonic() + 120  # includes building the image
-    while tracker.counts().read < 2:
-        assert time.monotonic() < deadline, queue_env.logs()
-        time.sleep(0.05)
+    # the timeout includes building the image
+    wait_until(lambda: tracker.counts().read >= 2, 120, queue_env.logs)
     time.sleep(0.3)  # the third fragment is being read
     doomed = our_containers(engine, "slow")
     assert len(doomed) == 1

@@ -21,6 +21,7 @@ import docker
 import pytest
 
 from tests.conftest import ROOT, write_connector
+from tests.helpers.wait import wait_until
 from worker.sandbox.docker import LABEL
 
 pytestmark = [pytest.mark.redis, pytest.mark.docker]
@@ -70,10 +71,8 @@ def stop_engine() -> None:
     has exited (a dockerd still shutting down would make the start script wait on it)."""
     pid = int(PIDFILE.read_text().strip())
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while engine_answers() or not _gone(pid):
-        assert time.monotonic() < deadline, "dockerd did not stop within 60 s"
-        time.sleep(0.2)
+    wait_until(lambda: not engine_answers() and _gone(pid), 60, "dockerd did not stop",
+               interval=0.2)
 
 
 def start_engine() -> None:
@@ -97,11 +96,12 @@ def test_docker_engine_restarted_mid_refresh_is_retried_rows_exactly_once(
     try:
         rid = queue_env.start("engine", TENANT)
         tracker = Tracker(redis_client, TENANT, "engine", rid)
-        deadline = time.monotonic() + 180  # includes building the image
-        while tracker.counts().read < 1:
-            assert time.monotonic() < deadline, queue_env.logs()
+
+        def first_read() -> bool:
             assert workers.poll() is None, queue_env.logs()
-            time.sleep(0.05)
+            return tracker.counts().read >= 1
+
+        wait_until(first_read, 180, queue_env.logs)  # the timeout includes the image build
         time.sleep(0.7)  # the next fragment is being read (each read sleeps 2 s)
         assert tracker.counts().read == 1
 

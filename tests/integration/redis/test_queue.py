@@ -7,13 +7,10 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from tests.integration.queue_connectors import PlanConnector
+from tests.helpers.connectors import PlanConnector, ids
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.redis
-
-
-def ids(rows: list[dict]) -> list[int]:
-    return sorted(r["id"] for r in rows)
 
 
 def test_queued_refresh_equals_local_and_is_incremental(queue_env, cli, tmp_path):
@@ -169,10 +166,8 @@ def test_schedule_refreshes_periodically(queue_env, tmp_path, redis_client):
     queue_env.deploy(c.folder)  # arms the first run; each finalize arms the next
     queue_env.start_workers(1)
     state = RedisState(redis_client, "acme", "ticker")
-    deadline = time.monotonic() + 40
-    while len([r for r in state.refreshes() if r.status == "ok"]) < 2:
-        assert time.monotonic() < deadline, queue_env.logs()
-        time.sleep(0.2)
+    wait_until(lambda: len([r for r in state.refreshes() if r.status == "ok"]) >= 2, 40,
+               queue_env.logs, interval=0.2)
     done = [r for r in state.refreshes() if r.status == "ok"]
     assert done[-1].summary.read == 1 and done[0].summary.skipped == 1
     assert ids(queue_env.rows("ticker", "acme")) == [1]

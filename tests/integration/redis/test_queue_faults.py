@@ -12,7 +12,8 @@ import uuid
 
 import pytest
 
-from tests.integration.queue_connectors import PlanConnector, gen_connector
+from tests.helpers.connectors import PlanConnector, gen_connector, ids
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -24,10 +25,8 @@ def test_worker_killed_mid_fragment_job_reruns_elsewhere_rows_exactly_once(queue
     queue_env.deploy(c.folder)
     doomed = queue_env.start_workers(1)
     rid = queue_env.start("slow", "acme")
-    deadline = time.monotonic() + 60
-    while len(c.reads()) < 2:  # the second fragment is being read right now
-        assert time.monotonic() < deadline, queue_env.logs()
-        time.sleep(0.1)
+    # the second fragment is being read right now
+    wait_until(lambda: len(c.reads()) >= 2, 60, queue_env.logs, interval=0.1)
     queue_env.kill(doomed)  # SIGKILL the whole process group, mid-read
     killed_at = time.monotonic()
     in_flight = c.reads()[-1]
@@ -45,10 +44,6 @@ def test_worker_killed_mid_fragment_job_reruns_elsewhere_rows_exactly_once(queue
                                                          list(range(10, 16)))
 
 
-def ids(rows: list[dict]) -> list[int]:
-    return sorted(r["id"] for r in rows)
-
-
 def test_a_tenant_backlog_does_not_hold_back_another_tenant(queue_env, tmp_path,
                                                             redis_client):
     from worker.state.redis import RedisState
@@ -63,10 +58,9 @@ def test_a_tenant_backlog_does_not_hold_back_another_tenant(queue_env, tmp_path,
 
     big_id = queue_env.start("big", "ta")
     state_a = RedisState(redis_client, "ta", "big")
-    deadline = time.monotonic() + 60
-    while not (rec := state_a.refresh(big_id)) or not rec.summary.listed:
-        assert time.monotonic() < deadline, queue_env.logs()
-        time.sleep(0.05)  # tenant A's 500 fragments are now queued
+    # tenant A's 500 fragments are queued once its listing is recorded
+    wait_until(lambda: (rec := state_a.refresh(big_id)) and rec.summary.listed, 60,
+               queue_env.logs)
 
     r, s = queue_env.refresh("small", "tb")
     a_done_when_b_done = len(state_a.fingerprints())

@@ -17,16 +17,14 @@ import pytest
 import redis
 
 from tests.conftest import ROOT, QueueEnv
-from tests.integration.queue_connectors import PlanConnector
+from tests.helpers.connectors import PlanConnector, ids
+from tests.helpers.processes import group_pids
+from tests.helpers.timing import LEASES, RETRIES, fast
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.redis
 
-FAST = {  # retries and abandoned-job detection in seconds, not tens of seconds
-    "CONNECTOR_RETRY_INTERVALS": "1,2,4",
-    "CONNECTOR_HEARTBEAT": "1",
-    "CONNECTOR_STARTED_TTL": "5",
-    "CONNECTOR_REAP_EVERY": "1",
-}
+FAST = fast(RETRIES, LEASES)  # retries and abandoned-job detection in seconds
 
 
 def _free_port() -> int:
@@ -54,17 +52,14 @@ class AofRedis:
              "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
-        deadline = time.monotonic() + 20
-        while True:
+
+        def answers() -> bool:
             try:
-                if client.ping():
-                    return
-            except redis.exceptions.BusyLoadingError:
-                pass  # replaying the AOF
-            except redis.exceptions.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, (self.dir / "redis.log").read_text()[-2000:]
-            time.sleep(0.05)
+                return bool(client.ping())
+            except redis.exceptions.ConnectionError:  # BusyLoadingError: replaying the AOF
+                return False
+
+        wait_until(answers, 20, lambda: (self.dir / "redis.log").read_text()[-2000:])
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -90,23 +85,6 @@ def aof_redis(tmp_path: Path):
     server.stop()
 
 
-def group_pids(pgid: int) -> set[int]:
-    """Live processes of a process group (the worker parent and its children)."""
-    pids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            pids.add(int(stat.parent.name))
-    return pids
-
-
-def ids(rows: list[dict]) -> list[int]:
-    return sorted(r["id"] for r in rows)
-
-
 def test_redis_killed_and_restarted_mid_refresh_rows_exactly_once(aof_redis, tmp_path):
     tag = uuid.uuid4().hex[:8]
     q = QueueEnv(tmp_path, (f"cxr{tag}", f"rqr{tag}"))
@@ -126,10 +104,7 @@ def test_redis_killed_and_restarted_mid_refresh_rows_exactly_once(aof_redis, tmp
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
         def reads_reach(k: int) -> None:
-            deadline = time.monotonic() + 60
-            while len(c.reads()) < k:
-                assert time.monotonic() < deadline, q.logs()
-                time.sleep(0.05)
+            wait_until(lambda: len(c.reads()) >= k, 60, q.logs)
 
         reads_reach(3)
         procs = group_pids(workers.pid)

@@ -7,16 +7,13 @@ import time
 
 import pytest
 
-from tests.integration.queue_connectors import PlanConnector
+from tests.helpers.connectors import PlanConnector, ids
+from tests.helpers.timing import WATCHDOG, fast
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.redis
 
-WATCH = {"CONNECTOR_WATCH_EVERY": "1", "CONNECTOR_STUCK_AFTER": "2",
-         "CONNECTOR_REAP_EVERY": "1"}
-
-
-def ids(rows: list[dict]) -> list[int]:
-    return sorted(r["id"] for r in rows)
+WATCH = fast(WATCHDOG)
 
 
 def test_refresh_whose_queued_jobs_vanished_fails_with_reason_and_unlocks(
@@ -29,10 +26,7 @@ def test_refresh_whose_queued_jobs_vanished_fails_with_reason_and_unlocks(
     queue_env.deploy(c.folder)
     queue_env.start_workers(1, env=WATCH)
     rid = queue_env.start("stuck", "acme")
-    deadline = time.monotonic() + 60
-    while not c.reads():  # the first read job runs; the other five are queued
-        assert time.monotonic() < deadline, queue_env.logs()
-        time.sleep(0.05)
+    wait_until(c.reads, 60, queue_env.logs)  # the first read job runs; five are queued
 
     # delete the refresh's queued jobs behind its back (as a lost write would)
     rq_prefix = queue_env.env["RQ_KEY_PREFIX"]

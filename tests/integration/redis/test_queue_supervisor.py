@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
-from tests.integration.queue_connectors import PlanConnector
-from tests.integration.redis.test_queue_redis_restart import group_pids
+from tests.helpers.connectors import PlanConnector
+from tests.helpers.processes import group_pids
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -20,20 +20,16 @@ def test_a_dead_worker_process_is_replaced(queue_env, tmp_path):
     c.set({f"p{i}": {"fp": "1", "rows": [i]} for i in range(4)})
     queue_env.deploy(c.folder)
     parent = queue_env.start_workers(2)
-    deadline = time.monotonic() + 30
-    while len(group_pids(parent.pid)) < 3:
-        assert time.monotonic() < deadline, queue_env.logs()
-        time.sleep(0.1)
+    wait_until(lambda: len(group_pids(parent.pid)) >= 3, 30, queue_env.logs, interval=0.1)
     first = group_pids(parent.pid) - {parent.pid}
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while True:  # a replacement appears within the first backoff
+
+    def replaced() -> bool:  # a replacement appears within the first backoff
         now = group_pids(parent.pid) - {parent.pid}
-        if len(now) == 2 and victim not in now:
-            break
-        assert time.monotonic() < deadline, queue_env.logs()
-        time.sleep(0.1)
+        return len(now) == 2 and victim not in now
+
+    wait_until(replaced, 30, queue_env.logs, interval=0.1)
     assert parent.poll() is None
     assert "exited -9; starting another" in queue_env.logs()
     r, s = queue_env.refresh("sup", "acme")

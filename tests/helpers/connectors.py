@@ -1,6 +1,10 @@
-"""Connectors for the queue-mode tests. The bundle deployed to Redis is a snapshot, so
-what the "remote" holds lives outside the folder: a plan file at an absolute path the
-test rewrites, and a log with one line per read_bytes call (to count reads)."""
+"""Connectors whose "remote" a test controls, for local and queue mode alike.
+
+A deployed bundle is a snapshot of the folder, so what the remote holds lives outside
+it: a plan file at an absolute path the test rewrites (name -> fingerprint, rows, an
+optional sleep; rows "FAIL" makes the read raise), and a log with one line per
+read_bytes call, to count reads.
+"""
 
 from __future__ import annotations
 
@@ -85,3 +89,8 @@ def gen_connector(root: Path, name: str, tenant: str, n: int) -> tuple[Path, Pat
     folder = write_connector(base / "connector", GEN_CODE.format(reads=str(reads), n=n),
                              SPEC.format(name=name, tenant=tenant, extra=""))
     return folder, reads
+
+
+def ids(rows: list[dict]) -> list[int]:
+    """The `id` column of a dataset's rows, sorted (row order is not part of the contract)."""
+    return sorted(r["id"] for r in rows)
