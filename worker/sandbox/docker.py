@@ -40,7 +40,8 @@ from docker.types import LogConfig
 
 from worker import naming
 from worker.models import FailureKind, FragmentFailure
-from worker.sandbox.session import FramedSession, human_size, wait_readable
+from worker.sandbox.exits import classify_exit
+from worker.sandbox.session import FramedSession, wait_readable
 from worker.spec import Connector
 
 LABEL = "io.connector.sandbox"
@@ -50,29 +51,52 @@ SANDBOX_USER = "10001:10001"
 TMPFS = "size=64m,mode=1777,noexec,nosuid,nodev"
 STDERR_CAP = 64 << 10
 _MUX = struct.Struct(">BxxxL")
-_live: weakref.WeakSet[DockerChannel] = weakref.WeakSet()
-# Containers whose removal failed because the engine did not answer (it was stopped or
-# restarting): removed by the next `open` and at exit, not left until another worker's
-# `reap` (which spares containers of a live owner, i.e. ours).
-_unremoved: dict[str, docker.APIClient] = {}
 
 
-def _remove(api: docker.APIClient, container_id: str) -> bool:
-    try:
-        api.remove_container(container_id, force=True)
-    except docker.errors.NotFound:
-        pass
-    except (docker.errors.DockerException, requests.exceptions.RequestException):
-        _unremoved[container_id] = api
-        return False
-    _unremoved.pop(container_id, None)
-    return True
+class Containers:
+    """The sandbox containers of this process: those running (removed at exit: user
+    code may still run in them), and those whose removal failed because the engine did
+    not answer (stopped or restarting), removed by the next `open` and at exit rather
+    than left to another worker's `reap`, which spares containers of a live owner."""
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakSet[DockerChannel] = weakref.WeakSet()
+        self._unremoved: dict[str, docker.APIClient] = {}
+
+    def add(self, channel: DockerChannel) -> None:
+        self._live.add(channel)
+
+    def remove(self, api: docker.APIClient, channel: DockerChannel) -> None:
+        """Remove the channel's container now, or remember it if the engine is away."""
+        self._remove(api, channel.id)
+        self._live.discard(channel)
+
+    def _remove(self, api: docker.APIClient, container_id: str) -> bool:
+        try:
+            api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            self._unremoved[container_id] = api
+            return False
+        self._unremoved.pop(container_id, None)
+        return True
+
+    def retry_unremoved(self) -> None:
+        for container_id, api in list(self._unremoved.items()):
+            if not self._remove(api, container_id):
+                return  # the engine still does not answer
+
+    def remove_all(self) -> None:
+        """The worker is exiting: its containers must not outlive it."""
+        for channel in list(self._live):
+            channel.kill()
+        with contextlib.suppress(Exception):
+            self.retry_unremoved()
 
 
-def _remove_unremoved() -> None:
-    for container_id, api in list(_unremoved.items()):
-        if not _remove(api, container_id):
-            return  # the engine still does not answer
+CONTAINERS = Containers()
+atexit.register(CONTAINERS.remove_all)
 
 
 def owner_id() -> str:
@@ -180,7 +204,7 @@ class DockerChannel:
         )
         self.id: str = container["Id"]
         self._killed = False
-        _live.add(self)
+        CONTAINERS.add(self)
         try:
             # Attach before start, or the runtime's first bytes can be lost.
             sock = self._api.attach_socket(self.id, params={
@@ -205,9 +229,8 @@ class DockerChannel:
             self._sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
             self._sock.close()
-        _remove(self._api, self.id)
+        CONTAINERS.remove(self._api, self)
         self._killed = True
-        _live.discard(self)
 
     def exit_reason(self) -> tuple[str, FailureKind]:
         try:
@@ -223,16 +246,15 @@ class DockerChannel:
             # shows then is the kill's 137, not the user's doing; worth a retry.
             return "container was removed while running", FailureKind.INFRA
         code = state.get("ExitCode")
-        err = bytes(self.source.stderr).decode("utf-8", "replace").strip()
-        tail = f": {err.splitlines()[-1]}" if err else ""
-        if state.get("OOMKilled") or "MemoryError" in err:
-            return f"out of memory (limit {human_size(self._memory)})", FailureKind.LIMIT
-        if code == 2 and not err and self._runtime == "runsc":
+        stderr = bytes(self.source.stderr)
+        if code == 2 and not stderr.strip() and self._runtime == "runsc" and not state.get(
+                "OOMKilled"):
             # gVisor's sentry (Go) dies with 2 when it cannot get host threads: under the
             # ptrace platform user processes cost host processes in the same pids limit.
             return (f"container exited 2: the gVisor sandbox died (a fork bomb or too many "
                     f"threads for the pids limit of {self._pids} does this)"), FailureKind.USER
-        return f"container exited {code}{tail}", FailureKind.USER
+        return classify_exit("container", code, stderr, self._memory,
+                             oom_killed=bool(state.get("OOMKilled")))
 
 
 def egress_network(client: docker.DockerClient) -> str:
@@ -250,16 +272,6 @@ def egress_sysctls() -> dict[str, str]:
     from worker.sandbox.egress import CONTAINER_SYSCTLS
 
     return dict(CONTAINER_SYSCTLS)
-
-
-@atexit.register
-def _remove_live() -> None:
-    """The worker is exiting: its containers must not outlive it (user code may still
-    be running in them)."""
-    for channel in list(_live):
-        channel.kill()
-    with contextlib.suppress(Exception):
-        _remove_unremoved()
 
 
 class DockerSandbox:
@@ -288,7 +300,7 @@ class DockerSandbox:
     def open(self, connector: Connector, credentials: str | None) -> FramedSession:
         image = self.image_for(connector)
         try:
-            _remove_unremoved()
+            CONTAINERS.retry_unremoved()
             channel = DockerChannel(self.client, image, connector, self.labels)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
             # RequestException: the engine's socket is gone (engine stopped, restarting)

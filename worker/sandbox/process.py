@@ -18,7 +18,8 @@ import threading
 from pathlib import Path
 
 from worker.models import FailureKind
-from worker.sandbox.session import FramedSession, human_size, wait_readable
+from worker.sandbox.exits import classify_exit
+from worker.sandbox.session import FramedSession, wait_readable
 from worker.spec import Connector
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
@@ -130,13 +131,7 @@ class ProcessChannel:
         except subprocess.TimeoutExpired:
             self.kill()
             return "sandbox process stopped answering", FailureKind.INFRA
-        err = self._stderr.decode("utf-8", "replace").strip()
-        tail = f": {err.splitlines()[-1]}" if err else ""
-        if "MemoryError" in err or "std::bad_alloc" in err:
-            return f"out of memory (limit {human_size(self._memory)})", FailureKind.LIMIT
-        if code < 0:
-            return f"sandbox process killed by {signal.Signals(-code).name}{tail}", FailureKind.USER
-        return f"sandbox process exited {code}{tail}", FailureKind.USER
+        return classify_exit("sandbox process", code, bytes(self._stderr), self._memory)
 
 
 class ProcessSandbox:
