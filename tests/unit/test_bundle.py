@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundle_bombs import tar_gz
+from tests.helpers.bundle_bombs import tar_gz
 from worker.bundle import (
     MAX_BUNDLE_BYTES,
     MAX_FILES,

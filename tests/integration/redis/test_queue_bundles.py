@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bundle_bombs import tar_gz
-from tests.integration.queue_connectors import PlanConnector
+from tests.helpers.bundle_bombs import tar_gz
+from tests.helpers.connectors import PlanConnector
 from worker.bundle import MAX_UNPACKED_BYTES
 from worker.registry import Deployment
 from worker.state.keys import ConnectorKeys
