@@ -143,7 +143,7 @@ class MemoryStream:
         if pending:
             rows += len(pending)
             yield pa.RecordBatch.from_pylist(pending)
-        self.report = ReadReport(rows=rows)
+        self.report = ReadReport(rows=rows, read=rows)
 
 
 def _call(call: Callable[[], Any], where: str) -> Any:
