@@ -29,6 +29,8 @@ from worker.protocol import (
     encode_json,
     read_frame,
 )
+from worker.sandbox.exits import out_of_memory
+from worker.sandbox.sizes import human_size
 from worker.spec import Connector, Limits
 
 # No output budget applies outside a read (open, list): this bounds one frame there.
@@ -47,14 +49,6 @@ def wait_readable(source: int | socket.socket, deadline: float | None) -> None:
     ready, _, _ = select.select([source], [], [], wait)
     if not ready:
         raise TimeoutError
-
-
-def human_size(n: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            v = n / (1 << shift)
-            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
-    return f"{n} B"
 
 
 class Channel(Protocol):
@@ -193,7 +187,7 @@ class FramedSession:
                 if fk in (FailureKind.INFRA, FailureKind.LIMIT):
                     self._usable = False  # runtime state is suspect after these
                 if message == "out of memory":
-                    message += f" (limit {human_size(self._limits.memory)})"
+                    message = out_of_memory(self._limits.memory)
                 raise FragmentFailure(message, fk,
                                       traceback=str(msg.get("traceback", "")),
                                       log=self._log.text())
