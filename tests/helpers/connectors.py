@@ -62,14 +62,17 @@ FRAG_COLUMN = "  - {name: frag, type: string}\n"
 
 class PlanConnector:
     def __init__(self, root: Path, name: str, tenant: str, extra_spec: str = "",
-                 code: str = PLAN_CODE, files: dict[str, str] | None = None) -> None:
+                 code: str = PLAN_CODE, files: dict[str, str] | None = None,
+                 spec: str | None = None) -> None:
+        """`spec`: the whole connector.yaml instead of the default (id, frag columns)."""
         self.name, self.tenant = name, tenant
         base = root / f"{tenant}-{name}"
         base.mkdir(parents=True, exist_ok=True)
         self.plan_file, self.reads_file = base / "plan.json", base / "reads.log"
         self.reads_file.touch()
-        spec = SPEC.format(name=name, tenant=tenant, extra="")
-        spec = spec.rstrip("\n") + "\n" + FRAG_COLUMN + extra_spec
+        if spec is None:
+            spec = SPEC.format(name=name, tenant=tenant, extra="")
+            spec = spec.rstrip("\n") + "\n" + FRAG_COLUMN + extra_spec
         self.folder = write_connector(
             base / "connector", code.format(plan=str(self.plan_file),
                                             reads=str(self.reads_file)), spec, files)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT
-from tests.unit.test_refresh_local import PLAN_CODE, PLAN_SPEC, set_plan
+from tests.helpers.connectors import PlanConnector
 
 
 def run_on_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
@@ -31,9 +31,10 @@ def run_on_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str
     return p.wait(timeout=120), out.decode(), seen.decode("utf-8", "replace")
 
 
-def test_progress_on_a_terminal_quiet_otherwise(connector, cli):
-    c = connector(PLAN_CODE, PLAN_SPEC)
-    set_plan(c, {f"f{i}": {"fp": "1", "rows": [i, i + 10]} for i in range(4)})
+def test_progress_on_a_terminal_quiet_otherwise(cli, tmp_path):
+    plan = PlanConnector(tmp_path, "plan", "default")
+    c = plan.folder
+    plan.set({f"f{i}": {"fp": "1", "rows": [i, i + 10]} for i in range(4)})
     env = {**os.environ, "CONNECTOR_OUTPUT": str(cli.output), "COLUMNS": "160",
            "TERM": "xterm"}
     code, out, term = run_on_terminal(["refresh", str(c), "--sandbox", "process"], env)
@@ -41,7 +42,7 @@ def test_progress_on_a_terminal_quiet_otherwise(connector, cli):
     assert "refreshing plan" in term and "rows" in term and "fragments" in term
     assert "rows 8" in out  # the summary line
 
-    set_plan(c, {f"g{i}": {"fp": "1", "rows": [i]} for i in range(2)})
+    plan.set({f"g{i}": {"fp": "1", "rows": [i]} for i in range(2)})
     code, out, term = run_on_terminal(["refresh", str(c), "--sandbox", "process", "--json"],
                                       env)
     assert code == 0, term
