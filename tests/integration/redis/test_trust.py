@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ECHO_CODE
-from tests.integration.queue_connectors import PlanConnector
+from tests.helpers.connectors import PlanConnector
+from tests.helpers.wait import wait_until
 from worker.models import RefreshRecord
 
 pytestmark = pytest.mark.redis
@@ -42,16 +43,15 @@ def test_schedules_of_colliding_names_are_both_armed(redis_client, rq_keys,
 
 def _finished(queue_env, redis_client, name: str, rid: str) -> RefreshRecord:
     """Refresh `rid` of acme/`name` once it has ended (the workers decide when)."""
-    import time
-
     from worker.state.redis import RedisState
 
     state = RedisState(redis_client, "acme", name)
-    deadline = time.monotonic() + 60
-    while (rec := state.refresh(rid)) is None or rec.status == "running":
-        assert time.monotonic() < deadline, queue_env.logs()
-        time.sleep(0.2)
-    return rec
+
+    def ended() -> RefreshRecord | None:
+        rec = state.refresh(rid)
+        return rec if rec is not None and rec.status != "running" else None
+
+    return wait_until(ended, 60, queue_env.logs, interval=0.2)
 
 
 def _tamper_bundle(redis_client, tenant: str, name: str, data: bytes,
