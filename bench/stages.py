@@ -5,7 +5,7 @@ user code  -> iterating read_bytes() through ChunkStream (the connector's own co
 parse      -> worker.runtime.formats.parse (pyarrow CSV reader, all columns as strings)
 conform    -> worker.runtime.conform.Conformer (casts to the declared schema)
 IPC encode -> worker.protocol.encode_batch (runtime side)
-IPC decode -> worker.protocol.decode_batch (host side)
+IPC decode -> worker.sandbox.frames.decode_batch (host side, validated)
 Parquet    -> worker.sink.Output.write (tmp + rename)
 commit     -> SqliteState.commit
 
@@ -20,10 +20,11 @@ import time
 from bench import workload
 from bench.common import Report, Workdir, section
 from worker.models import Commit
-from worker.protocol import decode_batch, encode_batch, read_frame
+from worker.protocol import encode_batch, read_frame
 from worker.runtime.conform import Conformer
 from worker.runtime.formats import parse
 from worker.runtime.stream import ChunkStream
+from worker.sandbox.frames import decode_batch
 from worker.sink import Output
 from worker.spec import ConnectorSpec
 from worker.state.sqlite import SqliteState

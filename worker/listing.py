@@ -31,6 +31,7 @@ class Listing:
             dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"]
             raise FragmentFailure(f"list_objects yielded the name {dup.as_py()!r} twice; "
                                   "fragment names must be unique")
+        _check_extras(table)
         self.table = table
 
     @classmethod
@@ -60,3 +61,21 @@ class Listing:
                           if k not in STANDARD_KEYS})
             out.append(Fragment.model_validate(r))
         return out
+
+
+def _check_extras(table: pa.Table) -> None:
+    """Extra metadata must be a JSON object per fragment: it crossed from the sandbox as
+    text, and `take` would otherwise fail later, far from the listing that sent it."""
+    extras = table.column("extra")
+    if extras.null_count == len(extras):
+        return
+    present = pc.indices_nonzero(pc.is_valid(extras))
+    for i, text in zip(present.to_pylist(), extras.take(present).to_pylist(), strict=True):
+        try:
+            ok = isinstance(json.loads(text), dict)
+        except (ValueError, RecursionError):
+            ok = False
+        if not ok:
+            name = table.column("name")[i].as_py()
+            raise FragmentFailure(f"list_objects item {name!r}: its extra metadata is not "
+                                  "a JSON object")

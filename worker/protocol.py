@@ -58,11 +58,6 @@ def encode_batch(batch: pa.RecordBatch) -> bytes:
     return HEADER.pack(ARROW, body.size) + memoryview(body)
 
 
-def decode_batch(body: bytes) -> pa.RecordBatch:
-    with pa.ipc.open_stream(pa.py_buffer(body)) as r:
-        return r.read_next_batch()
-
-
 class FrameWriter:
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
@@ -93,12 +88,18 @@ class FrameTooLarge(ConnectorError):
         self.size = size
 
 
-def read_frame(src: ByteSource, deadline: float | None,
-               max_size: int = MAX_FRAME) -> tuple[bytes, bytes]:
+def read_header(src: ByteSource, deadline: float | None) -> tuple[bytes, int]:
+    """The next frame's kind and size; ProtocolError if it is no frame header."""
     head = src.read_exact(HEADER.size, deadline)
     kind, size = HEADER.unpack(head)
     if kind not in (JSON, ARROW) or size > MAX_FRAME:
-        raise ProtocolError(f"bad frame header {head!r}")
+        raise ProtocolError(f"bad frame header {bytes(head)!r}")
+    return kind, size
+
+
+def read_frame(src: ByteSource, deadline: float | None,
+               max_size: int = MAX_FRAME) -> tuple[bytes, bytes]:
+    kind, size = read_header(src, deadline)
     if size > max_size:
         raise FrameTooLarge(size)
     return kind, src.read_exact(size, deadline)

@@ -3,38 +3,47 @@
 A back end only knows how to start a runtime and move bytes (`Channel`); everything
 about frames, deadlines, output caps and turning failures into precise messages lives
 here once, so the process and Docker sandboxes fail the same way for the same cause.
+
+Nothing the runtime sends is trusted (user code can write to the protocol's
+descriptor): every frame is validated for the phase the session is in
+(worker.sandbox.frames), a bad one is the user's failure, and a failure kind the
+runtime claims is believed only when it cannot shift blame to the platform.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import select
 import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import pyarrow as pa
+from pydantic import TypeAdapter
 
 from worker.listing import Listing
 from worker.models import FailureKind, Fragment, FragmentFailure, ReadReport
 from worker.protocol import (
     ARROW,
+    LISTING_SCHEMA,
     ByteSource,
-    FrameTooLarge,
     ProtocolError,
-    decode_batch,
     encode_json,
-    read_frame,
+    read_header,
 )
+from worker.runtime.conform import output_schema
+from worker.sandbox import frames
 from worker.sandbox.exits import out_of_memory
 from worker.sandbox.sizes import human_size
 from worker.spec import Connector, Limits
 
-# No output budget applies outside a read (open, list): this bounds one frame there.
-LISTING_FRAME_CAP = 64 << 20
+# A control frame (log, error, done) bigger than this is not one the runtime writes.
+CONTROL_FRAME_CAP = 16 << 20
+# Bytes of Arrow a listing may take on the host (see `list`).
+LISTING_BYTES_CAP = 64 << 20
 LOG_HEAD = 32 << 10
 LOG_TAIL = 32 << 10
 # Read requests in flight per session in read_many: this one and the next.
@@ -68,6 +77,27 @@ class Channel(Protocol):
         """Why the runtime's stdout ended: e.g. ('out of memory (limit 256 MiB)', LIMIT)."""
         ...
 
+
+
+@dataclass
+class _Budget:
+    """Bytes one exchange may bring to the host. `counts_control`: log and control
+    frames count too (a read's log is part of its output); otherwise only Arrow does."""
+
+    limit: int
+    what: str
+    counts_control: bool = True
+    arrow: bool = True
+    used: int = 0
+
+    def room(self) -> int:
+        return max(0, self.limit - self.used - 5)
+
+
+def _what(item: object) -> str:
+    if isinstance(item, pa.RecordBatch):
+        return "an Arrow frame"
+    return f"{getattr(item, 'op', '?')!r}"
 
 
 class LogBuffer:
@@ -106,6 +136,7 @@ class FramedSession:
         self._limits = limits or connector.spec.limits
         self._usable = True
         self._log = LogBuffer()
+        self._declared = output_schema(connector.spec.schema_)
 
     @classmethod
     def started(cls, channel: Channel, connector: Connector, module_dir: str,
@@ -150,49 +181,80 @@ class FramedSession:
         msg, kind = self._ch.exit_reason()
         return FragmentFailure(msg, kind, log=self._log.text())
 
-    def _frames(self, deadline: float, budget: int | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """Frames until the caller stops; `log` frames are absorbed; errors raised."""
-        used = 0
+    def _frames(self, deadline: float, phase: TypeAdapter[Any], budget: _Budget
+                ) -> Iterator[pa.RecordBatch | frames.Control]:
+        """Validated frames until the caller stops: batches and the phase's control
+        frames are yielded, `log` frames absorbed, `error` frames raised."""
+        src = self._ch.source
         while True:
             try:
-                room = LISTING_FRAME_CAP if budget is None else max(0, budget - used - 5)
-                kind, body = read_frame(self._ch.source, deadline, room)
-                used += len(body) + 5
-            except FrameTooLarge:
-                used = (budget or 0) + 1  # over the cap without buffering the frame
+                kind, size = read_header(src, deadline)
+                if kind == ARROW and not budget.arrow:
+                    raise ProtocolError(f"an Arrow frame of {human_size(size)} where none "
+                                        "belongs")
+                counted = kind == ARROW or budget.counts_control
+                if counted and size > budget.room():
+                    raise self._over(budget)  # refused from its header: never buffered
+                if not counted and size > CONTROL_FRAME_CAP:
+                    raise ProtocolError(f"control frame of {human_size(size)}")
+                body = src.read_exact(size, deadline)
             except (TimeoutError, EOFError, ProtocolError, OSError) as e:
                 raise self._broken(e) from None
-            if budget is not None and used > budget:
-                self._usable = False
-                self._ch.kill()
-                raise FragmentFailure(f"output exceeded {human_size(budget)}",
-                                      FailureKind.LIMIT, log=self._log.text())
+            if counted:
+                budget.used += size + 5
             if kind == ARROW:
-                yield kind, body
+                try:
+                    batch = frames.decode_batch(body)
+                except ProtocolError as e:
+                    raise self._broken(e) from None
+                budget.used += max(0, frames.logical_size(batch) - size)
+                if budget.used > budget.limit:
+                    raise self._over(budget)
+                yield batch
                 continue
             try:
-                msg = json.loads(body)
-            except ValueError:
-                raise self._broken(ProtocolError("control frame is not JSON")) from None
-            op = msg.get("op")
-            if op == "log":
-                self._log.add(str(msg.get("text", "")))
-            elif op == "error":
-                kind_ = msg.get("kind", "user")
-                try:
-                    fk = FailureKind(kind_)
-                except ValueError:
-                    fk = FailureKind.USER
-                message = str(msg.get("message"))
-                if fk in (FailureKind.INFRA, FailureKind.LIMIT):
-                    self._usable = False  # runtime state is suspect after these
-                if message == "out of memory":
-                    message = out_of_memory(self._limits.memory)
-                raise FragmentFailure(message, fk,
-                                      traceback=str(msg.get("traceback", "")),
-                                      log=self._log.text())
+                msg = frames.parse_control(body, phase)
+            except ProtocolError as e:
+                raise self._broken(e) from None
+            if isinstance(msg, frames.Log):
+                self._log.add(msg.text)
+            elif isinstance(msg, frames.Failed):
+                raise self._failed(msg)
             else:
-                yield kind, body
+                yield msg
+
+    def _over(self, budget: _Budget) -> FragmentFailure:
+        self._usable = False
+        self._ch.kill()
+        return FragmentFailure(f"{budget.what} exceeded {human_size(budget.limit)}",
+                               FailureKind.LIMIT, log=self._log.text())
+
+    def _failed(self, msg: frames.Failed) -> FragmentFailure:
+        """The runtime reports a failure. Its `kind` is a claim by code the user controls:
+        `infra` (or anything unknown) would make the platform retry the user's fault, so
+        only user, data and limit are believed; the rest are the user's."""
+        try:
+            kind = FailureKind(msg.kind)
+        except ValueError:
+            kind = FailureKind.INFRA
+        if kind in (FailureKind.INFRA, FailureKind.LIMIT):
+            self._usable = False  # runtime state is suspect after these
+        if kind == FailureKind.INFRA:
+            kind = FailureKind.USER
+        message = msg.message
+        if message == "out of memory":
+            message = out_of_memory(self._limits.memory)
+        return FragmentFailure(message, kind, traceback=msg.traceback, log=self._log.text())
+
+    def _conformed(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """A read's batch as the output takes it: dictionary columns decoded, and the
+        declared columns exactly (the runtime conforms them; the host checks)."""
+        want = self._declared
+        if want is not None and (batch.schema.names != want.names or any(
+                a.type != b.type for a, b in zip(batch.schema, want, strict=True))):
+            raise self._broken(ProtocolError(
+                f"rows do not have the declared columns: got {batch.schema}"))
+        return frames.plain(batch)
 
     def _take_log(self) -> str:
         text, self._log = self._log.text(), LogBuffer()
@@ -206,25 +268,25 @@ class FramedSession:
         self._send("open", module_dir=self._module_dir, display_dir=str(self._connector.path),
                    credentials=credentials,
                    parser=spec.parser.model_dump(), schema=spec.schema_.model_dump())
-        for _, body in self._frames(self._deadline()):
-            if json.loads(body).get("op") == "ready":
+        for item in self._frames(self._deadline(), frames.OpenReply,
+                                 _Budget(0, "output", counts_control=False, arrow=False)):
+            if isinstance(item, frames.Ready):
                 return
-            raise self._broken(ProtocolError("expected 'ready'"))
+            raise self._broken(ProtocolError(f"expected 'ready', got {_what(item)}"))
 
     def list(self) -> Listing:
         self._send("list")
         batches: list[pa.RecordBatch] = []
-        for kind, body in self._frames(self._deadline()):
-            if kind == ARROW:
-                batches.append(decode_batch(body))
+        budget = _Budget(LISTING_BYTES_CAP, "listing", counts_control=False)
+        for item in self._frames(self._deadline(), frames.ListReply, budget):
+            if isinstance(item, pa.RecordBatch):
+                if not item.schema.equals(LISTING_SCHEMA):
+                    raise self._broken(ProtocolError(
+                        f"listing batch has the wrong shape: {item.schema}"))
+                batches.append(item)
                 continue
-            if json.loads(body).get("op") != "done":
-                raise self._broken(ProtocolError("expected listing batches or 'done'"))
             self._take_log()
-            try:
-                return Listing.from_batches(batches)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                raise self._broken(ProtocolError(f"bad listing batch: {e}")) from None
+            return Listing.from_batches(batches)
         raise AssertionError("unreachable: _frames ends only by raising")
 
     def read(self, fragment: Fragment) -> _ReadStream:
@@ -310,17 +372,17 @@ class _ReadStream:
         if not s.usable:
             raise FragmentFailure("sandbox session is no longer usable", FailureKind.INFRA)
         finished = False
+        budget = _Budget(s._limits.max_output_bytes, "output")
         try:
-            for kind, body in s._frames(s._deadline(), s._limits.max_output_bytes):
-                if kind == ARROW:
-                    yield decode_batch(body)
+            for item in s._frames(s._deadline(), frames.ReadReply, budget):
+                if isinstance(item, pa.RecordBatch):
+                    yield s._conformed(item)
                     continue
-                msg = json.loads(body)
-                if msg.get("op") != "done":
-                    raise s._broken(ProtocolError(f"unexpected op {msg.get('op')!r}"))
-                self.report = ReadReport.model_validate(
-                    {k: msg[k] for k in ("rows", "read", "rejected", "defaulted", "rejects",
-                                         "warnings") if k in msg} | {"log": s._take_log()})
+                assert isinstance(item, frames.Read)
+                self.report = ReadReport(rows=item.rows, read=item.read,
+                                         rejected=item.rejected, defaulted=item.defaulted,
+                                         rejects=item.rejects, warnings=item.warnings,
+                                         log=s._take_log())
                 finished = self.finished = True
                 return
         except FragmentFailure:

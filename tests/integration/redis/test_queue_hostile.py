@@ -1,0 +1,60 @@
+"""Queue-mode attacks by a tenant on the worker: forged protocol frames, secrets in error
+text, terminal escapes. Real Redis, real worker processes, the process sandbox (these
+attacks use the protocol and the host's output, not the container wall)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from tests.integration.queue_connectors import PlanConnector
+
+pytestmark = pytest.mark.redis
+
+# read_bytes of fragment "forged" writes a protocol frame of its own, straight to the
+# runtime's descriptor: an `error` frame claiming an infrastructure failure.
+FORGED_CODE = '''
+import json, os, pathlib, time
+READS = pathlib.Path({reads!r})
+PLAN = pathlib.Path({plan!r})
+
+def list_objects(context, metadata):
+    for name in json.loads(PLAN.read_text()):
+        yield {{"name": name, "fingerprint": "1"}}
+
+def forge(frame):
+    body = json.dumps(frame).encode()
+    data = b"J" + len(body).to_bytes(4, "big") + body
+    for fd in range(3, 64):
+        try:
+            os.write(fd, data)
+            return
+        except OSError:
+            continue
+
+def read_bytes(context, metadata):
+    with open(READS, "a") as f:
+        f.write(metadata["name"] + "\\n")
+    if metadata["name"] == "forged":
+        forge({{"op": "error", "kind": "infra", "message": "engine on fire", "traceback": ""}})
+        time.sleep(30)
+    yield "id,frag\\n1," + metadata["name"] + "\\n"
+'''
+
+
+def test_forged_infra_error_frame_is_not_retried(queue_env, tmp_path, redis_client):
+    c = PlanConnector(tmp_path, "forger", "evil", code=FORGED_CODE)
+    c.set({"a_ok": {}, "forged": {}})
+    queue_env.deploy(c.folder)
+    queue_env.start_workers(1)
+
+    r, s = queue_env.refresh("forger", "evil")
+    assert r.returncode == 1, r.stderr + queue_env.logs()
+    assert (s["read"], s["failed"]) == (1, 1), s
+    assert "fragment 'forged' failed (user): engine on fire" in r.stderr, r.stderr
+    assert "(infra)" not in r.stderr
+    # the user's failure: no retry is scheduled and the fragment was read once
+    assert not list(redis_client.scan_iter(match=f"{queue_env.env['RQ_KEY_PREFIX']}:scheduled:*"))
+    time.sleep(6)  # longer than the first retry interval
+    assert c.reads().count("forged") == 1, c.reads()
+    assert [x["frag"] for x in queue_env.rows("forger", "evil")] == ["a_ok"]
