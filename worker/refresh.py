@@ -242,8 +242,17 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
 
         lanes = max(1, min(concurrency, len(plan.to_read)))
         with ThreadPoolExecutor(max_workers=lanes) as lanes_pool:
-            for f in [lanes_pool.submit(lane, i) for i in range(lanes)]:
-                f.result()  # raises only for a bug in a lane: fragment failures are counted
+            futures = [lanes_pool.submit(lane, i) for i in range(lanes)]
+            try:
+                for f in futures:
+                    f.result()  # raises only for a bug in a lane: fragment failures are counted
+            except BaseException:
+                # Interrupted (SIGTERM, Ctrl-C): no lane takes another fragment, and killing
+                # the sessions ends the reads in flight, so the executor's join (and the
+                # exit) is not held until the backlog is worked off.
+                stop.set()
+                pool.close()
+                raise
         # Deletions are safe even after a failed read: the listing itself succeeded.
         summary.deleted = finalize(plan.deleted, output, state, connector.spec.tenant,
                                    connector.spec.name)

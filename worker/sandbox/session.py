@@ -13,6 +13,7 @@ runtime claims is believed only when it cannot shift blame to the platform.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
 import time
@@ -42,8 +43,16 @@ from worker.spec import Connector, Limits
 
 # A control frame (log, error, done) bigger than this is not one the runtime writes.
 CONTROL_FRAME_CAP = 16 << 20
-# Bytes of Arrow a listing may take on the host (see `list`).
-LISTING_BYTES_CAP = 64 << 20
+# What one listing may bring to the host, which holds it whole to diff it (see `list`).
+MAX_LISTING_BYTES = 64 << 20
+MAX_LISTED_FRAGMENTS = 250_000
+
+
+def listing_caps() -> tuple[int, int]:
+    """(bytes, fragments) a listing may bring: the operator's, or the defaults."""
+    env = os.environ
+    return (int(env.get("CONNECTOR_MAX_LISTING_BYTES", MAX_LISTING_BYTES)),
+            int(env.get("CONNECTOR_MAX_LISTED_FRAGMENTS", MAX_LISTED_FRAGMENTS)))
 LOG_HEAD = 32 << 10
 LOG_TAIL = 32 << 10
 # Read requests in flight per session in read_many: this one and the next.
@@ -277,12 +286,22 @@ class FramedSession:
     def list(self) -> Listing:
         self._send("list")
         batches: list[pa.RecordBatch] = []
-        budget = _Budget(LISTING_BYTES_CAP, "listing", counts_control=False)
+        max_bytes, max_fragments = listing_caps()
+        budget = _Budget(max_bytes, "listing", counts_control=False)
+        count = 0
         for item in self._frames(self._deadline(), frames.ListReply, budget):
             if isinstance(item, pa.RecordBatch):
                 if not item.schema.equals(LISTING_SCHEMA):
                     raise self._broken(ProtocolError(
                         f"listing batch has the wrong shape: {item.schema}"))
+                count += item.num_rows
+                if count > max_fragments:
+                    self._usable = False
+                    self._ch.kill()
+                    raise FragmentFailure(
+                        f"list_objects yielded more than {max_fragments:,} fragments (the "
+                        "operator's limit, CONNECTOR_MAX_LISTED_FRAGMENTS)",
+                        FailureKind.LIMIT, log=self._log.text())
                 batches.append(item)
                 continue
             self._take_log()
