@@ -35,6 +35,7 @@ from worker.protocol import (
     encode_json,
     read_header,
 )
+from worker.redact import Redactor
 from worker.runtime.conform import output_schema
 from worker.sandbox import frames
 from worker.sandbox.exits import out_of_memory
@@ -146,6 +147,7 @@ class FramedSession:
         self._usable = True
         self._log = LogBuffer()
         self._declared = output_schema(connector.spec.schema_)
+        self._redact = Redactor(None)
 
     @classmethod
     def started(cls, channel: Channel, connector: Connector, module_dir: str,
@@ -267,11 +269,19 @@ class FramedSession:
 
     def _take_log(self) -> str:
         text, self._log = self._log.text(), LogBuffer()
-        return text
+        return self._redact(text)
 
     # --- the Session protocol -------------------------------------------------------
 
     def start(self, credentials: str | None) -> None:
+        # Every failure and log that leaves this session is redacted from here on.
+        self._redact = Redactor(credentials)
+        try:
+            self._start(credentials)
+        except FragmentFailure as e:
+            raise self._redact.failure(e) from None
+
+    def _start(self, credentials: str | None) -> None:
         spec = self._connector.spec
         # display_dir: tracebacks name the connector's own files, not the sandbox's copy
         self._send("open", module_dir=self._module_dir, display_dir=str(self._connector.path),
@@ -284,6 +294,12 @@ class FramedSession:
             raise self._broken(ProtocolError(f"expected 'ready', got {_what(item)}"))
 
     def list(self) -> Listing:
+        try:
+            return self._list()
+        except FragmentFailure as e:
+            raise self._redact.failure(e) from None
+
+    def _list(self) -> Listing:
         self._send("list")
         batches: list[pa.RecordBatch] = []
         max_bytes, max_fragments = listing_caps()
@@ -387,7 +403,7 @@ class _ReadStream:
         if not self.sent and self._send_error is None:
             self._request()
         if self._send_error is not None:
-            raise self._send_error
+            raise s._redact.failure(self._send_error)
         if not s.usable:
             raise FragmentFailure("sandbox session is no longer usable", FailureKind.INFRA)
         finished = False
@@ -400,14 +416,15 @@ class _ReadStream:
                 assert isinstance(item, frames.Read)
                 self.report = ReadReport(rows=item.rows, read=item.read,
                                          rejected=item.rejected, defaulted=item.defaulted,
-                                         rejects=item.rejects, warnings=item.warnings,
+                                         rejects=item.rejects,
+                                         warnings=[s._redact(w) for w in item.warnings],
                                          log=s._take_log())
                 finished = self.finished = True
                 return
-        except FragmentFailure:
+        except FragmentFailure as e:
             s._take_log()
             finished = self.finished = True
-            raise
+            raise s._redact.failure(e) from None
         finally:
             if not finished:
                 # The consumer stopped mid-stream: frames are still in flight.

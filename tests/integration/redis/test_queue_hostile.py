@@ -58,3 +58,41 @@ def test_forged_infra_error_frame_is_not_retried(queue_env, tmp_path, redis_clie
     time.sleep(6)  # longer than the first retry interval
     assert c.reads().count("forged") == 1, c.reads()
     assert [x["frag"] for x in queue_env.rows("forger", "evil")] == ["a_ok"]
+
+
+SECRET = "tok-5e4d3c2b1a09"
+
+LEAKY_CODE = '''
+def context(credentials):
+    print("logged in as", credentials)
+    return int(credentials)          # a non-numeric token: its text in the message
+
+def list_objects(context, metadata):
+    yield {{"name": "one", "fingerprint": "1"}}
+
+def read_bytes(context, metadata):
+    yield "id,frag\\n1,one\\n"
+'''
+
+
+def test_credentials_in_error_text_are_redacted_before_redis_and_status(
+        queue_env, tmp_path, redis_client):
+    from cryptography.fernet import Fernet
+
+    from tests.integration.redis.test_queue_faults import _all_redis_bytes
+
+    key = Fernet.generate_key().decode()
+    c = PlanConnector(tmp_path, "leaky", "evil", code=LEAKY_CODE,
+                      extra_spec="credentials: {file: token.txt}\n",
+                      files={"token.txt": SECRET})
+    queue_env.deploy(c.folder, env={"CONNECTOR_SECRET_KEY": key})
+    queue_env.start_workers(1, env={"CONNECTOR_SECRET_KEY": key})
+    r, s = queue_env.refresh("leaky", "evil")
+    assert r.returncode == 1, r.stderr + queue_env.logs()
+    assert "context() raised ValueError: invalid literal for int()" in r.stderr, r.stderr
+    st = queue_env.cli("status", "leaky", "--tenant", "evil")
+    assert "[redacted]" in st.stderr, st.stderr
+    for text in (r.stdout, r.stderr, st.stdout, st.stderr, queue_env.logs()):
+        assert SECRET not in text
+    prefixes = (queue_env.env["CONNECTOR_REDIS_PREFIX"], queue_env.env["RQ_KEY_PREFIX"])
+    assert not any(SECRET.encode() in b for b in _all_redis_bytes(redis_client, prefixes))
