@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from worker import ceilings, naming
@@ -22,10 +22,13 @@ from worker.console import (
     EXIT_FAILED,
     EXIT_OK,
     err,
+    literal,
     out,
     print_failure,
     print_failures,
     print_summary,
+    safe,
+    text,
 )
 from worker.models import Fragment, FragmentFailure
 from worker.models import Progress as RefreshProgress
@@ -53,7 +56,7 @@ def _load(path: str) -> Connector:
         ceilings.enforce(c, ceilings.global_ceilings())
         return c
     except (SpecError, ceilings.CeilingError) as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
         sys.exit(EXIT_BAD)
 
 
@@ -70,7 +73,7 @@ def _credentials(connector: Connector, file: str | None) -> str | None:
     try:
         return connector.read_credentials()
     except SpecError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
         sys.exit(EXIT_BAD)
 
 
@@ -86,11 +89,11 @@ def local_state(output: Output, connector: Connector) -> SqliteState:
 
 
 def rows_table(table, title: str, limit: int) -> Table:  # noqa: ANN001 - pyarrow Table
-    t = Table(title=title, show_lines=False)
+    t = Table(title=text(title), show_lines=False)
     for field in table.schema:
-        t.add_column(f"{field.name}\n[dim]{field.type}[/dim]")
+        t.add_column(Text.assemble(text(field.name), "\n", text(field.type, "dim")))
     for row in table.slice(0, limit).to_pylist():
-        t.add_row(*("∅" if v is None else str(v) for v in row.values()))
+        t.add_row(*(text("∅" if v is None else v) for v in row.values()))
     return t
 
 
@@ -157,9 +160,9 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
             for i, part in enumerate(parts[:-1]):
                 key = "/".join(parts[: i + 1])
                 if key not in nodes:  # each folder once, however many files it holds
-                    nodes[key] = parent.add(part + "/")
+                    nodes[key] = parent.add(text(part + "/"))
                 parent = nodes[key]
-            parent.add(f"{parts[-1]}  [dim]{f.fingerprint}[/dim]")
+            parent.add(Text.assemble(text(parts[-1]), "  ", text(f.fingerprint, "dim")))
         out.print(tree)
         for f in listed[:limit]:
             if not session.usable:
@@ -179,18 +182,19 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
                 table = pa.Table.from_batches(batches)
                 out.print(rows_table(table, f"{f.name}: {table.num_rows} row(s)", 20))
             else:
-                out.print(f"{f.name}: 0 rows")
+                out.print(f"{safe(f.name)}: 0 rows", highlight=False)
             if report and (report.rejected or report.defaulted):
                 err.print(f"[yellow]{report.rejected} row(s) rejected, {report.defaulted} "
                           "value(s) defaulted[/yellow]")
                 for rej in report.rejects[:10]:
                     where = f"line {rej.line}" if rej.line is not None else f"row {rej.row}"
-                    err.print(f"  {where} {rej.column or ''} {rej.value!r}: {rej.reason}"
-                              f"{': ' + rej.detail if rej.detail else ''} ({rej.action})",
+                    err.print(literal(f"  {where} {rej.column or ''} {rej.value!r}: {rej.reason}"
+                                      f"{': ' + rej.detail if rej.detail else ''} ({rej.action})"),
                               markup=False, highlight=False)
             if report and report.log:
-                out.print(f"[dim]log of {f.name}:[/dim]")
-                out.print(report.log.rstrip(), markup=False, highlight=False)
+                out.print(f"[dim]log of {safe(f.name)}:[/dim]", highlight=False)
+                out.print(literal(report.log.rstrip(), lines=True), markup=False,
+                          highlight=False)
     finally:
         session.close()
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
@@ -391,13 +395,13 @@ def build(path: str | None, base: bool, registry: bool) -> None:
         client = docker.from_env(timeout=600)
         client.ping()
     except docker.errors.DockerException as e:
-        err.print(f"[red]error:[/red] no Docker engine answers: {escape(str(e))}")
+        err.print(f"[red]error:[/red] no Docker engine answers: {safe(e)}")
         sys.exit(EXIT_BAD)
     try:
         tag = (build_connector_image(client, c) if c is not None
                else base_image(client, registry=registry or None))
     except ImageBuildError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
         sys.exit(EXIT_FAILED)
     out.print(tag)
 

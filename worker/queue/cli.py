@@ -30,6 +30,7 @@ from worker.console import (
     out,
     print_failures,
     print_summary,
+    safe,
 )
 from worker.errors import ConnectorError
 from worker.queue.client import TenantClient
@@ -42,7 +43,7 @@ wide = out if out.is_terminal else Console(soft_wrap=True, width=160)
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    err.print(f"[red]error:[/red] {safe(message)}", highlight=False)
     sys.exit(EXIT_BAD)
 
 

@@ -36,7 +36,8 @@ def read_bytes(context, metadata):
     with open(READS, "a") as f:
         f.write(metadata["name"] + "\\n")
     if metadata["name"] == "forged":
-        forge({{"op": "error", "kind": "infra", "message": "engine on fire", "traceback": ""}})
+        forge({{"op": "error", "kind": "infra", "message": "engine \x1b[2J on [/red] fire",
+               "traceback": ""}})
         time.sleep(30)
     yield "id,frag\\n1," + metadata["name"] + "\\n"
 '''
@@ -51,8 +52,13 @@ def test_forged_infra_error_frame_is_not_retried(queue_env, tmp_path, redis_clie
     r, s = queue_env.refresh("forger", "evil")
     assert r.returncode == 1, r.stderr + queue_env.logs()
     assert (s["read"], s["failed"]) == (1, 1), s
-    assert "fragment 'forged' failed (user): engine on fire" in r.stderr, r.stderr
+    # printed as literal text: the ESC escaped, the markup not interpreted
+    message = "fragment 'forged' failed (user): engine \\x1b[2J on [/red] fire"
+    assert message in r.stderr, r.stderr
     assert "(infra)" not in r.stderr
+    st = queue_env.cli("status", "forger", "--tenant", "evil")
+    assert st.returncode == 0, st.stderr
+    assert message in st.stderr and "\x1b" not in st.stdout + st.stderr, st.stderr
     # the user's failure: no retry is scheduled and the fragment was read once
     assert not list(redis_client.scan_iter(match=f"{queue_env.env['RQ_KEY_PREFIX']}:scheduled:*"))
     time.sleep(6)  # longer than the first retry interval
