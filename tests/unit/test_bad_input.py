@@ -232,3 +232,22 @@ def read_bytes(c, m):
     assert r.returncode == 0, r.stderr
     assert s["read"] == 8 - len(before)
     assert sorted(x["n"] for x in cli.rows(c)) == list(range(8))
+
+
+SURROGATE_CODE = '''
+def list_objects(context, metadata):
+    yield {"name": "fine", "fingerprint": "1"}
+    yield {"name": "bad\\udc80name", "fingerprint": "1"}
+
+def read_bytes(context, metadata):
+    yield "a\\n1\\n"
+'''
+
+
+def test_lone_surrogate_in_a_fragment_name_is_the_users_error(connector, cli):
+    c = connector(SURROGATE_CODE, GOOD_SPEC)
+    r, s = cli.refresh(c)
+    assert r.returncode == 1
+    assert ("fragment '(listing)' failed (user): list_objects({}) item 2 ('bad\\udc80name'): "
+            "'name' is not valid Unicode text (it holds a lone surrogate)") in r.stderr, r.stderr
+    assert "runtime error" not in r.stderr
