@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     max_pids: int | None = None
     """Largest `limits.pids`."""
 
+    # --- what a tenant's sandbox may bring to the host -----------------------------------
+    max_listing_bytes: int = Field(64 << 20, gt=0)
+    """Bytes of Arrow one listing may bring (the host holds a listing whole to diff it)."""
+    max_listed_fragments: int = Field(250_000, gt=0)
+    """Most fragments one listing may yield."""
+
     @field_validator("retry_intervals", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:

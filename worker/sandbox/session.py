@@ -13,7 +13,6 @@ runtime claims is believed only when it cannot shift blame to the platform.
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import socket
 import time
@@ -40,20 +39,11 @@ from worker.runtime.conform import output_schema
 from worker.sandbox import frames
 from worker.sandbox.exits import out_of_memory
 from worker.sandbox.sizes import human_size
+from worker.settings import settings
 from worker.spec import Connector, Limits
 
 # A control frame (log, error, done) bigger than this is not one the runtime writes.
 CONTROL_FRAME_CAP = 16 << 20
-# What one listing may bring to the host, which holds it whole to diff it (see `list`).
-MAX_LISTING_BYTES = 64 << 20
-MAX_LISTED_FRAGMENTS = 250_000
-
-
-def listing_caps() -> tuple[int, int]:
-    """(bytes, fragments) a listing may bring: the operator's, or the defaults."""
-    env = os.environ
-    return (int(env.get("CONNECTOR_MAX_LISTING_BYTES", MAX_LISTING_BYTES)),
-            int(env.get("CONNECTOR_MAX_LISTED_FRAGMENTS", MAX_LISTED_FRAGMENTS)))
 LOG_HEAD = 32 << 10
 LOG_TAIL = 32 << 10
 # Read requests in flight per session in read_many: this one and the next.
@@ -252,7 +242,8 @@ class FramedSession:
             self._usable = False  # runtime state is suspect after these
         if kind == FailureKind.INFRA:
             kind = FailureKind.USER
-        message = msg.message
+        message = msg.message if msg.message.strip() else "the sandbox reported a failure " \
+            "without a message"
         if message == "out of memory":
             message = out_of_memory(self._limits.memory)
         return FragmentFailure(message, kind, traceback=msg.traceback, log=self._log.text())
@@ -302,7 +293,8 @@ class FramedSession:
     def _list(self) -> Listing:
         self._send("list")
         batches: list[pa.RecordBatch] = []
-        max_bytes, max_fragments = listing_caps()
+        # The host holds a listing whole (to diff it): what it may bring is the operator's.
+        max_bytes, max_fragments = settings().max_listing_bytes, settings().max_listed_fragments
         budget = _Budget(max_bytes, "listing", counts_control=False)
         count = 0
         for item in self._frames(self._deadline(), frames.ListReply, budget):
