@@ -1,10 +1,23 @@
 """The Docker sandbox: the runtime in a hardened container built for the connector.
 
 Hardening is the default, not an option: no network, read-only root, a small tmpfs
-for /tmp, every capability dropped, no-new-privileges, a non-root user, pids, memory
-(swap included) and CPU limits, and no log driver (we read stdout ourselves, and a
-json-file log would grow without bound). Nothing from the host is mounted: the code is
-a layer of the image. Credentials cross once, over the attached stdin.
+for /tmp, every capability dropped, no-new-privileges, a seccomp profile, a non-root
+user, pids, memory (swap included) and CPU limits, and no log driver (we read stdout
+ourselves, and a json-file log would grow without bound). Nothing from the host is
+mounted: the code is a layer of the image. Credentials cross once, over the attached
+stdin.
+
+The seccomp profile (seccomp.json) is Docker's default (moby/profiles v0.2.3) with
+`ptrace` removed and no `io_uring_*` syscalls: io_uring has been the source of a run of
+kernel privilege escalations and bypasses seccomp filtering of the operations it
+performs, and nothing a connector does needs to trace a process. gVisor (runsc)
+applies its own syscall surface and ignores an OCI seccomp profile unless runsc runs
+with `--oci-seccomp`.
+
+Scratch space: `TMPDIR` is a second tmpfs, `/scratch`, as large as the memory limit
+(tmpfs pages count against the container's memory cgroup, so it adds no memory a
+connector could not already use). The runtime spools a Parquet fragment there: a
+fragment larger than the 64 MiB /tmp must not fail with "No space left on device".
 
 PID 1 is Docker's init (tini, the engine's read-only `docker-init`), not the runtime:
 the kernel ignores signals a namespace's init sends itself, so without it a runtime that
@@ -25,6 +38,8 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import importlib.resources
+import json
 import math
 import os
 import socket
@@ -49,6 +64,10 @@ LABEL_OWNER = "io.connector.owner"
 CODE_DIR = "/opt/connector"
 SANDBOX_USER = "10001:10001"
 TMPFS = "size=64m,mode=1777,noexec,nosuid,nodev"
+SCRATCH_DIR = "/scratch"
+SECCOMP = json.dumps(json.loads(
+    (importlib.resources.files("worker.sandbox") / "seccomp.json").read_text()),
+    separators=(",", ":"))
 STDERR_CAP = 64 << 10
 _MUX = struct.Struct(">BxxxL")
 
@@ -172,9 +191,9 @@ class DockerChannel:
         host_config = self._api.create_host_config(
             network_mode=egress_network(client) if egress else "none",
             read_only=True,
-            tmpfs={"/tmp": TMPFS},
+            tmpfs={"/tmp": TMPFS, SCRATCH_DIR: scratch_tmpfs(limits.memory)},
             cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
+            security_opt=["no-new-privileges", f"seccomp={SECCOMP}"],
             mem_limit=limits.memory,
             memswap_limit=limits.memory,
             nano_cpus=int(limits.cpus * 1e9),
@@ -193,7 +212,7 @@ class DockerChannel:
             tty=False,
             user=SANDBOX_USER,
             working_dir="/tmp",
-            environment={"HOME": "/tmp", "OPENBLAS_NUM_THREADS": "1",
+            environment={"HOME": "/tmp", "TMPDIR": SCRATCH_DIR, "OPENBLAS_NUM_THREADS": "1",
                          # Arrow sizes its thread pool by the host's CPUs, and threads
                          # count against the pids limit: size it by the CPU limit.
                          "OMP_NUM_THREADS": str(max(1, math.ceil(limits.cpus)))},
@@ -255,6 +274,11 @@ class DockerChannel:
                     f"threads for the pids limit of {self._pids} does this)"), FailureKind.USER
         return classify_exit("container", code, stderr, self._memory,
                              oom_killed=bool(state.get("OOMKilled")))
+
+
+def scratch_tmpfs(memory: int) -> str:
+    """Mount options of /scratch: as large as the memory limit it is charged to."""
+    return f"size={memory},mode=1777,noexec,nosuid,nodev"
 
 
 def egress_network(client: docker.DockerClient) -> str:

@@ -323,7 +323,8 @@ PROBE_CODE = r'''
 import ctypes, errno, json, os, socket, stat, subprocess
 
 PROBES = ["fs_write", "fill_tmp", "noexec_tmp", "network", "host_files", "host_proc",
-          "docker_socket", "environ", "privileges", "setuid_binaries", "zz_write_code"]
+          "docker_socket", "environ", "privileges", "setuid_binaries", "syscalls",
+          "zz_write_code"]
 
 def context(credentials):
     return json.loads(credentials)
@@ -492,6 +493,15 @@ def setuid_binaries(ctx):
             out[cmd[0]] = {"rc": -1, "out": "", "err": type(e).__name__}
     return out
 
+def syscalls(ctx):
+    libc = ctypes.CDLL(None, use_errno=True)
+    def c(r):
+        return "ok" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), str(r))
+    params = ctypes.create_string_buffer(120)     # struct io_uring_params, zeroed
+    out = {"io_uring_setup": c(libc.syscall(425, 8, params))}
+    out["ptrace_traceme"] = c(libc.ptrace(0, 0, None, None))   # PTRACE_TRACEME
+    return out
+
 def zz_write_code(ctx):
     with open("/opt/connector/connector.py", "a") as f:   # raises: read-only code
         f.write("\nprint('pwned')\n")
@@ -553,7 +563,7 @@ def test_probes_commit_and_code_write_fails(probe_run):
     p = probe_run
     assert p.run.returncode == 1, p.run.stderr
     s = p.run.summary
-    assert (s["listed"], s["read"], s["failed"]) == (11, 10, 1), p.run.stderr
+    assert (s["listed"], s["read"], s["failed"]) == (12, 11, 1), p.run.stderr
     msg = p.run.failure("zz_write_code")
     assert msg.startswith("(user) read_bytes('zz_write_code') raised"), p.run.stderr
     assert "Read-only file system" in msg or "Permission denied" in msg
@@ -618,7 +628,7 @@ def test_worker_environment_not_visible(probe_run):
     for key, value in WORKER_SECRETS.items():
         assert key not in dumped and value not in dumped
     assert "hunter2" not in dumped
-    assert set(r["os.environ"]) <= {"PATH", "HOSTNAME", "HOME", "LANG", "PYTHONPATH",
+    assert set(r["os.environ"]) <= {"PATH", "HOSTNAME", "HOME", "TMPDIR", "LANG", "PYTHONPATH",
                                     "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
                                     "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"}
     # the credentials (this probe's config) are not in any environment either
@@ -645,6 +655,17 @@ def test_no_privilege_escalation(probe_run, runtime):
     # Docker's init runs as the same unprivileged user: tracing it gains nothing.
     assert r["ptrace_pid1"] in ("EPERM", "ok"), r
     assert r["pid1"]["Uid"].split()[0] == "10001" and int(r["pid1"]["CapEff"], 16) == 0
+
+
+def test_seccomp_denies_io_uring_and_ptrace(probe_run, runtime):
+    r = probe_run.results["syscalls"]
+    if runtime == "runc":
+        # Docker's default profile allows both; ours does not.
+        assert r == {"io_uring_setup": "EPERM", "ptrace_traceme": "EPERM"}, r
+    else:
+        # gVisor implements no io_uring by default, and applies its own syscall surface
+        # (an OCI seccomp profile only with runsc --oci-seccomp): ptrace stays inside it.
+        assert r["io_uring_setup"] in ("ENOSYS", "EPERM"), r
 
 
 def test_setuid_binaries_do_not_escalate(probe_run):
@@ -1023,3 +1044,111 @@ def test_queue_mode_tenant_attacks(queue_env, redis_client, tmp_path: Path) -> N
     repos = {t.split(":")[0] for img in docker.from_env().images.list(
         filters={"label": "io.connector.tenant"}) for t in img.tags}
     assert {"connector-acme--orders-daily", "connector-acme-orders--daily"} <= repos
+
+
+# ------------------------------------ group 6: frames forged in every phase, scratch
+
+FORGE_CODE = r"""
+import json, os, time
+
+def forge(data):
+    for fd in range(3, 64):       # the protocol's descriptor: the first writable one
+        try:
+            os.write(fd, data)
+            return
+        except OSError:
+            continue
+
+def frame(kind, body):
+    return kind + len(body).to_bytes(4, "big") + body
+
+def context(credentials):
+    ctx = json.loads(credentials)
+    if ctx["attack"] == "open":           # an Arrow frame before 'ready'
+        forge(frame(b"A", b"\xff\xff\xff\xff" + b"\0" * 60))
+        time.sleep(30)
+    return ctx
+
+def list_objects(ctx, meta):
+    yield {"name": "a_ok", "fingerprint": "1"}
+    if ctx["attack"] == "list":           # garbage where a listing batch belongs
+        forge(frame(b"A", b"garbage" * 20))
+        time.sleep(30)
+    yield {"name": "z_" + ctx["attack"], "fingerprint": "1"}
+
+def read_bytes(ctx, meta):
+    name = meta["name"]
+    if name == "z_read":                  # a failure dressed up as the platform's
+        forge(frame(b"J", json.dumps({"op": "error", "kind": "infra",
+                                      "message": "engine on fire"}).encode()))
+        time.sleep(30)
+    if ctx["attack"] == "parquet":        # z_parquet: 70 MiB of Parquet, more than /tmp
+        import io, pyarrow as pa, pyarrow.parquet as pq
+        n = 70 if name == "z_parquet" else 1
+        blob = os.urandom(1 << 20)
+        table = pa.table({"frag": [name] * n, "n": [str(i) for i in range(n)],
+                          "blob": [blob] * n})
+        out = io.BytesIO()
+        pq.write_table(table, out, compression="none", use_dictionary=False)
+        data = out.getvalue()
+        del table, out
+        for i in range(0, len(data), 1 << 20):
+            yield data[i:i + (1 << 20)]
+        return
+    yield json.dumps({"frag": name, "n": "1"}) + "\n"
+"""
+
+FORGERIES = ["open", "list", "read", "parquet"]
+
+
+@pytest.fixture(scope="module")
+def forge_runs(runtime: str, tmp_path_factory: pytest.TempPathFactory) -> AttackRuns:
+    tmp = tmp_path_factory.mktemp(f"forge-{runtime}")
+    name = f"hostile_forge_{runtime}"
+    limits = f"limits: {{memory: 768m, timeout: 120, runtime: {runtime}}}\n"
+    paths = {}
+    for a in FORGERIES:
+        parser = "parquet" if a == "parquet" else "json"
+        paths[a] = attack_connector(tmp / a / name, FORGE_CODE, name, {"attack": a},
+                                    f"parser: {{format: {parser}}}\n" + limits)
+    runs = run_parallel({a: (tmp / a / "out", ["refresh", str(paths[a]), "--json",
+                                               "--sandbox", "docker", "--concurrency", "1"],
+                             None) for a in FORGERIES})
+    return AttackRuns(name, runs, {a: rows(tmp / a / "out", paths[a]) for a in FORGERIES})
+
+
+def test_frame_forged_during_open_is_the_users_failure(forge_runs):
+    run = forge_runs.runs["open"]
+    assert run.returncode == 1, run.stderr
+    assert run.failure("(listing)").startswith(
+        "(user) sandbox broke the protocol: an Arrow frame of"), run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_garbage_listing_frame_is_the_users_failure(forge_runs):
+    run = forge_runs.runs["list"]
+    assert run.returncode == 1, run.stderr
+    assert run.failure("(listing)").startswith(
+        "(user) sandbox broke the protocol: Arrow frame is not a valid record batch"), \
+        run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_forged_infra_error_is_the_users_failure(forge_runs):
+    assert_contained_forgery(forge_runs, "read", "(user) engine on fire")
+
+
+def test_parquet_fragment_larger_than_tmp_is_read(forge_runs):
+    run = forge_runs.runs["parquet"]
+    assert run.returncode == 0, run.stderr
+    got = [r for r in forge_runs.rows["parquet"] if r["frag"] == "z_parquet"]
+    assert sorted(int(r["n"]) for r in got) == list(range(70))
+
+
+def assert_contained_forgery(attacks: AttackRuns, attack: str, message: str) -> None:
+    run = attacks.runs[attack]
+    assert run.returncode == 1, run.stderr
+    assert run.failure(f"z_{attack}") == message, run.stderr
+    assert "Traceback" not in run.stderr
+    assert [r["frag"] for r in attacks.rows[attack]] == ["a_ok"]
+    assert not sandbox_containers({attacks.name})
