@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from tests.integration.queue_connectors import PlanConnector
+
+from tests.helpers.connectors import PlanConnector
 
 pytestmark = pytest.mark.redis
 
