@@ -355,8 +355,51 @@ class FramedSession:
             # Requests still unanswered (the caller stopped early): their frames would
             # be read as the next request's, so this runtime cannot be reused.
             if any(x.sent and not x.finished for x in (current, *pending) if x is not None):
-                self._usable = False
-                self._ch.kill()
+                self.abandon()
+
+    # --- one read, in two verbs (what read() and read_many() are built from) ---------
+
+    def request_read(self, fragment: Fragment) -> None:
+        """Send the read request for `fragment`; raises a (redacted) FragmentFailure."""
+        if not self._usable:
+            raise FragmentFailure("sandbox session is no longer usable", FailureKind.INFRA)
+        try:
+            self._send("read", fragment=fragment.metadata())
+        except FragmentFailure as e:
+            raise self._redact.failure(e) from None
+
+    def read_reply(self) -> Iterator[pa.RecordBatch | ReadReport]:
+        """The answer to the oldest request not yet answered: its batches (conformed),
+        then its ReadReport. A failure is raised redacted. A consumer that stops early
+        leaves frames in flight, so the session is abandoned."""
+        if not self._usable:
+            raise FragmentFailure("sandbox session is no longer usable", FailureKind.INFRA)
+        answered = False
+        budget = _Budget(self._limits.max_output_bytes, "output")
+        try:
+            for item in self._frames(self._deadline(), frames.ReadReply, budget):
+                if isinstance(item, pa.RecordBatch):
+                    yield self._conformed(item)
+                    continue
+                assert isinstance(item, frames.Read)
+                answered = True
+                yield ReadReport(rows=item.rows, read=item.read, rejected=item.rejected,
+                                 defaulted=item.defaulted, rejects=item.rejects,
+                                 warnings=[self._redact(w) for w in item.warnings],
+                                 log=self._take_log())
+                return
+        except FragmentFailure as e:
+            self._take_log()
+            answered = True
+            raise self._redact.failure(e) from None
+        finally:
+            if not answered:
+                self.abandon()
+
+    def abandon(self) -> None:
+        """Frames are in flight that nobody will read: this runtime cannot be reused."""
+        self._usable = False
+        self._ch.kill()
 
     def close(self) -> None:
         if self._usable:
@@ -367,6 +410,8 @@ class FramedSession:
 
 
 class _ReadStream:
+    """One fragment's read, driven through FramedSession's public read verbs."""
+
     def __init__(self, session: FramedSession, fragment: Fragment,
                  send_now: bool = False) -> None:
         self._s = session
@@ -379,46 +424,27 @@ class _ReadStream:
             self._request()
 
     def _request(self) -> None:
-        s = self._s
-        if not s.usable:
-            self._send_error = FragmentFailure("sandbox session is no longer usable",
-                                               FailureKind.INFRA)
-            return
         try:
-            s._send("read", fragment=self.fragment.metadata())
+            self._s.request_read(self.fragment)
             self.sent = True
         except FragmentFailure as e:
             self._send_error = e
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
-        s = self._s
         if not self.sent and self._send_error is None:
             self._request()
         if self._send_error is not None:
-            raise s._redact.failure(self._send_error)
-        if not s.usable:
-            raise FragmentFailure("sandbox session is no longer usable", FailureKind.INFRA)
-        finished = False
-        budget = _Budget(s._limits.max_output_bytes, "output")
+            raise self._send_error
+        replies = self._s.read_reply()
         try:
-            for item in s._frames(s._deadline(), frames.ReadReply, budget):
-                if isinstance(item, pa.RecordBatch):
-                    yield s._conformed(item)
-                    continue
-                assert isinstance(item, frames.Read)
-                self.report = ReadReport(rows=item.rows, read=item.read,
-                                         rejected=item.rejected, defaulted=item.defaulted,
-                                         rejects=item.rejects,
-                                         warnings=[s._redact(w) for w in item.warnings],
-                                         log=s._take_log())
-                finished = self.finished = True
-                return
-        except FragmentFailure as e:
-            s._take_log()
-            finished = self.finished = True
-            raise s._redact.failure(e) from None
+            for item in replies:
+                if isinstance(item, ReadReport):
+                    self.report = item
+                    self.finished = True
+                    return
+                yield item
+        except FragmentFailure:
+            self.finished = True
+            raise
         finally:
-            if not finished:
-                # The consumer stopped mid-stream: frames are still in flight.
-                s._usable = False
-                s._ch.kill()
+            replies.close()  # a consumer that stopped early: read_reply abandons the session
