@@ -31,15 +31,16 @@ from worker.state.sqlite import SqliteState
 
 
 def floor(work: Workdir, n: int) -> float:
-    """In-process: write + rename + commit a one-row Parquet file per fragment (frag/s)."""
+    """In-process: write + rename + stage a one-row Parquet file per fragment (frag/s)."""
     out = work.fresh_output("floor")
     output, state = Output(str(out)), SqliteState(out / "state.sqlite")
     t0 = time.perf_counter()
     for i in range(n):
-        path = output.fragment_path("default", "floor", f"tiny-{i:05d}", "v1")
+        rel = output.new_fragment_file(f"tiny-{i:05d}")
         batch = pa.record_batch({"id": [i], "name": [f"tiny-{i:05d}"]})
-        rows = output.write(path, [batch])
-        state.commit(Commit(name=f"tiny-{i:05d}", fingerprint="v1", path=path, rows=rows))
+        rows = output.write(f"{output.dataset_dir('default', 'floor')}/{rel}", [batch])
+        state.stage("bench", Commit(name=f"tiny-{i:05d}", fingerprint="v1", path=rel,
+                                    rows=rows))
     return n / (time.perf_counter() - t0)
 
 

@@ -75,13 +75,13 @@ def measure(work: Workdir, fragments: int, rows: int) -> dict[str, float]:
         decoded = [decode_batch(read_frame(src, None)[1]) for _ in conformed]
         t["IPC decode"] += time.perf_counter() - t0
 
-        path = output.fragment_path("default", "stages", f"part-{i}", "v1")
+        rel = output.new_fragment_file(f"part-{i}")
         t0 = time.perf_counter()
-        n = output.write(path, decoded)
+        n = output.write(f"{output.dataset_dir('default', 'stages')}/{rel}", decoded)
         t["Parquet write"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        state.commit(Commit(name=f"part-{i}", fingerprint="v1", path=path, rows=n))
+        state.stage("bench", Commit(name=f"part-{i}", fingerprint="v1", path=rel, rows=n))
         t["commit"] += time.perf_counter() - t0
     return t
 

@@ -30,6 +30,13 @@ def read_bytes(context, metadata):
 '''
 
 
+def table_files(output: Path, tenant: str, name: str) -> list[str]:
+    """The files the dataset's current Delta table version holds."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(output / tenant / name)).file_uris()
+
+
 def write_connector(folder: Path, code: str, spec: str,
                     files: dict[str, str] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,7 +76,7 @@ class Cli:
         return r, (json.loads(lines[-1]) if lines else {})
 
     def rows(self, path: Path) -> list[dict]:
-        r = self("show", str(path), "--jsonl")
+        r = self("show", str(path), "--jsonl", "--limit", "100000000")
         assert r.returncode == 0, r.stderr
         return [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip()]
 
@@ -158,7 +165,7 @@ class QueueEnv:
         return r.stdout.strip().splitlines()[-1]
 
     def rows(self, name: str, tenant: str) -> list[dict]:
-        r = self.cli("show", name, "--tenant", tenant, "--jsonl")
+        r = self.cli("show", name, "--tenant", tenant, "--jsonl", "--limit", "100000000")
         assert r.returncode == 0, r.stderr
         return [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip()]
 

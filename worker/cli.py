@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,10 +40,15 @@ from worker.spec import Connector, SpecError, load_connector
 
 if TYPE_CHECKING:
     from worker.sink import Output
+    from worker.state.base import StateStore
     from worker.state.sqlite import SqliteState
+    from worker.table.delta import DeltaDataset
 
-# Start-up is part of every `connector test`: what only `refresh` and `show` use
-# (Progress, the Parquet sink, SQLite state) is imported where they use it.
+# Start-up is part of every `connector test`: what only `refresh`, `show`, `history` and
+# `vacuum` use (Progress, the Parquet sink, SQLite state, the Delta table) is imported
+# where they use it.
+
+STATE_FILE = "_connector/state.sqlite"
 
 
 def _default_output() -> str:
@@ -78,11 +84,13 @@ def _credentials(connector: Connector, file: str | None) -> str | None:
 
 
 def local_state(output: Output, connector: Connector) -> SqliteState:
+    # Inside the dataset folder (a name Delta's vacuum leaves alone), so a copied or
+    # moved folder brings its own state and a copy's refresh never touches the original.
     from worker.state.sqlite import SqliteState
 
     spec = connector.spec
     if output.is_local:
-        return SqliteState(Path(output.dataset_dir(spec.tenant, spec.name)) / "state.sqlite")
+        return SqliteState(Path(output.dataset_dir(spec.tenant, spec.name)) / STATE_FILE)
     base = settings().state_dir
     tenant, name = naming.path_parts(spec.tenant, spec.name)
     return SqliteState(base / tenant / f"{name}.sqlite")
@@ -92,7 +100,9 @@ def rows_table(table, title: str, limit: int) -> Table:  # noqa: ANN001 - pyarro
     t = Table(title=text(title), show_lines=False)
     for field in table.schema:
         t.add_column(Text.assemble(text(field.name), "\n", text(field.type, "dim")))
-    for row in table.slice(0, limit).to_pylist():
+    from worker.table import render
+
+    for row in render.rows(table, limit):
         t.add_row(*(text("∅" if v is None else v) for v in row.values()))
     return t
 
@@ -269,9 +279,11 @@ def _print_failure(what: str, e: FragmentFailure) -> None:
               help="Queue mode: PATH is a deployed connector's NAME; workers refresh it.")
 @click.option("--tenant", default=None, help="Queue mode: the connector's tenant.")
 @click.option("--wait", is_flag=True, help="Queue mode: follow the refresh to its end.")
+@click.option("--full", is_flag=True, help="Read every listed fragment again.")
 def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
-            sandbox: str | None, queued: bool, tenant: str | None, wait: bool) -> None:
-    """Read new and changed fragments, drop those no longer listed."""
+            sandbox: str | None, queued: bool, tenant: str | None, wait: bool,
+            full: bool) -> None:
+    """Read new and changed fragments, drop those no longer listed: one table version."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -308,7 +320,7 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
                                                      if p.rejected else "")
             progress.update(task, completed=p.done, total=p.total, rows=p.rows, rate=rate)
 
-        summary = run_refresh(c, box, state, sink, concurrency, on_progress, creds)
+        summary = run_refresh(c, box, state, sink, concurrency, on_progress, creds, full)
     if as_json:
         print(json.dumps(summary.counts()))
     else:
@@ -317,56 +329,158 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
     sys.exit(EXIT_FAILED if summary.failed else EXIT_OK)
 
 
-@main.command()
-@click.argument("path")
-@click.option("--output", default=None)
-@click.option("--jsonl", is_flag=True, help="One JSON object per row, all rows.")
-@click.option("--limit", default=20, show_default=True)
-@click.option("--tenant", default=None,
-              help="Queue mode: show the deployed connector NAME of this tenant.")
-@click.option("--rejects", "show_rejects", is_flag=True,
-              help="The rejects dataset instead: rows the reads dropped or defaulted.")
-def show(path: str, output: str | None, jsonl: bool, limit: int, tenant: str | None,
-         show_rejects: bool) -> None:
-    """The current dataset's rows."""
+def _show_rejects(path: str, output: str | None, jsonl: bool, limit: int,
+                  tenant: str | None) -> None:
+    from worker.rejects import ParquetRejects
     from worker.sink import Output
+    from worker.table import render
 
     sink = Output(output or _default_output())
-    if show_rejects:
-        from worker.rejects import ParquetRejects
-
-        if tenant is None and Path(path).is_dir():
-            spec = _load(path).spec
-            tenant, path = spec.tenant, spec.name
-        store = ParquetRejects(sink)
-        table = store.read(tenant or "default", path)
-        fragments = 0 if table is None else len(set(table.column("fragment").to_pylist()))
-        name = f"{path} rejects"
-        if table is None and not jsonl:
-            out.print(f"{name}: none in {store.directory(tenant or 'default', path)}")
-            return
-    elif tenant is not None or not Path(path).is_dir():
-        from worker.queue.cli import queued_rows
-
-        name, table, fragments = queued_rows(path, tenant, sink)
-    else:
-        c = _load(path)
-        name = c.spec.name
-        committed = local_state(sink, c).committed()
-        table = sink.read(sorted(x.path for x in committed.values()))
-        fragments = len(committed)
+    if tenant is None and Path(path).is_dir():
+        spec = _load(path).spec
+        tenant, path = spec.tenant, spec.name
+    store = ParquetRejects(sink)
+    table = store.read(tenant or "default", path)
+    name = f"{path} rejects"
     if jsonl:
-        if table is not None:
-            for batch in table.to_batches():
-                for row in batch.to_pylist():
-                    sys.stdout.write(json.dumps(row, default=str) + "\n")
+        for row in render.rows(table, limit) if table is not None else ():
+            sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
     if table is None:
-        out.print(f"{name}: no rows committed yet in {sink.root}"
-                  + ("" if output else " (use --output for another place)"))
+        out.print(f"{name}: none in {store.directory(tenant or 'default', path)}")
         return
-    out.print(rows_table(table, f"{name}: {table.num_rows} row(s) in "
-                                f"{fragments} fragment(s)", limit))
+    fragments = len(set(table.column("fragment").to_pylist()))
+    out.print(rows_table(table, f"{name}: {table.num_rows} row(s) in {fragments} "
+                                "fragment(s)", limit))
+
+
+def _dataset(path: str, output: str | None, tenant: str | None) -> tuple[str, DeltaDataset]:
+    """(name, table) of a connector folder, or of a deployed NAME in queue mode."""
+    name, dataset, _ = _dataset_and_state(path, output, tenant)
+    return name, dataset
+
+
+def _dataset_and_state(path: str, output: str | None,
+                       tenant: str | None) -> tuple[str, DeltaDataset, StateStore]:
+    from worker.sink import Output
+    from worker.table.delta import DeltaDataset
+
+    sink = Output(output or _default_output())
+    if tenant is not None or not Path(path).is_dir():
+        from worker.queue.cli import queued_dataset
+
+        return queued_dataset(path, tenant, sink)
+    c = _load(path)
+    spec = c.spec
+    return spec.name, DeltaDataset.of(sink, spec.tenant, spec.name), local_state(sink, c)
+
+
+output_option = click.option("--output", default=None,
+                             help="Output directory or pyarrow filesystem URI.")
+tenant_option = click.option("--tenant", default=None,
+                             help="Queue mode: the deployed connector NAME of this tenant.")
+
+
+@main.command()
+@click.argument("path")
+@output_option
+@click.option("--jsonl", is_flag=True, help="One JSON object per row.")
+@click.option("--limit", default=20, show_default=True, help="Rows to print.")
+@click.option("--version", "version", type=int, default=None,
+              help="An older table version (see `connector history`).")
+@tenant_option
+@click.option("--rejects", "show_rejects", is_flag=True,
+              help="The rejects dataset instead: rows the reads dropped or defaulted.")
+def show(path: str, output: str | None, jsonl: bool, limit: int, version: int | None,
+         tenant: str | None, show_rejects: bool) -> None:
+    """The dataset's rows (the current version unless --version)."""
+    from worker.table import render
+    from worker.table.schema import FRAGMENT_COLUMN
+
+    if show_rejects:
+        _show_rejects(path, output, jsonl, limit, tenant)
+        return
+    name, dataset = _dataset(path, output, tenant)
+    try:
+        table = dataset.read(version)
+    except Exception as e:  # noqa: BLE001 - delta-rs raises several kinds for a bad version
+        err.print(f"[red]error:[/red] {name}: cannot read version {version} of "
+                  f"{escape(dataset.uri)}: {escape(str(e))}", highlight=False)
+        sys.exit(EXIT_BAD)
+    if table is None:
+        err.print(f"{name}: no table at {escape(dataset.uri)} yet (nothing committed; "
+                  "run `connector refresh`, or pass --output where it was written)",
+                  highlight=False)
+        return
+    if jsonl:
+        for row in render.rows(table, limit):
+            sys.stdout.write(json.dumps(row, default=str) + "\n")
+        return
+    fragments = (table.column(FRAGMENT_COLUMN).unique().__len__()
+                 if FRAGMENT_COLUMN in table.schema.names else None)
+    where = f" in {fragments} fragment(s)" if fragments is not None else ""
+    at = "" if version is None else f" (version {version})"
+    out.print(rows_table(table, f"{name}{at}: {table.num_rows} row(s){where}", limit))
+
+
+@main.command()
+@click.argument("path")
+@output_option
+@click.option("--limit", default=20, show_default=True, help="Versions to list.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per version.")
+@tenant_option
+def history(path: str, output: str | None, limit: int, as_json: bool,
+            tenant: str | None) -> None:
+    """The table's versions, newest first: refresh id, time and counts."""
+    name, dataset = _dataset(path, output, tenant)
+    versions = dataset.history(limit)
+    if as_json:
+        for v in versions:
+            print(v.model_dump_json())
+        return
+    if not versions:
+        err.print(f"{name}: no table at {escape(dataset.uri)} yet", highlight=False)
+        return
+    t = Table(title=f"{name}: {len(versions)} version(s)")
+    for col in ("version", "time (UTC)", "refresh", "read", "deleted", "failed", "rows",
+                "files +/-"):
+        t.add_column(col)
+    for v in versions:
+        c = v.counts
+        when = datetime.fromtimestamp(v.timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        t.add_row(str(v.version), when, v.refresh_id or v.operation, str(c.get("read", "")),
+                  str(c.get("deleted", "")), str(c.get("failed", "")), str(c.get("rows", "")),
+                  f"+{c.get('files_added', 0)}/-{c.get('files_removed', 0)}")
+    out.print(t)
+
+
+@main.command()
+@click.argument("path")
+@output_option
+@click.option("--retention", default=None,
+              help="Keep files any version younger than this needs (e.g. 7d, 12h, 0s); "
+                   "default CONNECTOR_RETENTION, else 7d.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted.")
+@tenant_option
+def vacuum(path: str, output: str | None, retention: str | None, dry_run: bool,
+           tenant: str | None) -> None:
+    """Delete files that no table version within the retention period needs."""
+    from worker.spec import parse_interval
+
+    text = retention or settings().retention
+    try:
+        keep = timedelta(seconds=parse_interval(text))
+    except ValueError as e:
+        err.print(f"[red]error:[/red] retention: {escape(str(e))}", highlight=False)
+        sys.exit(EXIT_BAD)
+    name, dataset, state = _dataset_and_state(path, output, tenant)
+    # Files no version names are a crashed refresh's, or a running one's not committed
+    # yet: while any refresh has staged files, those are left for a later vacuum.
+    files = dataset.vacuum(keep, dry_run=dry_run, orphans=not state.staged_refreshes())
+    verb = "would delete" if dry_run else "deleted"
+    out.print(f"{name}: {verb} {len(files)} file(s) no version within {text} needs")
+    for f in files:
+        out.print(f"  {f}", highlight=False)
 
 
 @main.command()

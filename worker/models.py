@@ -26,7 +26,11 @@ class Fragment(BaseModel):
 
 
 class Commit(BaseModel):
-    """A fragment version that is durable in the output and recorded in state."""
+    """A fragment version: its file is durable in the output. Staged while its refresh
+    runs, committed once the refresh's table version is. `path` is relative to the
+    dataset's root ("" for a fragment with no rows); `fingerprint` is the read key
+    (worker.table.schema.read_key): the listed fingerprint and the schema it was read with.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -39,6 +43,20 @@ class Commit(BaseModel):
     rejected: int = 0
     defaulted: int = 0
     warnings: list[str] = Field(default_factory=list, exclude=True)  # never stored
+    size: int = 0
+
+
+class PendingCommit(BaseModel):
+    """A refresh's table version about to be committed, recorded in state first.
+
+    `seq` is the table's transaction version for this project (Delta `txn` action):
+    after a crash, a table whose txn version has reached `seq` holds this commit and the
+    state catches up; a table below it never saw it and the staged files are dropped.
+    """
+
+    refresh_id: str
+    seq: int
+    deleted: list[str] = Field(default_factory=list)
 
 
 class FragmentFailure(ConnectorError):

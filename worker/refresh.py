@@ -1,8 +1,8 @@
 """An incremental refresh: list, diff against state, read what changed, finalize.
 
 The pieces are separate functions because queue mode runs them in different places
-(the list job diffs, fragment jobs read and commit, a finalize job applies deletions);
-local mode runs them in a row in one process.
+(the list job diffs, fragment jobs read and stage, a finalize job commits the table
+version); local mode runs them in a row in one process.
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ from worker.models import (
 from worker.rejects import ParquetRejects
 from worker.sandbox.base import ReadStream, Sandbox, Session
 from worker.sink import Output
-from worker.spec import Connector
+from worker.spec import Connector, ConnectorSpec
 from worker.state.base import StateStore
+from worker.table import crash, ledger
+from worker.table.delta import DeltaDataset
+from worker.table.schema import declared, for_table, listed_fingerprint, read_key, schema_tag
 
 
 class Plan(BaseModel):
@@ -47,16 +50,22 @@ class Plan(BaseModel):
     deleted: list[str]
 
 
-def diff(listed: Listing, committed: Mapping[str, str]) -> Plan:
-    """New names and changed fingerprints are read; names no longer listed leave.
-    `committed` maps name -> fingerprint (StateStore.fingerprints()). Computed on the
-    listing's columns: only the fragments to read become models."""
+def diff(listed: Listing, committed: Mapping[str, str], tag: str = "",
+         full: bool = False) -> Plan:
+    """New names and changed read keys are read; names no longer listed leave.
+    `committed` maps name -> read key (StateStore.fingerprints()); a listed fragment's
+    key is its fingerprint under schema `tag` (worker.table.schema.read_key). `full`
+    reads every listed fragment. Computed on the listing's columns: only the fragments
+    to read become models."""
     names = listed.table.column("name")
     known = pa.array(list(committed), pa.string())
     old = pa.array(list(committed.values()), pa.string())
     at = pc.index_in(names, value_set=known)
-    changed = pc.fill_null(
-        pc.not_equal(listed.table.column("fingerprint"), pc.take(old, at)), True)
+    keys = pc.binary_join_element_wise(read_key("", tag), listed.table.column("fingerprint"),
+                                       "")
+    changed = pc.fill_null(pc.not_equal(keys, pc.take(old, at)), True)
+    if full:
+        changed = pa.array([True] * len(listed), pa.bool_())
     to_read = listed.take(pc.indices_nonzero(changed).to_pylist())
     gone = pc.filter(known, pc.invert(pc.is_in(known, value_set=names))).to_pylist()
     return Plan(listed=len(listed), to_read=to_read, skipped=len(listed) - len(to_read),
@@ -96,20 +105,25 @@ class SessionPool:
 
 
 def read_fragment(session: Session, connector: Connector, fragment: Fragment,
-                  output: Output, state: StateStore) -> Commit:
-    """Read one fragment to Parquet, then commit it: durable first, recorded second."""
-    return commit_stream(session.read(fragment), connector, fragment, output, state)
+                  output: Output, state: StateStore, refresh_id: str) -> Commit:
+    """Read one fragment to Parquet, then stage it: durable first, recorded second."""
+    return stage_stream(session.read(fragment), connector, fragment, output, state,
+                        refresh_id)
 
 
-def commit_stream(stream: ReadStream, connector: Connector, fragment: Fragment,
-                  output: Output, state: StateStore) -> Commit:
-    """Write one fragment's stream to Parquet, then commit it (see read_fragment).
+def stage_stream(stream: ReadStream, connector: Connector, fragment: Fragment,
+                 output: Output, state: StateStore, refresh_id: str) -> Commit:
+    """Write one fragment's stream to a new Parquet file in the dataset and stage it for
+    this refresh's table version (see read_fragment).
 
     The rows the read rejected or defaulted are written to the rejects dataset first,
-    so a committed fragment never has rejects that were not kept."""
+    so a committed fragment never has rejects that were not kept; the replaced
+    version's rejects go when the table version is committed (finalize)."""
     spec = connector.spec
-    path = output.fragment_path(spec.tenant, spec.name, fragment.name, fragment.fingerprint)
-    rows = output.write(path, stream)
+    root = output.dataset_dir(spec.tenant, spec.name)
+    rel = output.new_fragment_file(fragment.name)
+    rows = output.write(f"{root}/{rel}", (for_table(b, fragment.name) for b in stream))
+    crash.point("fragment-written")
     report = stream.report or ReadReport(rows=rows)
     rejects = ParquetRejects(output)
     if report.rejects:
@@ -117,14 +131,14 @@ def commit_stream(stream: ReadStream, connector: Connector, fragment: Fragment,
                       report.rejects)
     else:  # a version read before (e.g. a retry) may have left some
         rejects.delete(spec.tenant, spec.name, fragment.name, fragment.fingerprint)
-    commit = Commit(name=fragment.name, fingerprint=fragment.fingerprint,
-                    path=path if rows else "", rows=rows, rejected=report.rejected,
-                    defaulted=report.defaulted, warnings=report.warnings)
-    old = state.commit(commit)
-    if old is not None:
-        output.delete(old.path)
-        if old.fingerprint != commit.fingerprint:
-            rejects.delete(spec.tenant, spec.name, old.name, old.fingerprint)
+    commit = Commit(name=fragment.name, fingerprint=read_key(fragment.fingerprint,
+                                                              schema_tag(spec)),
+                    path=rel if rows else "", rows=rows,
+                    size=output.size(f"{root}/{rel}") if rows else 0,
+                    rejected=report.rejected, defaulted=report.defaulted,
+                    warnings=report.warnings)
+    state.stage(refresh_id, commit)
+    crash.point("fragment-staged")
     return commit
 
 
@@ -153,15 +167,44 @@ class _Feeder:
             return self._todo.popleft()
 
 
-def finalize(plan_deleted: list[str], output: Output, state: StateStore,
-             tenant: str, connector: str) -> int:
-    """Remove fragments no longer listed: state first, then their data and rejects."""
-    removed = state.remove(plan_deleted)
+def dataset(spec: ConnectorSpec, output: Output) -> DeltaDataset:
+    return DeltaDataset.of(output, spec.tenant, spec.name)
+
+
+def recover(spec: ConnectorSpec, output: Output, state: StateStore,
+            running: str | None = None) -> None:
+    """State in line with the table after any crash (worker.table.ledger.recover)."""
+    ledger.recover(state, dataset(spec, output), output,
+                   output.dataset_dir(spec.tenant, spec.name), declared(spec), running)
+
+
+def finalize(spec: ConnectorSpec, refresh_id: str, plan_deleted: list[str], output: Output,
+             state: StateStore, summary: RefreshSummary) -> int:
+    """Commit the refresh's table version; returns how many fragments left the dataset.
+    Deletions are safe even after a failed read: the listing itself succeeded. Then the
+    rejects of versions that left the dataset are removed."""
+    table = dataset(spec, output)
+    root = output.dataset_dir(spec.tenant, spec.name)
+    recover(spec, output, state, running=refresh_id)
+    names = list(state.staged(refresh_id)) + plan_deleted
+    before = state.lookup(names)
+    gone = [n for n in plan_deleted if n in before]
+    summary.deleted = len(gone)
+    try:
+        ledger.commit_refresh(state, table, output, root, refresh_id, plan_deleted,
+                              declared(spec), summary)
+    except FragmentFailure as e:
+        summary.failed += 1
+        summary.failures.append(e.to_model("(commit)"))
+        return 0
+    after = state.lookup(names)
     rejects = ParquetRejects(output)
-    for c in removed:
-        output.delete(c.path)
-        rejects.delete(tenant, connector, c.name, c.fingerprint)
-    return len(removed)
+    for name, old in before.items():
+        new = after.get(name)
+        if new is None or listed_fingerprint(new.fingerprint) != listed_fingerprint(
+                old.fingerprint):
+            rejects.delete(spec.tenant, spec.name, name, listed_fingerprint(old.fingerprint))
+    return len([n for n in gone if n not in after])
 
 
 def _failed(name: str, exc: BaseException) -> FailedFragment:
@@ -173,11 +216,13 @@ def _failed(name: str, exc: BaseException) -> FailedFragment:
 
 def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: Output,
             concurrency: int, on_progress: Callable[[Progress], None] | None = None,
-            credentials: str | None = None) -> RefreshSummary:
-    """A whole local refresh. `on_progress(Progress)` drives a progress bar."""
+            credentials: str | None = None, full: bool = False) -> RefreshSummary:
+    """A whole local refresh. `on_progress(Progress)` drives a progress bar; `full`
+    reads every listed fragment again."""
     now = time.time()
     record = RefreshRecord(id=uuid.uuid4().hex[:12], started=now, picked_up=now)
     summary = record.summary
+    recover(connector.spec, output, state)
     state.save_refresh(record)
     pool = SessionPool(sandbox, connector, credentials)
     try:
@@ -188,7 +233,7 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
             summary.failed = 1
             summary.failures.append(e.to_model("(listing)"))
             return summary
-        plan = diff(listed, state.fingerprints())
+        plan = diff(listed, state.fingerprints(), schema_tag(connector.spec), full)
         summary.listed, summary.skipped = plan.listed, plan.skipped
         total = len(plan.to_read)
         if on_progress:
@@ -227,8 +272,8 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                                 feeder.unread(fragment)
                                 continue
                             try:
-                                commit = commit_stream(stream, connector, fragment, output,
-                                                       state)
+                                commit = stage_stream(stream, connector, fragment, output,
+                                                      state, record.id)
                             except BaseException as e:  # noqa: BLE001 - per fragment
                                 done(fragment, None, e)
                             else:
@@ -253,9 +298,8 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                 stop.set()
                 pool.close()
                 raise
-        # Deletions are safe even after a failed read: the listing itself succeeded.
-        summary.deleted = finalize(plan.deleted, output, state, connector.spec.tenant,
-                                   connector.spec.name)
+        summary.deleted = finalize(connector.spec, record.id, plan.deleted, output, state,
+                                   summary)
         return summary
     finally:
         pool.close()

@@ -41,6 +41,22 @@ class Settings(BaseSettings):
     credentials_dir: Path | None = None
     """Queue workers: root of relative `credentials.file` references."""
 
+    # --- datasets (Delta tables) -------------------------------------------------------
+    retention: str = "7d"
+    """`connector vacuum` keeps files any table version younger than this needs."""
+    fragment_column: bool = True
+    """Add `_fragment` (the row's fragment name) to every row."""
+    crash_at: str | None = None
+    """Tests only: end the process at this named commit step (worker.table.crash)."""
+
+    @field_validator("retention")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        from worker.spec import parse_interval
+
+        parse_interval(v)
+        return v
+
     # --- images ------------------------------------------------------------------------
     debian_mirror: str = "http://deb.debian.org/debian"
     base_from_registry: bool = False

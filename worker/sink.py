@@ -1,7 +1,13 @@
-"""Where committed Parquet files live: a local directory or any pyarrow filesystem URI.
+"""Where fragment files live: a local directory or a pyarrow filesystem URI (s3://...).
+
+Each (tenant, connector) has a dataset folder, `<root>/<tenant>/<connector>`, holding
+its Delta table: fragment files under `data/` and the log under `_delta_log/`. Paths
+kept in state and in the table are relative to that folder, so a folder that is
+copied or moved is still a whole dataset.
 
 A fragment version is written to a temporary name and renamed into place, so a file
-at its final path is always whole; only then is it committed to state.
+at its final path is always whole; only then is it staged, and it joins the dataset
+when its refresh's table version is committed (worker.table.ledger).
 """
 
 from __future__ import annotations
@@ -44,14 +50,29 @@ class Output:
         self.root = base.rstrip("/")
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
 
+        self.scheme = root.split("://", 1)[0] if "://" in root else ""
+        # delta-rs reads object-store settings (AWS_ENDPOINT_URL, AWS_REGION, keys...)
+        # from the environment itself; nothing to pass for a local folder.
+        self.storage_options: dict[str, str] | None = None
+
     def dataset_dir(self, tenant: str, connector: str) -> str:
+        """The dataset folder as a path of this filesystem."""
         return "/".join([self.root, *naming.path_parts(tenant, connector)])
 
-    def fragment_path(self, tenant: str, connector: str, name: str, fingerprint: str) -> str:
-        # One file per fragment version: a new fingerprint never overwrites the file
-        # the dataset currently points at.
-        file = f"{_digest(name)}-{_digest(fingerprint)}.parquet"
-        return f"{self.dataset_dir(tenant, connector)}/data/{file}"
+    def dataset_uri(self, tenant: str, connector: str) -> str:
+        """The dataset folder as Delta Lake (and other engines) name it."""
+        path = self.dataset_dir(tenant, connector)
+        return f"{self.scheme}://{path}" if self.scheme else path
+
+    @staticmethod
+    def new_fragment_file(name: str) -> str:
+        """A fresh relative path for one written version of a fragment. Never reused:
+        a re-read (a new fingerprint, a new schema, `--full`) never overwrites a file
+        some table version still points at."""
+        return f"data/{_digest(name)}-{uuid.uuid4().hex[:16]}.parquet"
+
+    def size(self, path: str) -> int:
+        return self.fs.get_file_info(path).size or 0
 
     def write(self, path: str, batches: Iterable[pa.RecordBatch]) -> int:
         """Stream batches into `path` (tmp + rename); returns rows. Zero rows: no file.
@@ -109,8 +130,3 @@ class Output:
         with contextlib.suppress(FileNotFoundError, OSError):
             self.fs.delete_file(path)
 
-    def read(self, paths: list[str]) -> pa.Table | None:
-        tables = [pq.read_table(p, filesystem=self.fs) for p in paths if p]
-        if not tables:
-            return None
-        return pa.concat_tables(tables, promote_options="permissive")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-import pyarrow as pa
 import redis.exceptions
 from rich.console import Console
 from rich.markup import escape
@@ -37,6 +36,8 @@ from worker.queue.client import TenantClient
 from worker.queue.conn import connect, redis_url
 from worker.sink import Output
 from worker.spec import SpecError, load_connector
+from worker.state.redis import RedisState
+from worker.table.delta import DeltaDataset
 
 # Tables read by scripts and logs (not a terminal) get room instead of 80 columns.
 wide = out if out.is_terminal else Console(soft_wrap=True, width=160)
@@ -121,14 +122,15 @@ def queued_refresh(name: str, tenant: str | None, wait: bool, as_json: bool) -> 
     sys.exit(EXIT_FAILED if record.status == "failed" else EXIT_OK)
 
 
-def queued_rows(name: str, tenant: str | None,
-                output: Output) -> tuple[str, pa.Table | None, int]:
+def queued_dataset(name: str, tenant: str | None,
+                   output: Output) -> tuple[str, DeltaDataset, RedisState]:
+    """A deployed connector's table and state."""
     t, name = _target(name, tenant)
+    client = _client(t)
     try:
-        table, fragments = _client(t).rows(name, output)
+        return name, client.dataset(name, output), client.state(name)
     except ConnectorError as e:  # not deployed, or a stored deployment now refused
         _fail(str(e))
-    return name, table, fragments
 
 
 def _when(ts: float | None) -> str:

@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Callable
 
-import pyarrow as pa
 import redis.exceptions
 from redis import Redis
 
@@ -22,6 +21,7 @@ from worker.registry import DeployError, Deployment, deploy, get_deployment
 from worker.sink import Output
 from worker.spec import load_connector
 from worker.state.redis import RedisState
+from worker.table.delta import DeltaDataset
 
 
 class TenantClient:
@@ -91,6 +91,7 @@ class TenantClient:
     def committed(self, name: str) -> dict[str, Commit]:
         return self.state(name).committed()
 
-    def rows(self, name: str, output: Output) -> tuple[pa.Table | None, int]:
-        committed = self.committed(name)
-        return output.read(sorted(c.path for c in committed.values())), len(committed)
+    def dataset(self, name: str, output: Output) -> DeltaDataset:
+        """The connector's Delta table (NotDeployed unless this tenant deployed `name`)."""
+        self.deployment(name)
+        return DeltaDataset.of(output, self.tenant, name)

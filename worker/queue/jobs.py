@@ -2,12 +2,14 @@
 
 list_job    opens a session, lists, diffs against RedisState, records the plan and
             enqueues read jobs (or finalizes at once when nothing changed).
-read_job    reads each still-pending fragment of its batch: already committed with
-            this fingerprint (a retry after a crash) -> counted, not read again; else
-            Parquet (tmp + rename) then one atomic commit. User-code failures are
-            recorded and stop the refresh (not-yet-started fragments stay unread);
-            infrastructure failures raise, so RQ retries the job with backoff.
-finalize    applies deletions, closes the refresh record, releases the lock and
+read_job    reads each still-pending fragment of its batch: already staged by this
+            refresh (a retry after a crash) -> counted, not read again; else Parquet
+            (tmp + rename) into the dataset, then staged for the refresh's version.
+            User-code failures are recorded and stop the refresh (not-yet-started
+            fragments stay unread); infrastructure failures raise, so RQ retries the
+            job with backoff.
+finalize    commits the refresh's one table version (staged files added, replaced and
+            deleted ones removed), closes the refresh record, releases the lock and
             re-arms the schedule. Runs once, when the last fragment is accounted.
 """
 
@@ -29,11 +31,12 @@ from worker.queue import enqueue
 from worker.queue.context import WorkerContext, current
 from worker.queue.sessions import SessionKey
 from worker.queue.tracker import Outcome, Tracker
-from worker.refresh import diff, finalize, read_fragment
+from worker.refresh import diff, finalize, read_fragment, recover
 from worker.registry import get_deployment, materialize, open_credentials
 from worker.sandbox.base import Session
 from worker.spec import Connector
 from worker.state.redis import RedisState
+from worker.table.schema import read_key, schema_tag
 
 EXCERPT = 8000  # characters of traceback and of log kept per failed fragment
 _connectors: dict[SessionKey, Connector] = {}
@@ -81,7 +84,8 @@ def _close(redis: Redis, output_ctx: WorkerContext | None, tenant: str, connecto
         s.failures = tr.failures()
         if output_ctx is not None:
             # Deletions are safe even after a failed read: the listing itself succeeded.
-            s.deleted = finalize(tr.deleted(), output_ctx.output, state, tenant, connector)
+            spec = get_deployment(redis, tenant, connector).spec
+            s.deleted = finalize(spec, refresh_id, tr.deleted(), output_ctx.output, state, s)
     record.finished = time.time()
     record.status = "failed" if s.failed else "ok"
     state.save_refresh(record)
@@ -104,6 +108,8 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
         record.picked_up = time.time()
         state.save_refresh(record)
     if not tr.planned:
+        spec = _connector(ctx, key).spec
+        recover(spec, ctx.output, state, running=refresh_id)
         try:
             listed = _session(ctx, key).list()
         except FragmentFailure as e:
@@ -112,7 +118,7 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
                 raise
             _close(ctx.redis, None, tenant, connector, refresh_id, e.to_model("(listing)"))
             return {"failed": 1}
-        plan = diff(listed, state.fingerprints())
+        plan = diff(listed, state.fingerprints(), schema_tag(spec))
         record.summary.listed, record.summary.skipped = plan.listed, plan.skipped
         state.save_refresh(record)
         tr.plan(plan.to_read, plan.deleted, enqueue.split([f.name for f in plan.to_read]))
@@ -136,21 +142,24 @@ def read_job(tenant: str, connector: str, refresh_id: str, bundle: str,
     done = {"read": 0, "failed": 0, "unread": 0, "already": 0}
     last = False
     fragments = tr.fragments(names)
+    staged = state.staged(refresh_id) if fragments else {}
+    tag = schema_tag(_connector(ctx, key).spec) if fragments else ""
     for fragment in fragments:
         tr.extend()  # a long batch keeps the connector's refresh lock
         if tr.stopped:
             last |= tr.account(fragment.name, Outcome.UNREAD)
             done["unread"] += 1
             continue
-        existing = state.get(fragment.name)
-        if existing is not None and existing.fingerprint == fragment.fingerprint:
-            # Committed by an earlier attempt of this job that died before reporting.
+        existing = staged.get(fragment.name)
+        if existing is not None and existing.fingerprint == read_key(fragment.fingerprint, tag):
+            # Staged by an earlier attempt of this job that died before reporting.
             last |= tr.account(fragment.name, Outcome.READ, existing.rows)
             done["already"] += 1
             continue
         try:
             session = _session(ctx, key)
-            commit = read_fragment(session, _connector(ctx, key), fragment, ctx.output, state)
+            commit = read_fragment(session, _connector(ctx, key), fragment, ctx.output, state,
+                                   refresh_id)
         except FragmentFailure as e:
             if e.kind == FailureKind.INFRA:
                 ctx.sessions.discard(key)

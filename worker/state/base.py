@@ -1,21 +1,31 @@
 """The state seam: which fragment versions are committed, and the record of refreshes.
 
-A store is scoped to one (tenant, connector). `commit` is the moment a fragment version
-joins the dataset: it must be atomic (fingerprint, path and row count together) and
-idempotent (a retried job commits the same thing again harmlessly). SQLite backs the
-embedded mode, Redis the hosted one; refresh code sees only this protocol.
+A store is scoped to one (tenant, connector). The dataset itself is a Delta table
+(worker.table); the state is its index by fragment name, and the table's log is the
+truth when the two disagree after a crash (worker.table.ledger reconciles them).
+
+A refresh `stage`s each fragment version it wrote; once its table version is decided it
+records a `PendingCommit`, commits the table, then applies the staged versions with
+`commit`/`remove` and clears the pending record. `commit` is atomic per fragment
+(fingerprint, path, rows together) and idempotent, so re-applying after a crash is safe.
+SQLite backs the embedded mode, Redis the hosted one; refresh code sees only this protocol.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from worker.models import Commit, RefreshRecord
+from worker.models import Commit, PendingCommit, RefreshRecord
 
 
 class StateStore(Protocol):
     def committed(self) -> dict[str, Commit]:
         """Every committed fragment, by name."""
+        ...
+
+    def lookup(self, names: list[str]) -> dict[str, Commit]:
+        """The committed versions of these fragments (those that have one): what a
+        refresh's commit needs, without building a model per committed fragment."""
         ...
 
     def fingerprints(self) -> dict[str, str]:
@@ -31,6 +41,27 @@ class StateStore(Protocol):
     def remove(self, names: list[str]) -> list[Commit]:
         """Drop fragments from the dataset; returns what was removed."""
         ...
+
+    def stage(self, refresh_id: str, commit: Commit) -> None:
+        """Record a fragment version written by this refresh, not yet in the table.
+        Staging the same fragment again replaces the earlier entry."""
+        ...
+
+    def staged(self, refresh_id: str) -> dict[str, Commit]:
+        """The fragment versions this refresh staged, by name."""
+        ...
+
+    def drop_staged(self, refresh_id: str) -> None: ...
+
+    def staged_refreshes(self) -> list[str]:
+        """Refresh ids with staged versions (a crashed refresh leaves some behind)."""
+        ...
+
+    def set_pending(self, pending: PendingCommit | None) -> None:
+        """Record (or clear, with None) the table version about to be committed."""
+        ...
+
+    def pending(self) -> PendingCommit | None: ...
 
     def save_refresh(self, record: RefreshRecord) -> None: ...
 

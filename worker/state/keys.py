@@ -78,6 +78,22 @@ class ConnectorKeys:
         scripts, so a refresh's diff reads plain strings instead of parsing every commit."""
         return f"{self.base}:fingerprints"
 
+    def staged(self, refresh_id: str) -> str:
+        """Hash: fragment name -> Commit JSON written by this refresh, not yet in the table."""
+        if not _REFRESH_ID.match(refresh_id):
+            raise ValueError(f"invalid refresh id {refresh_id!r}")
+        return f"{self.base}:staged:{refresh_id}"
+
+    @property
+    def staged_index(self) -> str:
+        """Set: refresh ids with staged fragment versions."""
+        return f"{self.base}:staged-index"
+
+    @property
+    def pending(self) -> str:
+        """String: PendingCommit JSON of the table version being committed."""
+        return f"{self.base}:pending"
+
     @property
     def refreshes(self) -> str:
         """Hash: refresh id -> RefreshRecord JSON."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from redis import Redis
 
-from worker.models import Commit, RefreshRecord
+from worker.models import Commit, PendingCommit, RefreshRecord
 from worker.state.keys import ConnectorKeys
 
 KEEP_REFRESHES = 100
@@ -70,6 +70,13 @@ class RedisState:
         raw = self._r.hgetall(self.keys.fragments)
         return {_text(k): Commit.model_validate_json(v) for k, v in raw.items()}
 
+    def lookup(self, names: list[str]) -> dict[str, Commit]:
+        if not names:
+            return {}
+        raw = self._r.hmget(self.keys.fragments, names)
+        return {n: Commit.model_validate_json(v) for n, v in zip(names, raw, strict=True)
+                if v is not None}
+
     def fingerprints(self) -> dict[str, str]:
         raw = self._r.hgetall(self.keys.fingerprints)
         return {_text(k): _text(v) for k, v in raw.items()}
@@ -91,6 +98,35 @@ class RedisState:
             return []
         gone = self._remove(keys=[self.keys.fragments, self.keys.fingerprints], args=names)
         return [Commit.model_validate_json(v) for v in gone]
+
+    def stage(self, refresh_id: str, commit: Commit) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.sadd(self.keys.staged_index, refresh_id)
+        pipe.hset(self.keys.staged(refresh_id), commit.name, commit.model_dump_json())
+        pipe.execute()
+
+    def staged(self, refresh_id: str) -> dict[str, Commit]:
+        raw = self._r.hgetall(self.keys.staged(refresh_id))
+        return {_text(k): Commit.model_validate_json(v) for k, v in raw.items()}
+
+    def drop_staged(self, refresh_id: str) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(self.keys.staged(refresh_id))
+        pipe.srem(self.keys.staged_index, refresh_id)
+        pipe.execute()
+
+    def staged_refreshes(self) -> list[str]:
+        return sorted(_text(x) for x in self._r.smembers(self.keys.staged_index))
+
+    def set_pending(self, pending: PendingCommit | None) -> None:
+        if pending is None:
+            self._r.delete(self.keys.pending)
+        else:
+            self._r.set(self.keys.pending, pending.model_dump_json())
+
+    def pending(self) -> PendingCommit | None:
+        raw = self._r.get(self.keys.pending)
+        return None if raw is None else PendingCommit.model_validate_json(raw)
 
     def save_refresh(self, record: RefreshRecord) -> None:
         self._save(keys=[self.keys.refreshes, self.keys.refresh_index],

@@ -315,7 +315,8 @@ def test_output_cap(limits_runs):
 
 def test_background_processes_do_not_outlive_the_refresh(limits_runs):
     assert_contained(limits_runs, "background", None)
-    assert {"frag": "z_background", "n": "1"} in limits_runs.rows["background"]
+    assert {"frag": "z_background", "n": "1", "_fragment": "z_background"} in \
+        limits_runs.rows["background"]
     # the daemonized grandchild died with its container, which is gone; so are the
     # containers of every other attack (the spinning one, the fork bomb's parked children)
     assert not sandbox_containers({limits_runs.name})

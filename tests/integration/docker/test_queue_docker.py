@@ -118,7 +118,8 @@ def test_docker_queued_refresh_sealed_example_warm_sessions_no_leftovers(
     assert ls == s
     queued = queue_env.rows("custom_parser", TENANT)
     assert sorted(map(json.dumps, queued)) == sorted(map(json.dumps, cli.rows(example)))
-    assert {"col1": "hi from fragment1"} in queued  # the greeting came from the sealed file
+    # the greeting came from the sealed file
+    assert {"col1": "hi from fragment1", "_fragment": "fragment1"} in queued
 
     r, s = queue_env.refresh("many", TENANT)
     assert r.returncode == 0, r.stderr + queue_env.logs()

@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import ROOT, write_connector
+from tests.conftest import ROOT, table_files, write_connector
 from tests.helpers.wait import wait_until
 from worker.sandbox.docker import LABEL
 
@@ -121,11 +121,10 @@ def test_docker_engine_restarted_mid_refresh_is_retried_rows_exactly_once(
         assert json.loads(lines[-1]) == {"listed": N, "read": N, "skipped": 0, "deleted": 0,
                                          "failed": 0, "rows": 2 * N, "rejected": 0, "defaulted": 0}
 
-        # every row exactly once, one Parquet file per fragment
+        # every row exactly once, one file per fragment in the table
         rows = queue_env.rows("engine", TENANT)
         assert sorted(r["id"] for r in rows) == sorted([*range(N), *range(100, 100 + N)])
-        data = queue_env.output / TENANT / "engine" / "data"
-        files = sorted(p.name for p in data.iterdir())
+        files = table_files(queue_env.output, TENANT, "engine")
         assert len(files) == N and all(f.endswith(".parquet") for f in files), files
         logs = "".join(log.read_text() for _, log in queue_env.workers)
         assert "scheduled for retry" in logs  # the read in flight failed, and was retried

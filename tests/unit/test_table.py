@@ -1,0 +1,283 @@
+"""The dataset as a Delta table, through the CLI as a user runs it: one version per
+refresh, copies and moves, crashes at every step of a commit, schema changes, history,
+and `show` on values Python cannot hold."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from tests.conftest import table_files
+from tests.helpers.connectors import ids
+from worker.table.crash import STEPS
+
+
+# Fragments come from plan.json in the connector folder, so a test can change what the
+# "remote" holds between refreshes. A fragment whose rows are "FAIL" raises.
+PLAN_CODE = """
+import json, pathlib
+HERE = pathlib.Path(__file__).parent
+
+def list_objects(context, metadata):
+    for name, spec in json.loads((HERE / "plan.json").read_text()).items():
+        yield {"name": name, "fingerprint": spec["fp"]}
+
+def read_bytes(context, metadata):
+    spec = json.loads((HERE / "plan.json").read_text())[metadata["name"]]
+    if spec["rows"] == "FAIL":
+        raise RuntimeError("remote said no for " + metadata["name"])
+    print("reading", metadata["name"])
+    yield "id,frag\\n"
+    for i in spec["rows"]:
+        yield f"{i},{metadata['name']}\\n"
+"""
+PLAN_SPEC = """
+name: plan
+schema:
+  - {name: id, type: int64}
+  - {name: frag, type: string}
+"""
+
+
+def set_plan(folder: Path, plan: dict) -> None:
+    (folder / "plan.json").write_text(json.dumps(plan))
+
+
+def dataset(cli, name: str = "plan") -> Path:
+    return cli.output / "default" / name
+
+
+def test_each_refresh_commits_one_version_with_its_refresh_id_and_counts(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}, "b": {"fp": "1", "rows": [2]}})
+    cli.refresh(c)
+    set_plan(c, {"b": {"fp": "2", "rows": [20]}, "c": {"fp": "1", "rows": [3]}})
+    r, s = cli.refresh(c)
+    assert s["read"] == 2 and s["deleted"] == 1
+    cli.refresh(c)  # nothing changed: no new version
+    table = DeltaTable(str(dataset(cli)))
+    assert table.version() == 1
+    log = dataset(cli) / "_delta_log" / "00000000000000000001.json"
+    actions = [json.loads(x) for x in log.read_text().splitlines()]
+    assert sum("add" in a for a in actions) == 2      # b's new file, c
+    assert sum("remove" in a for a in actions) == 2   # b's old file, a
+    h = cli("history", str(c), "--json")
+    assert h.returncode == 0, h.stderr
+    versions = [json.loads(x) for x in h.stdout.splitlines()]
+    assert [v["version"] for v in versions] == [1, 0]
+    assert versions[0]["counts"]["read"] == 2 and versions[0]["counts"]["deleted"] == 1
+    assert len(versions[0]["refresh_id"]) == 12
+    # the older version is still readable
+    old = cli("show", str(c), "--version", "0", "--jsonl")
+    assert old.returncode == 0, old.stderr
+    assert ids([json.loads(x) for x in old.stdout.splitlines()]) == [1, 2]
+    assert ids(cli.rows(c)) == [3, 20]
+
+
+def test_rows_carry_their_fragment_name_unless_turned_off(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1, 2]}, "b": {"fp": "1", "rows": [3]}})
+    cli.refresh(c)
+    assert {(r["id"], r["_fragment"]) for r in cli.rows(c)} == {(1, "a"), (2, "a"), (3, "b")}
+    off = {"CONNECTOR_FRAGMENT_COLUMN": "0"}
+    r, s = cli.refresh(c, env=off)
+    assert s["read"] == 2  # a different table layout is a different read
+    r = cli("show", str(c), "--jsonl", env=off)
+    assert "_fragment" not in json.loads(r.stdout.splitlines()[0])
+
+
+def test_a_copied_or_moved_dataset_is_whole_and_independent(connector, cli, tmp_path):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}, "b": {"fp": "1", "rows": [2]}})
+    cli.refresh(c)
+    copy_out = tmp_path / "copy"
+    shutil.copytree(cli.output, copy_out)
+    copy = type(cli)(copy_out)
+    set_plan(c, {"b": {"fp": "2", "rows": [20]}})
+    r, s = copy.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert s["read"] == 1 and s["deleted"] == 1
+    assert ids(copy.rows(c)) == [20]
+    copy("vacuum", str(c), "--retention", "0s")
+    # the original saw none of it, and every file it needs is there
+    assert ids(cli.rows(c)) == [1, 2]
+    assert all(Path(f).exists() for f in table_files(cli.output, "default", "plan"))
+    # a moved dataset still reads and refreshes
+    moved_out = tmp_path / "moved"
+    cli.output.rename(moved_out)
+    moved = type(cli)(moved_out)
+    assert ids(moved.rows(c)) == [1, 2]
+    r, s = moved.refresh(c)
+    assert (s["read"], s["skipped"], s["deleted"]) == (1, 0, 1)
+    assert ids(moved.rows(c)) == [20]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_crash_at_any_step_loses_and_duplicates_nothing(connector, cli, step):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}, "b": {"fp": "1", "rows": [2]},
+                 "k": {"fp": "1", "rows": [7]}})
+    cli.refresh(c)
+    set_plan(c, {"b": {"fp": "2", "rows": [20, 21]}, "c": {"fp": "1", "rows": [3]},
+                 "k": {"fp": "1", "rows": [7]}})
+    r, _ = cli.refresh(c, "--concurrency", "1", env={"CONNECTOR_CRASH_AT": step})
+    assert r.returncode == 77, r.stderr
+    # readers see the table before the refresh or after it, never a mix
+    assert ids(cli.rows(c)) in ([1, 2, 7], [3, 7, 20, 21])
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert ids(cli.rows(c)) == [3, 7, 20, 21]
+    assert len(table_files(cli.output, "default", "plan")) == 3
+    # and state agrees with the table: the next refresh has nothing to do
+    r, s = cli.refresh(c)
+    assert (s["read"], s["deleted"], s["skipped"]) == (0, 0, 3)
+
+
+WIDER_SPEC = PLAN_SPEC + "  - {name: extra, type: string, default: x}\n"
+
+
+def test_a_schema_change_rereads_every_fragment_in_one_version(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}, "b": {"fp": "1", "rows": [2]}})
+    cli.refresh(c)
+    (c / "connector.yaml").write_text(WIDER_SPEC)
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert (s["read"], s["skipped"]) == (2, 0)
+    table = DeltaTable(str(dataset(cli)))
+    assert table.version() == 1
+    assert "extra" in [f.name for f in table.schema().fields]
+    assert all(r["extra"] == "x" for r in cli.rows(c))
+    # Polars scans the whole folder's table with one schema
+    import polars as pl
+
+    assert pl.scan_delta(str(dataset(cli))).collect().height == 2
+
+
+def test_a_schema_change_with_a_failed_fragment_commits_nothing(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}, "b": {"fp": "1", "rows": [2]}})
+    cli.refresh(c)
+    (c / "connector.yaml").write_text(WIDER_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}, "b": {"fp": "1", "rows": "FAIL"}})
+    r, s = cli.refresh(c, "--concurrency", "1")
+    assert r.returncode == 1 and s["failed"] == 1
+    assert DeltaTable(str(dataset(cli))).version() == 0  # old schema, old rows
+    assert ids(cli.rows(c)) == [1, 2]
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}, "b": {"fp": "1", "rows": [2]}})
+    r, s = cli.refresh(c)
+    assert s["read"] == 2 and ids(cli.rows(c)) == [1, 2]
+    assert all(r["extra"] == "x" for r in cli.rows(c))
+
+
+def test_full_refresh_rereads_everything(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}, "b": {"fp": "1", "rows": [2]}})
+    cli.refresh(c)
+    r, s = cli.refresh(c, "--full")
+    assert (s["read"], s["skipped"]) == (2, 0)
+    assert ids(cli.rows(c)) == [1, 2]
+    assert len(table_files(cli.output, "default", "plan")) == 2
+
+
+ODD_CODE = """
+import io
+import pyarrow as pa, pyarrow.parquet as pq
+
+def list_objects(context, metadata):
+    yield {"name": "odd", "fingerprint": "1"}
+
+def read_bytes(context, metadata):
+    t = pa.table({
+        "id": pa.array([1, 2], pa.int64()),
+        # Spark's int96 timestamps arrive as nanoseconds, not whole microseconds
+        "at": pa.array([1_700_000_000_123_456_789, None], pa.timestamp("ns")),
+        "day": pa.array([3_000_000, -800_000], pa.date32()),  # years 10183 and -221
+    })
+    buf = io.BytesIO()
+    pq.write_table(t, buf)
+    yield buf.getvalue()
+"""
+
+
+def test_show_prints_values_python_cannot_hold(connector, cli):
+    c = connector(ODD_CODE, "name: odd\nparser: {format: parquet}\n", name="odd")
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert s["rows"] == 2
+    rows = {r["id"]: r for r in cli.rows(c)}
+    assert rows[1]["at"] == "2023-11-14T22:13:20.123456"  # stored as Delta's microseconds
+    assert rows[1]["day"] == "10183-09-21"
+    assert rows[2]["at"] is None and rows[2]["day"] == "-0221-09-04"
+    r = cli("show", str(c))
+    assert r.returncode == 0, r.stderr
+    assert "10183" in r.stdout
+
+
+def test_limit_applies_to_jsonl_and_an_empty_show_says_where_it_looked(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    r = cli("show", str(c))
+    assert r.returncode == 0
+    assert str(dataset(cli)) in r.stderr and "no table" in r.stderr
+    set_plan(c, {f"f{i}": {"fp": "1", "rows": [i]} for i in range(5)})
+    cli.refresh(c)
+    r = cli("show", str(c), "--jsonl", "--limit", "2")
+    assert len(r.stdout.splitlines()) == 2
+
+
+JSON_CODE = """
+import json, pathlib
+HERE = pathlib.Path(__file__).parent
+
+def list_objects(context, metadata):
+    for name in json.loads((HERE / "plan.json").read_text()):
+        yield {"name": name, "fingerprint": "1"}
+
+def read_bytes(context, metadata):
+    for row in json.loads((HERE / "plan.json").read_text())[metadata["name"]]:
+        yield json.dumps(row) + "\\n"
+"""
+
+
+def test_an_undeclared_schema_widens_in_one_version_and_engines_read_it(connector, cli):
+    c = connector(JSON_CODE, "name: loose\nparser: {format: json}\n", name="loose")
+    (c / "plan.json").write_text(json.dumps({"a": [{"id": 1}], "b": [{"id": 2}]}))
+    cli.refresh(c)
+    (c / "plan.json").write_text(json.dumps({"a": [{"id": 1}], "b": [{"id": 2}],
+                                             "c": [{"id": 3, "note": "new"}]}))
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert s["read"] == 1
+    path = str(cli.output / "default" / "loose")
+    table = DeltaTable(path)
+    assert table.version() == 1 and "note" in [f.name for f in table.schema().fields]
+    rows = {r["id"]: r for r in cli.rows(c)}
+    assert rows[3]["note"] == "new" and rows[1]["note"] is None
+    import polars as pl
+
+    assert pl.read_delta(path).sort("id")["note"].to_list() == [None, None, "new"]
+
+
+def test_vacuum_names_a_bad_retention(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    r = cli("vacuum", str(c), "--retention", "a while")
+    assert r.returncode == 2
+    assert "retention" in r.stderr and "not an interval" in r.stderr
+
+
+def test_vacuum_after_a_crash_keeps_the_files_recovery_commits(connector, cli):
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}})
+    cli.refresh(c)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}, "b": {"fp": "1", "rows": [2]}})
+    r, _ = cli.refresh(c, env={"CONNECTOR_CRASH_AT": "fragment-staged"})
+    assert r.returncode == 77
+    r = cli("vacuum", str(c), "--retention", "0s")
+    assert r.returncode == 0, r.stderr
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert ids(cli.rows(c)) == [1, 2]

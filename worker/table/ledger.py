@@ -1,0 +1,151 @@
+"""State and table together: a refresh's one table version, and recovery after a crash.
+
+The order of a commit, and what a crash after each step leaves:
+
+1. fragment files written, then staged in state      -> staged, never in the table
+2. `PendingCommit` recorded (its `seq`)              -> pending, table below `seq`
+3. table version committed (txn version = `seq`)     -> pending, table at `seq`
+4. staged versions applied to state, pending cleared -> done
+
+`recover` runs before a refresh lists and before a finalize commits: a pending commit
+that reached the table is applied (step 4 is idempotent); one that did not, and staged
+versions of refreshes that never got to step 2, are committed then, as the crashed
+refresh's version. The table's log decides; state follows it. Nothing is lost and
+nothing is read twice (staged files are whole and were read successfully), nothing is
+duplicated (the table holds one file per fragment).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from worker.models import Commit, FailureKind, FragmentFailure, PendingCommit, RefreshSummary
+from worker.sink import Output
+from worker.state.base import StateStore
+from worker.table import crash
+from worker.table.delta import DeltaDataset, same_schema
+
+
+class SchemaConflict(FragmentFailure):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, FailureKind.DATA)
+
+
+def _apply(state: StateStore, pending: PendingCommit) -> None:
+    for c in state.staged(pending.refresh_id).values():
+        state.commit(c)
+    state.remove(pending.deleted)
+    state.drop_staged(pending.refresh_id)
+    state.set_pending(None)
+    crash.point("state-applied")
+
+
+def _drop(state: StateStore, output: Output, root: str, refresh_id: str) -> None:
+    for c in state.staged(refresh_id).values():
+        if c.path:
+            output.delete(f"{root}/{c.path}")
+    state.drop_staged(refresh_id)
+
+
+def _exists(output: Output, path: str) -> bool:
+    return output.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def recover(state: StateStore, table: DeltaDataset, output: Output, root: str,
+            declared: pa.Schema | None, running: str | None = None) -> None:
+    """Bring state in line with the table after a crash. `running`: the refresh now
+    under way (queue mode), whose staged versions are live, not leftovers.
+
+    A leftover refresh's staged fragments were read successfully and their files are
+    durable, so they are committed now, as that refresh's version, rather than read
+    again: read_bytes never runs twice for a fragment that succeeded."""
+    pending = state.pending()
+    if pending is not None:  # only then is the table's log read: a refresh starts cheaply
+        if table.seq() >= pending.seq:
+            _apply(state, pending)
+            pending = None
+        else:
+            state.set_pending(None)
+    for refresh_id in state.staged_refreshes():
+        if refresh_id == running:
+            continue
+        staged = list(state.staged(refresh_id).values())
+        present = [c for c in staged if not c.path or _exists(output, f"{root}/{c.path}")]
+        if len(present) < len(staged):
+            # A file went missing (removed by hand): its fragment is read again instead.
+            state.drop_staged(refresh_id)
+            for c in present:
+                state.stage(refresh_id, c)
+            staged = present
+        deleted = pending.deleted if pending and pending.refresh_id == refresh_id else []
+        summary = RefreshSummary(read=len(staged), rows=sum(c.rows for c in staged))
+        try:
+            commit_refresh(state, table, output, root, refresh_id, deleted, declared, summary)
+        except SchemaConflict:
+            _drop(state, output, root, refresh_id)
+
+
+def _data_schema(output: Output, root: str, adds: list[Commit],
+                 current: pa.Schema | None) -> pa.Schema | None:
+    """Undeclared schema: the table's columns widened by the new files' (in order)."""
+    schemas = [current] if current is not None else []
+    schemas += [pq.read_schema(f"{root}/{c.path}", filesystem=output.fs) for c in adds]
+    if not schemas:
+        return None
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise SchemaConflict(f"fragments disagree on column types ({e}); declare a schema "
+                             "in connector.yaml") from None
+
+
+def commit_refresh(state: StateStore, table: DeltaDataset, output: Output, root: str,
+                   refresh_id: str, deleted: list[str], declared: pa.Schema | None,
+                   summary: RefreshSummary) -> int | None:
+    """Commit what `refresh_id` staged, and drop `deleted`, as one table version.
+    Returns the new version, or None when the table did not change.
+
+    A refresh that changes the schema replaces every file; if any fragment failed, it
+    commits nothing (the table keeps its schema and rows, and the next refresh tries
+    again) rather than leave rows of two schemas."""
+    staged = state.staged(refresh_id)
+    committed = state.lookup(list(staged) + deleted)
+    deleted = [n for n in deleted if n in committed and n not in staged]
+    adds = [c for c in staged.values() if c.path]
+    removes = [committed[n] for n in list(staged) + deleted
+               if n in committed and committed[n].path]
+    current = table.table()
+    current_schema = table.schema(current) if current is not None else None
+    schema = declared if declared is not None else _data_schema(output, root, adds,
+                                                                 current_schema)
+    changed = (current_schema is not None and schema is not None
+               and not same_schema(current_schema, schema))
+    kept: list[Commit] = []
+    if changed:
+        kept = [c for n, c in state.committed().items()
+                if c.path and n not in staged and n not in deleted]
+        if declared is not None and (summary.failed or kept):
+            _drop(state, output, root, refresh_id)
+            return None
+    if current is None and schema is None:
+        # Nothing with a column yet (no declared schema, no rows): state only.
+        _apply(state, PendingCommit(refresh_id=refresh_id, seq=0, deleted=deleted))
+        return None
+    if current is not None and not adds and not removes and not changed:
+        _apply(state, PendingCommit(refresh_id=refresh_id, seq=0, deleted=deleted))
+        return None
+    assert schema is not None
+    pending = PendingCommit(refresh_id=refresh_id, seq=table.seq(current) + 1, deleted=deleted)
+    state.set_pending(pending)
+    crash.point("pending-recorded")
+    table.commit(current, adds=adds + kept, removes=removes, schema=schema, overwrite=changed,
+                 seq=pending.seq, metadata={
+                     "refresh_id": refresh_id, "listed": summary.listed,
+                     "read": summary.read, "deleted": len(deleted), "failed": summary.failed,
+                     "rows": summary.rows, "files_added": len(adds),
+                     "files_removed": len(removes)})
+    crash.point("table-committed")
+    _apply(state, pending)
+    return (current.version() + 1) if current is not None else 0

@@ -1,0 +1,91 @@
+"""The table's columns.
+
+Every row carries `_fragment`, the name of the fragment it was read from (on by
+default; `CONNECTOR_FRAGMENT_COLUMN=0` turns it off). Delta Lake stores timestamps in
+microseconds (nanosecond tables need a reader feature few engines have), so finer
+timestamps are truncated to microseconds when a fragment is written.
+
+The schema is part of what a fragment was read with: its read key is the listed
+fingerprint and a hash of the schema, so a changed `schema:` re-reads every fragment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from worker.models import FailureKind, FragmentFailure
+from worker.runtime.conform import output_schema
+from worker.settings import settings
+from worker.spec import ConnectorSpec
+
+FRAGMENT_COLUMN = "_fragment"
+
+
+def fragment_column_on() -> bool:
+    return settings().fragment_column
+
+
+def declared(spec: ConnectorSpec) -> pa.Schema | None:
+    """The table schema a declared `schema:` gives, or None (columns as the data has them)."""
+    schema = output_schema(spec.schema_)
+    if schema is None:
+        return None
+    if fragment_column_on():
+        schema = schema.append(pa.field(FRAGMENT_COLUMN, pa.string(), nullable=False))
+    return schema
+
+
+def schema_tag(spec: ConnectorSpec) -> str:
+    text = spec.schema_.model_dump_json() + f"|fragment={fragment_column_on()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def read_key(fingerprint: str, tag: str) -> str:
+    """What state keeps per fragment: the same listed fingerprint read with another
+    schema is another version."""
+    return f"{tag}:{fingerprint}" if tag else fingerprint
+
+
+def listed_fingerprint(key: str) -> str:
+    """The listed fingerprint inside a read key (the inverse of read_key; tags are hex)."""
+    tag, sep, fingerprint = key.partition(":")
+    return fingerprint if sep and len(tag) == 12 else key
+
+
+def _delta_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_timestamp(t) and t.unit != "us":
+        return pa.timestamp("us", t.tz)
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
+    if pa.types.is_uint8(t):
+        return pa.int16()
+    if pa.types.is_uint16(t):
+        return pa.int32()
+    if pa.types.is_uint32(t):
+        return pa.int64()
+    return t
+
+
+def for_table(batch: pa.RecordBatch, fragment: str) -> pa.RecordBatch:
+    """A batch as the table stores it: Delta-storable types, plus `_fragment`."""
+    arrays, fields = [], []
+    for field, col in zip(batch.schema, batch.columns, strict=True):
+        if field.name == FRAGMENT_COLUMN and fragment_column_on():
+            raise FragmentFailure(f"the data has a column named {FRAGMENT_COLUMN!r}, which "
+                                  "the host adds; rename it or set CONNECTOR_FRAGMENT_COLUMN=0",
+                                  FailureKind.DATA)
+        target = _delta_type(field.type)
+        if target != field.type:
+            col = pc.cast(col, target, safe=False)  # sub-microsecond digits are dropped
+            field = field.with_type(target)
+        arrays.append(col)
+        fields.append(field)
+    if fragment_column_on():
+        arrays.append(pa.array([fragment] * batch.num_rows, pa.string()))
+        fields.append(pa.field(FRAGMENT_COLUMN, pa.string(), nullable=False))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
