@@ -15,7 +15,6 @@ from tests.conftest import table_files
 from tests.helpers.connectors import ids
 from worker.table.crash import STEPS
 
-
 # Fragments come from plan.json in the connector folder, so a test can change what the
 # "remote" holds between refreshes. A fragment whose rows are "FAIL" raises.
 PLAN_CODE = """
