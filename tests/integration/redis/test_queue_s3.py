@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from tests.integration.queue_connectors import PlanConnector
+from tests.helpers.connectors import PlanConnector
 
 pytestmark = pytest.mark.redis
 
