@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from tests.helpers.connectors import PlanConnector
 
 pytestmark = pytest.mark.redis
