@@ -28,7 +28,7 @@ test: install services base-image
 
 # Unit tests only: no Redis, no Docker, in-process (under a minute).
 test-fast: install
-	$(BIN)/pytest -q tests/unit -m "not redis and not docker"
+	$(BIN)/pytest -q -n auto tests/unit -m "not redis and not docker"
 
 lint: install
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ from worker.sandbox.memory import MemorySandbox
 from worker.sink import Output
 from worker.spec import Connector, ConnectorSpec
 from worker.state.sqlite import SqliteState
+from worker.table.delta import DeltaDataset
 
 CONNECTOR = Connector(path=Path("."), spec=ConnectorSpec(name="mem"), code="")
 
@@ -60,11 +61,21 @@ class Dataset:
         return refresh(self.connector, sandbox, self.state, self.output, concurrency)
 
     def ids(self) -> list[int]:
-        table = self.output.read(sorted(c.path for c in self.state.committed().values()))
+        table = DeltaDataset.of(self.output, "default", "mem").read()
         return sorted(table.column("id").to_pylist()) if table is not None else []
 
-    def files(self) -> list[Path]:
-        return sorted((Path(self.output.dataset_dir("default", "mem")) / "data").glob("*"))
+    def files(self) -> list[str]:
+        """The current table version's files."""
+        table = DeltaDataset.of(self.output, "default", "mem").table()
+        if table is None:
+            return []
+        return sorted(table.get_add_actions(flatten=True).column("path").to_pylist())
+
+    def on_disk(self) -> list[str]:
+        """Every Parquet file of the dataset, whichever version (if any) holds it."""
+        root = Path(self.output.dataset_dir("default", "mem"))
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet")
+                      if not p.relative_to(root).parts[0].startswith("_"))
 
 
 @pytest.fixture
@@ -112,7 +123,8 @@ def test_a_read_failing_midway_commits_nothing_of_it_and_the_next_refresh_finish
     assert failure.message == "read_bytes('f3') raised RuntimeError: remote said no"
     assert remote.reads == ["f0", "f1", "f2", "f3"]  # no new fragment starts after a failure
     assert dataset.ids() == [0, 1, 2]  # f3's first row was not committed
-    assert len(dataset.files()) == 3  # nor left behind as a file
+    assert len(dataset.files()) == 3
+    assert dataset.on_disk() == dataset.files()  # nor left behind as a file
 
     remote.objects["f3"] = ("1", [3])
     s = dataset.refresh(remote.sandbox(), concurrency=1)
