@@ -62,6 +62,7 @@ from worker.spec import Connector
 LABEL = "io.connector.sandbox"
 LABEL_OWNER = "io.connector.owner"
 CODE_DIR = "/opt/connector"
+USER_PYTHON = "/opt/user/bin/python"  # the user environment (see worker/images.py)
 SANDBOX_USER = "10001:10001"
 TMPFS = "size=64m,mode=1777,noexec,nosuid,nodev"
 SCRATCH_DIR = "/scratch"
@@ -207,7 +208,7 @@ class DockerChannel:
         spec = connector.spec
         container = self._api.create_container(
             image,
-            command=["python", "-m", "worker.runtime"],
+            command=["python", "-m", "worker.runtime", "--user-python", USER_PYTHON],
             stdin_open=True,
             tty=False,
             user=SANDBOX_USER,

@@ -24,23 +24,23 @@ def dist_name(pin: str) -> str:
 
 
 def top_level_modules(dist: importlib.metadata.Distribution) -> list[str]:
+    """Importable top-level names the distribution installed. top_level.txt may list
+    names it did not install (pyarrow's `__dummy__`): only names with files count."""
+    shipped: list[str] = []
+    for f in dist.files or ():
+        parts = f.parts
+        if not parts or parts[0].endswith((".dist-info", ".data")) or parts[0] == "..":
+            continue
+        if len(parts) > 1:
+            shipped.append(parts[0])
+        elif parts[0].endswith(".py"):
+            shipped.append(parts[0][:-3])
+        elif parts[0].endswith((".so", ".pyd")):
+            shipped.append(parts[0].split(".")[0])
     text = dist.read_text("top_level.txt")
-    if text:
-        names = [n.strip() for n in text.split() if n.strip()]
-    else:  # wheels built without setuptools (meson, maturin, flit): read RECORD
-        names = []
-        for f in dist.files or ():
-            parts = f.parts
-            if not parts or parts[0].endswith((".dist-info", ".data")) or parts[0] == "..":
-                continue
-            if len(parts) > 1:
-                names.append(parts[0])
-            elif parts[0].endswith(".py"):
-                names.append(parts[0][:-3])
-            elif parts[0].endswith((".so", ".pyd")):
-                names.append(parts[0].split(".")[0])
-    keep = [n.replace("/", ".") for n in names
-            if n.isidentifier() and n not in _NOT_API and n != "__pycache__"]
+    listed = [n.strip() for n in (text or "").split() if n.strip()]
+    names = [n for n in listed if n in shipped] if listed else shipped
+    keep = [n for n in names if n.isidentifier() and n not in _NOT_API and n != "__pycache__"]
     return list(dict.fromkeys(keep))
 
 
