@@ -39,6 +39,8 @@ from typing import Any
 HEADER = struct.Struct(">cI")
 JSON, BYTES, MARSHAL, PICKLE = b"J", b"B", b"M", b"P"
 CHUNK = 1 << 20           # bytes per B frame: small user chunks are coalesced up to this
+MAX_CHUNK = 16 << 20      # bigger user chunks cross in slices of this (no copy)
+MAX_FRAME = 256 << 20     # the runtime refuses a frame over this (a forged header)
 LIST_CHUNK = 2000         # listed objects per `listed` frame
 ROW_BATCH = 65536         # most parser_function rows per M/P frame
 CODE_FILE = "connector.py"
@@ -325,7 +327,9 @@ class Shim:
         size = 0
         for chunk in self._chunks(fragment, "read_bytes"):
             if len(chunk) >= CHUNK and not pending:
-                write_frame(self._out, BYTES, chunk)
+                view = memoryview(chunk)
+                for i in range(0, len(view), MAX_CHUNK):
+                    write_frame(self._out, BYTES, view[i:i + MAX_CHUNK])
             else:
                 pending.append(chunk)
                 size += len(chunk)
@@ -355,10 +359,17 @@ class Shim:
         batch_rows = int(spec.get("batch_rows") or ROW_BATCH)
         sent = 0
 
+        def send(batch: list[dict[str, Any]]) -> None:
+            kind, body = encode_rows(batch)
+            if len(body) > MAX_FRAME and len(batch) > 1:  # very wide rows: halve the batch
+                send(batch[:len(batch) // 2])
+                send(batch[len(batch) // 2:])
+                return
+            write_frame(self._out, kind, body)
+
         def flush() -> None:
             nonlocal rows, append, sent
-            kind, body = encode_rows(rows)
-            write_frame(self._out, kind, body)
+            send(rows)
             sent += len(rows)
             rows = []
             append = rows.append

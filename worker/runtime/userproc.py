@@ -41,10 +41,12 @@ class UserError(Exception):
     """The connector's code raised or broke the contract; carries the user's traceback.
     `kind` is "user", or "limit" when it ran out of memory."""
 
-    def __init__(self, message: str, tb: str = "", kind: str = "user") -> None:
+    def __init__(self, message: str, tb: str = "", kind: str = "user",
+                 fatal: bool = False) -> None:
         super().__init__(message)
         self.tb = tb
         self.kind = kind
+        self.fatal = fatal  # the user process broke the pipe's protocol: end the session
 
 
 class _SafeRows(pickle.Unpickler):
@@ -89,6 +91,8 @@ class UserProcess:
         self._ctl = ctl_w
         self._data = open(data_r, "rb", buffering=1 << 16)  # noqa: SIM115 - closed in close()
         self._reading = False
+        self._limit = shim.MAX_FRAME
+        self._data_kinds: tuple[bytes, ...] = (shim.BYTES,)
 
     # --- frames ----------------------------------------------------------------------
 
@@ -99,13 +103,35 @@ class UserProcess:
             self.died()
 
     def _next(self) -> tuple[bytes, bytes]:
-        frame = shim.read_frame(self._data.read)
+        try:
+            frame = shim.read_frame(self._read_data)
+        except EOFError:
+            frame = None
         if frame is None:
             self.died()
         return frame
 
+    def _read_data(self, n: int) -> bytes:
+        if n == shim.HEADER.size:
+            return self._data.read(n)
+        if n > self._limit:
+            # User code can write to the shim's pipe (it is a descriptor of its own
+            # process): a forged header must not make this process allocate it.
+            self._broken(f"a frame of {n} bytes (at most {self._limit})")
+        return self._data.read(n)
+
+    def _broken(self, what: str) -> NoReturn:
+        self._reading = False  # nothing more on this pipe can be trusted: no draining
+        self._proc.kill()
+        raise UserError(f"the connector's process broke the runtime's protocol: {what}; "
+                        "user code must not write to the process's own descriptors",
+                        fatal=True)
+
     def _control(self, body: bytes) -> dict[str, Any]:
-        msg: dict[str, Any] = json.loads(body)
+        try:
+            msg: dict[str, Any] = json.loads(body)
+        except ValueError:
+            self._broken("a control frame that is not JSON")
         if msg.get("op") == "error":
             self._reading = False
             raise UserError(str(msg.get("message")), str(msg.get("traceback", "")),
@@ -116,7 +142,7 @@ class UserProcess:
         kind, body = self._next()
         msg = self._control(body) if kind == shim.JSON else {}
         if msg.get("op") != op:
-            raise RuntimeError(f"user process: expected {op!r}, got {msg or kind!r}")
+            self._broken(f"expected {op!r}, got {msg.get('op') or kind!r}")
         return msg
 
     def died(self) -> NoReturn:
@@ -126,7 +152,8 @@ class UserProcess:
             with contextlib.suppress(Exception):
                 f.flush()
         if code < 0:
-            signal.signal(-code, signal.SIG_DFL)
+            with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
+                signal.signal(-code, signal.SIG_DFL)
             os.kill(os.getpid(), -code)
         os._exit(code if code > 0 else 1)
 
@@ -164,6 +191,8 @@ class UserProcess:
                     self._control(body)
                     self._reading = False
                     return
+                if kind not in self._data_kinds:
+                    self._broken(f"a frame of kind {kind!r}")
                 yield kind, body
         finally:
             if self._reading:
@@ -180,6 +209,7 @@ class UserProcess:
 
     def read_bytes(self, fragment: dict[str, Any]) -> Iterator[bytes]:
         """read_bytes(context, fragment), as raw chunks of about a MiB or more."""
+        self._data_kinds = (shim.BYTES,)
         for _, body in self._read(fragment, None):
             yield body
 
@@ -187,11 +217,16 @@ class UserProcess:
                   ) -> Iterator[list[dict[str, Any]]]:
         """parser_function's rows for one fragment, in batches."""
         custom = {"reader": parser.reader, "encoding": parser.encoding}
+        self._data_kinds = (shim.MARSHAL, shim.PICKLE)
         for kind, body in self._read(fragment, custom):
-            if kind == shim.MARSHAL:
-                yield marshal.loads(body)
-            else:
-                yield _SafeRows(io.BytesIO(body)).load()
+            try:
+                rows = (marshal.loads(body) if kind == shim.MARSHAL
+                        else _SafeRows(io.BytesIO(body)).load())
+            except (ValueError, EOFError, TypeError, pickle.UnpicklingError):
+                self._broken("a row batch that does not decode")
+            if not isinstance(rows, list):
+                self._broken("a row batch that is not a list")
+            yield rows
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
