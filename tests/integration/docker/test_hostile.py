@@ -470,9 +470,6 @@ def privileges(ctx):
         if out["mknod"] == "ok" else "-"
     os.makedirs("/tmp/mnt", exist_ok=True)
     out["mount"] = c(libc.mount, b"none", b"/tmp/mnt", b"tmpfs", 0, None)
-    out["unshare_user"] = c(libc.unshare, 0x10000000)   # CLONE_NEWUSER
-    out["unshare_mount"] = c(libc.unshare, 0x00020000)  # CLONE_NEWNS
-    out["mount_after_unshare"] = c(libc.mount, b"none", b"/tmp/mnt", b"tmpfs", 0, None)
     # PTRACE_ATTACH to PID 1 (Docker's init). If the kernel allows it (same uid), it
     # must not be worth anything: report PID 1's privileges, then detach at once.
     r = libc.ptrace(16, 1, None, None)
@@ -483,6 +480,10 @@ def privileges(ctx):
     with open("/proc/1/status") as f:
         st1 = dict(line.split(":", 1) for line in f if ":" in line)
     out["pid1"] = {k: st1.get(k, "").strip() for k in ("Name", "Uid", "CapEff")}
+    # Last: in a new user namespace (gVisor allows one) other uids read as unmapped.
+    out["unshare_user"] = c(libc.unshare, 0x10000000)   # CLONE_NEWUSER
+    out["unshare_mount"] = c(libc.unshare, 0x00020000)  # CLONE_NEWNS
+    out["mount_after_unshare"] = c(libc.mount, b"none", b"/tmp/mnt", b"tmpfs", 0, None)
     return out
 
 def setuid_binaries(ctx):
