@@ -521,5 +521,33 @@ def build(path: str | None, base: bool, registry: bool) -> None:
     out.print(tag)
 
 
+@main.command()
+@click.argument("path")
+def lock(path: str) -> None:
+    """Resolve the connector's packages and write connector.lock beside its code.
+
+    Later builds and deploys install exactly the versions written there (in Docker and
+    in the process sandbox) until the packages change; then run it again.
+    """
+    from worker.errors import ConnectorError
+    from worker.images.cache import wheel_cache_dir
+    from worker.images.pip import PipFailure
+    from worker.userenv.lock import lock_path, write_lock
+
+    c = _load(path)
+    try:
+        resolved = write_lock(c, wheel_cache_dir())
+    except PipFailure as e:
+        err.print(f"[red]error:[/red] connector {c.spec.name!r}: packages could not be "
+                  f"resolved: {escape(e.reason)}", highlight=False)
+        sys.exit(EXIT_FAILED)
+    except ConnectorError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        sys.exit(EXIT_FAILED)
+    for pin in resolved:
+        out.print(pin, highlight=False)
+    err.print(f"wrote {lock_path(c)} ({len(resolved)} distributions)", highlight=False)
+
+
 if __name__ == "__main__":
     main()

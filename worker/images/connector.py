@@ -4,11 +4,12 @@ code layer, `<repository>:<h>` (repository `connector-<tenant>--<name>`, from
 worker/naming.py; the connector folder at /opt/connector, root-owned and read-only to
 the sandbox user).
 
-The packages tag covers the base image id, the default packages, its Dockerfile and the
-sorted pins, so a code change reuses it (and connectors without pins share one); the
-code tag covers the base id, the pins and every file of the folder. The folder is read
-with `worker.folder.walk_folder`: a link or a special file refuses the build. The
-credentials file is never copied: secrets reach the sandbox over stdin at session start.
+The packages tag covers the base image id, the default packages, its Dockerfile, the
+sorted pins and connector.lock, so a code change reuses it (and connectors without pins
+share one); the code tag covers the base id, the pins and every file of the folder. The
+folder is read with `worker.folder.walk_folder`: a link or a special file refuses the
+build. The credentials file is never copied: secrets reach the sandbox over stdin at
+session start.
 """
 
 from __future__ import annotations
@@ -55,12 +56,12 @@ def connector_files(connector: Connector) -> list[FolderFile]:
         raise ImageBuildError(f"connector {connector.spec.name!r}: {e}") from None
 
 
-def packages_tag(base_id: str, pins: Sequence[str]) -> str:
+def packages_tag(base_id: str, pins: Sequence[str], lock: str = "") -> str:
     from worker.userenv.wheels import DEFAULTS_FILE
 
     return "connector-pkgs:" + digest(["pkgs", base_id, DEFAULTS_FILE.read_text(),
                                        (FILES_DIR / "packages.Dockerfile").read_text(),
-                                       *normalize_pins(pins)])
+                                       *normalize_pins(pins), "--lock--", lock])
 
 
 def connector_tag(base_id: str, connector: Connector,
@@ -90,11 +91,11 @@ def packages_image(client: docker.DockerClient, connector: Connector, base: str,
                    wheel_cache: Path) -> str:
     """`connector-pkgs:<hash>`: the base plus the user environment (/opt/user). Every
     connector has one, pins or not: the defaults live there, not in the base."""
-    from worker.userenv.wheels import IMPORT_CHECK, user_wheels
+    from worker.userenv.wheels import IMPORT_CHECK, lock_text, user_wheels
 
     base_img = client.images.get(base)
     pins = normalize_pins(connector.spec.packages)
-    tag = packages_tag(str(base_img.id), pins)
+    tag = packages_tag(str(base_img.id), pins, lock_text(connector))
 
     def build() -> None:
         wheels = user_wheels(connector, wheel_cache)

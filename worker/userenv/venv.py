@@ -1,10 +1,11 @@
 """The process sandbox's user environments: one venv per set of pins, built once.
 
 A venv lives under `<build cache>/userenvs/<key>`, key = hash(the base interpreter's
-version, platform, default packages, sorted pins): connectors with the same pins share
-it, and a second refresh finds it ready. It gets the same wheels, installed the same way,
-as the Docker image's /opt/user (see worker/userenv/wheels.py), with `uv` (a venv with
-the defaults in well under a second, against seconds for venv + pip; see bench/README).
+version, platform, default packages, sorted pins, connector.lock): connectors with the
+same pins share it, and a second refresh finds it ready. It gets the same wheels,
+installed the same way, as the Docker image's /opt/user (see worker/userenv/wheels.py),
+with `uv` (a venv with the defaults in well under a second, against seconds for venv +
+pip; see bench/README).
 The build ends with the import check; an environment that fails it is removed, and the
 failure names the pin. A `.ready` file written last marks a finished environment, and
 concurrent builds of one key serialize on a file lock.
@@ -28,7 +29,7 @@ from worker.images.pip import PY_VERSION
 from worker.images.tags import digest, normalize_pins
 from worker.settings import settings
 from worker.spec import Connector
-from worker.userenv.wheels import DEFAULTS_FILE, IMPORT_CHECK, user_wheels
+from worker.userenv.wheels import DEFAULTS_FILE, IMPORT_CHECK, lock_text, user_wheels
 
 READY = ".ready"
 
@@ -55,15 +56,15 @@ def _version(python: str) -> str:
     return r.stdout.strip()
 
 
-def env_key(python: str, pins: list[str]) -> str:
-    return digest(["userenv", _version(python), platform.machine(),
-                 DEFAULTS_FILE.read_text(), *normalize_pins(pins)])
+def env_key(python: str, connector: Connector) -> str:
+    return digest(["userenv", _version(python), platform.machine(), DEFAULTS_FILE.read_text(),
+                   *normalize_pins(connector.spec.packages), "--lock--", lock_text(connector)])
 
 
 def user_python(connector: Connector) -> str:
     """The interpreter of the connector's user environment, built if missing."""
     python = base_python()
-    key = env_key(python, connector.spec.packages)
+    key = env_key(python, connector)
     root = settings().build_cache / "userenvs" / key
     if (root / READY).is_file():
         return str(root / "bin" / "python")

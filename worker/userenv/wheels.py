@@ -1,7 +1,8 @@
 """The wheels of a connector's user environment: the defaults, then the user's pins.
 
 Both sandboxes install the same two sets the same way: the default packages first,
-then the wheels the user's pins resolved to, each set with `--no-deps` so nothing is
+then the wheels the user's pins resolved to (exactly those of connector.lock when the
+folder has one: worker/userenv/lock.py), each set with `--no-deps` so nothing is
 re-resolved against what is already installed. The pins are resolved alone, never
 against the defaults or the runtime: a pin replaces the default version of the same
 distribution (requests==2.25.1 brings idna 2.10 over the default idna), as the hosted
@@ -19,6 +20,7 @@ from worker.images.errors import ImageBuildError
 from worker.images.pip import PipFailure, wheels_for
 from worker.images.tags import normalize_pins
 from worker.spec import Connector
+from worker.userenv.lock import lock_path, locked_requirements, read_lock, warn_unpinned
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.txt")
 IMPORT_CHECK = Path(__file__).with_name("importcheck.py")
@@ -44,7 +46,17 @@ def user_wheels(connector: Connector, wheel_cache: Path) -> UserWheels:
     pins = normalize_pins(connector.spec.packages)
     if not pins:
         return UserWheels(defaults, [])
+    requirements = locked_requirements(connector)
     try:
-        return UserWheels(defaults, [w.path for w in wheels_for(pins, wheel_cache)])
+        wheels = wheels_for(requirements, wheel_cache)
     except PipFailure as e:
-        raise _resolve_error(connector, pins, e) from None
+        raise _resolve_error(connector, requirements, e) from None
+    if read_lock(connector) is None:
+        warn_unpinned(connector, wheels)
+    return UserWheels(defaults, [w.path for w in wheels])
+
+
+def lock_text(connector: Connector) -> str:
+    """The lock's bytes, an input of every environment's hash ('' without one)."""
+    path = lock_path(connector)
+    return path.read_text() if path.is_file() else ""
