@@ -20,11 +20,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
-from worker.errors import ConnectorError
+from worker.errors import ConfigError, ConnectorError
 from worker.models import FailureKind, FragmentFailure
 from worker.sandbox.exits import classify_exit
+from worker.sandbox.mounts import Mount
 from worker.sandbox.session import FramedSession, wait_readable
 from worker.spec import Connector
 from worker.userenv.venv import user_python
@@ -143,6 +145,15 @@ class ProcessChannel:
 
 class ProcessSandbox:
     name = "process"
+
+    def __init__(self, mounts: Sequence[Mount] = ()) -> None:
+        for m in mounts:
+            if str(m.host) != m.container:
+                raise ConfigError(
+                    f"--mount {m.host}:{m.container}: the process sandbox sees this "
+                    f"machine's files as they are, so {m.container} would not be "
+                    f"{m.host} there; mount it at the same path ({m.host}:{m.host}) or "
+                    "use the Docker sandbox")
 
     def open(self, connector: Connector, credentials: str | None) -> FramedSession:
         try:
