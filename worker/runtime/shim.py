@@ -143,6 +143,23 @@ def _failure(where: str, exc: BaseException) -> UserFailure:
     return UserFailure(f"{where} raised {type(exc).__name__}: {exc}", _user_traceback(exc))
 
 
+def _guarded(call: Callable[[], Any], called: str, iterated: str) -> Iterator[Any]:
+    """The items of what a user function returns; a failure of the call, or of any step
+    of the iteration, as UserFailure naming `called` or `iterated`."""
+    try:
+        it = iter(call())
+    except BaseException as e:
+        raise _failure(called, e) from None
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except BaseException as e:
+            raise _failure(iterated, e) from None
+        yield item
+
+
 class ChunkReader(io.RawIOBase):
     """read_bytes() chunks behind a non-seekable file, for parser_function's reader.
 
@@ -238,22 +255,12 @@ class Shim:
         self.reply("ready")
 
     def _list(self, metadata: dict[str, Any], where: str) -> Iterator[dict[str, Any]]:
-        try:
-            it = iter(self._module.list_objects(self._ctx, metadata))
-        except BaseException as e:
-            raise _failure(f"list_objects({where})", e) from None
-        i = 0
-        while True:
-            try:
-                obj = next(it)
-            except StopIteration:
-                return
-            except BaseException as e:
-                raise _failure(f"list_objects({where})", e) from None
-            i += 1
+        call = f"list_objects({where})"
+        items = _guarded(lambda: self._module.list_objects(self._ctx, metadata), call, call)
+        for i, obj in enumerate(items, 1):
             if not isinstance(obj, dict):
-                raise UserFailure(f"list_objects({where}) yielded {type(obj).__name__} as "
-                                  f"item {i}; expected a dict with name, fingerprint, is_prefix")
+                raise UserFailure(f"{call} yielded {type(obj).__name__} as item {i}; "
+                                  "expected a dict with name, fingerprint, is_prefix")
             for key in ("name", "fingerprint"):
                 if not isinstance(obj.get(key), str):
                     raise UserFailure(
@@ -289,19 +296,9 @@ class Shim:
     def _chunks(self, fragment: dict[str, Any], where: str) -> Iterator[bytes]:
         """read_bytes() as bytes; its failures as UserFailure naming `where`."""
         name = fragment.get("name")
-        try:
-            it = iter(self._module.read_bytes(self._ctx, fragment) or ())
-        except BaseException as e:
-            raise _failure(f"read_bytes({name!r})", e) from None
-        index = 0
-        while True:
-            try:
-                chunk = next(it)
-            except StopIteration:
-                return
-            except BaseException as e:
-                raise _failure(f"{where}({name!r})", e) from None
-            index += 1
+        chunks = _guarded(lambda: self._module.read_bytes(self._ctx, fragment) or (),
+                          f"read_bytes({name!r})", f"{where}({name!r})")
+        for index, chunk in enumerate(chunks, 1):
             if isinstance(chunk, str):
                 chunk = chunk.encode("utf-8")
             elif not isinstance(chunk, bytes | bytearray | memoryview):
