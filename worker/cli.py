@@ -73,7 +73,7 @@ def _sandbox(name: str | None, mounts: tuple[str, ...] = ()) -> Sandbox:
     try:
         sandbox = get_sandbox(name, [Mount.parse(m) for m in mounts])
     except ConfigError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
         sys.exit(EXIT_BAD)
     if name is None and sandbox.name == "process":
         err.print(f"[yellow]warning:[/yellow] {PROCESS_WARNING}")
@@ -557,10 +557,10 @@ def lock(path: str) -> None:
         resolved = write_lock(c, wheel_cache_dir())
     except PipFailure as e:
         err.print(f"[red]error:[/red] connector {c.spec.name!r}: packages could not be "
-                  f"resolved: {escape(e.reason)}", highlight=False)
+                  f"resolved: {safe(e.reason)}", highlight=False)
         sys.exit(EXIT_FAILED)
     except ConnectorError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
         sys.exit(EXIT_FAILED)
     for pin in resolved:
         out.print(pin, highlight=False)

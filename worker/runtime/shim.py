@@ -266,6 +266,13 @@ class Shim:
                     raise UserFailure(
                         f"list_objects({where}) item {i} ({obj.get('name')!r}): '{key}' must "
                         f"be a string, got {type(obj.get(key)).__name__}")
+                if not obj[key].isascii():
+                    try:
+                        obj[key].encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise UserFailure(
+                            f"list_objects({where}) item {i} ({obj.get('name')!r}): '{key}' "
+                            "is not valid Unicode text (it holds a lone surrogate)") from None
             yield obj
 
     def op_list(self, _: dict[str, Any]) -> None:
