@@ -32,10 +32,12 @@ from worker.console import (
     safe,
     text,
 )
+from worker.errors import ConfigError
 from worker.models import Fragment, FragmentFailure
 from worker.models import Progress as RefreshProgress
 from worker.sandbox.base import Sandbox, Session
 from worker.sandbox.choose import PROCESS_WARNING, get_sandbox
+from worker.sandbox.mounts import Mount
 from worker.settings import settings
 from worker.spec import Connector, SpecError, load_connector
 
@@ -67,8 +69,12 @@ def _load(path: str) -> Connector:
         sys.exit(EXIT_BAD)
 
 
-def _sandbox(name: str | None) -> Sandbox:
-    sandbox = get_sandbox(name)
+def _sandbox(name: str | None, mounts: tuple[str, ...] = ()) -> Sandbox:
+    try:
+        sandbox = get_sandbox(name, [Mount.parse(m) for m in mounts])
+    except ConfigError as e:
+        err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
+        sys.exit(EXIT_BAD)
     if name is None and sandbox.name == "process":
         err.print(f"[yellow]warning:[/yellow] {PROCESS_WARNING}")
     return sandbox
@@ -151,16 +157,23 @@ sandbox_option = click.option("--sandbox", type=click.Choice(["docker", "process
                               "when an engine answers, else process).")
 
 
+mount_option = click.option(
+    "--mount", "mounts", multiple=True, metavar="HOST:CONTAINER",
+    help="Local development: a host folder the connector reads at CONTAINER (read-only).")
+
+
 @main.command()
 @click.argument("path")
 @click.option("--credentials-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--limit", default=3, show_default=True, help="Fragments to read.")
 @sandbox_option
-def test(path: str, credentials_file: str | None, limit: int, sandbox: str | None) -> None:
+@mount_option
+def test(path: str, credentials_file: str | None, limit: int, sandbox: str | None,
+         mounts: tuple[str, ...]) -> None:
     """Run the connector once with no state: listing, schema and rows of a few fragments."""
     c = _load(path)
     creds = _credentials(c, credentials_file)
-    box = _sandbox(sandbox)
+    box = _sandbox(sandbox, mounts)
     failed = False
     session, listed = _open_and_list(box, c, creds)
     try:
@@ -281,9 +294,10 @@ def _print_failure(what: str, e: FragmentFailure) -> None:
 @click.option("--tenant", default=None, help="Queue mode: the connector's tenant.")
 @click.option("--wait", is_flag=True, help="Queue mode: follow the refresh to its end.")
 @click.option("--full", is_flag=True, help="Read every listed fragment again.")
+@mount_option
 def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
             sandbox: str | None, queued: bool, tenant: str | None, wait: bool,
-            full: bool) -> None:
+            full: bool, mounts: tuple[str, ...]) -> None:
     """Read new and changed fragments, drop those no longer listed: one table version."""
     from rich.progress import (
         BarColumn,
@@ -296,6 +310,10 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
     from worker.refresh import refresh as run_refresh
     from worker.sink import Output
 
+    if (queued or tenant is not None) and mounts:
+        err.print("[red]error:[/red] --mount is for local runs only: in queue mode workers "
+                  "never mount host folders (reach data over the network: limits.network)")
+        sys.exit(EXIT_BAD)
     if queued or tenant is not None:
         from worker.queue.cli import queued_refresh
 
@@ -303,7 +321,7 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
         return
     c = _load(path)
     creds = _credentials(c, None)
-    box = _sandbox(sandbox)
+    box = _sandbox(sandbox, mounts)
     sink = Output(output or _default_output())
     state = local_state(sink, c)
     # On a terminal only: piped output and --json stay free of control codes.
@@ -519,6 +537,34 @@ def build(path: str | None, base: bool, registry: bool) -> None:
         err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
         sys.exit(EXIT_FAILED)
     out.print(tag)
+
+
+@main.command()
+@click.argument("path")
+def lock(path: str) -> None:
+    """Resolve the connector's packages and write connector.lock beside its code.
+
+    Later builds and deploys install exactly the versions written there (in Docker and
+    in the process sandbox) until the packages change; then run it again.
+    """
+    from worker.errors import ConnectorError
+    from worker.images.cache import wheel_cache_dir
+    from worker.images.pip import PipFailure
+    from worker.userenv.lock import lock_path, write_lock
+
+    c = _load(path)
+    try:
+        resolved = write_lock(c, wheel_cache_dir())
+    except PipFailure as e:
+        err.print(f"[red]error:[/red] connector {c.spec.name!r}: packages could not be "
+                  f"resolved: {safe(e.reason)}", highlight=False)
+        sys.exit(EXIT_FAILED)
+    except ConnectorError as e:
+        err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
+        sys.exit(EXIT_FAILED)
+    for pin in resolved:
+        out.print(pin, highlight=False)
+    err.print(f"wrote {lock_path(c)} ({len(resolved)} distributions)", highlight=False)
 
 
 if __name__ == "__main__":

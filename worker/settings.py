@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     debian_mirror: str = "http://deb.debian.org/debian"
     base_from_registry: bool = False
     """Build the base image `FROM python:3.11-slim` instead of debootstrap."""
+    user_base_python: Path | None = None
+    """Process sandbox: the CPython 3.11 its per-connector user venvs are made from
+    (default: the base interpreter of the running Python)."""
 
     # --- queue mode --------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6390/0",

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 REGISTRY_OS_IMAGE = "python:3.11-slim"
 
-LABEL_CONSTRAINTS = "io.connector.runtime-constraints"
 LABEL_KIND = "io.connector.kind"
 
 
@@ -69,7 +68,6 @@ def base_image(client: docker.DockerClient, *, registry: bool | None = None,
             link_wheels([w.path for w in wheels], ctx / "wheels")
             copy_files(runtime_files(), ctx / "runtime" / "worker")
             docker_build(client, ctx, tag, "base image", buildargs={"OS_IMAGE": source},
-                         labels={LABEL_KIND: "base",
-                                 LABEL_CONSTRAINTS: "\n".join(sorted(w.pin for w in wheels))})
+                         labels={LABEL_KIND: "base"})
 
     return build_once(client, tag, build)

@@ -1,30 +1,40 @@
-"""A connector's image: `connector-pkgs:<h>` (its pinned packages over the base) and over
-that the code layer, `<repository>:<h>` (repository `connector-<tenant>--<name>`, from
-worker/naming.py; the connector folder at /opt/connector,
-root-owned and read-only to the sandbox user).
+"""A connector's image: `connector-pkgs:<h>` (the base plus the user environment,
+/opt/user: the default packages, then the connector's pins over them) and over that the
+code layer, `<repository>:<h>` (repository `connector-<tenant>--<name>`, from
+worker/naming.py; the connector folder at /opt/connector, root-owned and read-only to
+the sandbox user).
 
-The packages tag covers the base image id and the sorted pins, so a code change reuses
-it; the code tag covers the base id, the pins and every file of the folder. The folder is
-read with `worker.folder.walk_folder`: a link or a special file refuses the build. The
-credentials file is never copied: secrets reach the sandbox over stdin at session start.
+The packages tag covers the base image id, the default packages, its Dockerfile, the
+sorted pins and connector.lock, so a code change reuses it (and connectors without pins
+share one); the code tag covers the base id, the pins and every file of the folder. The
+folder is read with `worker.folder.walk_folder`: a link or a special file refuses the
+build. The credentials file is never copied: secrets reach the sandbox over stdin at
+session start.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker import naming
 from worker.folder import FolderError, FolderFile, walk_folder
-from worker.images.base import LABEL_CONSTRAINTS, LABEL_KIND, base_image
+from worker.images.base import LABEL_KIND, base_image
 from worker.images.cache import wheel_cache_dir
-from worker.images.context import build_context, copy_files, docker_build, link_wheels
+from worker.images.context import (
+    FILES_DIR,
+    build_context,
+    copy_files,
+    docker_build,
+    link_wheels,
+)
 from worker.images.errors import ImageBuildError
 from worker.images.once import build_once
-from worker.images.pip import PipFailure, wheels_for
+from worker.images.pip import PipFailure
 from worker.images.tags import digest, normalize_pins, tree_parts
 from worker.spec import Connector
 
@@ -46,8 +56,12 @@ def connector_files(connector: Connector) -> list[FolderFile]:
         raise ImageBuildError(f"connector {connector.spec.name!r}: {e}") from None
 
 
-def packages_tag(base_id: str, pins: Sequence[str]) -> str:
-    return f"connector-pkgs:{digest(['pkgs', base_id, *normalize_pins(pins)])}"
+def packages_tag(base_id: str, pins: Sequence[str], lock: str = "") -> str:
+    from worker.userenv.wheels import DEFAULTS_FILE
+
+    return "connector-pkgs:" + digest(["pkgs", base_id, DEFAULTS_FILE.read_text(),
+                                       (FILES_DIR / "packages.Dockerfile").read_text(),
+                                       *normalize_pins(pins), "--lock--", lock])
 
 
 def connector_tag(base_id: str, connector: Connector,
@@ -75,27 +89,34 @@ def _resolve_error(connector: Connector, pins: Sequence[str], e: PipFailure) -> 
 
 def packages_image(client: docker.DockerClient, connector: Connector, base: str,
                    wheel_cache: Path) -> str:
-    """`connector-pkgs:<hash(base id, sorted pins)>`, or the base itself when there are none."""
+    """`connector-pkgs:<hash>`: the base plus the user environment (/opt/user). Every
+    connector has one, pins or not: the defaults live there, not in the base."""
+    from worker.userenv.wheels import IMPORT_CHECK, lock_text, user_wheels
+
     base_img = client.images.get(base)
     pins = normalize_pins(connector.spec.packages)
-    if not pins:
-        return base
-    tag = packages_tag(str(base_img.id), pins)
+    tag = packages_tag(str(base_img.id), pins, lock_text(connector))
 
     def build() -> None:
-        constraints = [c for c in (base_img.labels or {}).get(LABEL_CONSTRAINTS, "").split("\n")
-                       if c]
-        try:
-            wheels = wheels_for(pins, wheel_cache, constraints=constraints)
-        except PipFailure as e:
-            raise _resolve_error(connector, pins, e) from None
-        with build_context("pkgs", "packages.Dockerfile", "delta.py") as ctx:
-            (ctx / "requirements.txt").write_text("\n".join(pins) + "\n")
-            (ctx / "constraints.txt").write_text("\n".join(constraints) + "\n")
-            link_wheels([w.path for w in wheels], ctx / "wheels")
-            docker_build(client, ctx, tag, f"connector {connector.spec.name!r}: packages",
-                         buildargs={"BASE": base},
-                         labels={LABEL_KIND: "packages", "io.connector.pins": json.dumps(pins)})
+        wheels = user_wheels(connector, wheel_cache)
+        with build_context("pkgs", "packages.Dockerfile") as ctx:
+            shutil.copyfile(IMPORT_CHECK, ctx / "importcheck.py")
+            (ctx / "pins.txt").write_text(" ".join(pins) + "\n")
+            link_wheels(wheels.defaults, ctx / "defaults")
+            link_wheels(wheels.pins, ctx / "pins")
+            try:
+                docker_build(client, ctx, tag, f"connector {connector.spec.name!r}: packages",
+                             buildargs={"BASE": base},
+                             labels={LABEL_KIND: "packages",
+                                     "io.connector.pins": json.dumps(pins)})
+            except ImageBuildError as e:
+                found = [ln.split("import check: ", 1)[1] for ln in str(e).splitlines()
+                         if "import check: " in ln]
+                if not found:
+                    raise
+                raise ImageBuildError(f"connector {connector.spec.name!r}: the environment "
+                                      f"of its packages does not import: "
+                                      f"{'; '.join(found)}") from None
 
     return build_once(client, tag, build)
 

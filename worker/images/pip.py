@@ -91,17 +91,12 @@ def _pip(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return r
 
 
-def _resolve(requirements: Sequence[str], constraints: Sequence[str],
-             cache: Path) -> list[tuple[str, str, str]]:
+def _resolve(requirements: Sequence[str], cache: Path) -> list[tuple[str, str, str]]:
     """(canonical name, version, wheel file name) of each distribution pip would install."""
     with tempfile.TemporaryDirectory() as td:
-        report, args = Path(td) / "report.json", []
-        if constraints:
-            cfile = Path(td) / "constraints.txt"
-            cfile.write_text("\n".join(constraints) + "\n")
-            args = ["-c", str(cfile)]
+        report = Path(td) / "report.json"
         _pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
-              *_target(), "--find-links", str(cache), *args, *requirements])
+              *_target(), "--find-links", str(cache), *requirements])
         try:
             parsed = _Report.model_validate_json(report.read_text())
         except (OSError, ValidationError) as e:
@@ -110,15 +105,14 @@ def _resolve(requirements: Sequence[str], constraints: Sequence[str],
              unquote(Path(urlparse(i.download_info.url).path).name)) for i in parsed.install]
 
 
-def wheels_for(requirements: Sequence[str], cache: Path,
-               constraints: Sequence[str] = ()) -> list[Wheel]:
+def wheels_for(requirements: Sequence[str], cache: Path) -> list[Wheel]:
     """Resolve `requirements` to wheels in `cache` for the image's Python and platform.
 
-    `constraints` (name==version lines) keep the resolution compatible with the runtime
-    already in the base image. Raises PipFailure with pip's reason.
+    Nothing constrains them: the user's packages live in their own environment
+    (/opt/user), apart from the runtime's. Raises PipFailure with pip's reason.
     """
     cache.mkdir(parents=True, exist_ok=True)
-    chosen = _resolve(requirements, constraints, cache)
+    chosen = _resolve(requirements, cache)
     if not chosen:
         raise PipFailure("pip resolved the requirements to nothing", "")
     if any(not f.endswith(".whl") for _, _, f in chosen):
@@ -146,8 +140,7 @@ def _pip_reason(stdout: str, stderr: str) -> str:
             for follow in lines[i + 1:]:
                 if not follow.startswith(" ") or not follow.strip():
                     break
-                keep.append(follow.strip().replace("The user requested (constraint)",
-                                                   "the runtime in the base image requires"))
+                keep.append(follow.strip())
             break
     errors: list[str] = []
     for ln in stderr.splitlines():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from worker.sandbox.base import Sandbox
+from worker.sandbox.mounts import Mount
 from worker.sandbox.process import ProcessSandbox
 
 PROCESS_WARNING = ("using the process sandbox: user code runs on this machine without "
@@ -19,13 +22,13 @@ def docker_available() -> bool:
         return False
 
 
-def get_sandbox(name: str | None) -> Sandbox:
-    if name == "process":
-        return ProcessSandbox()
-    if name == "docker" or (name is None and docker_available()):
+def get_sandbox(name: str | None, mounts: Sequence[Mount] = ()) -> Sandbox:
+    """`mounts` (local development only) are read-only host folders; ConfigError when
+    the chosen back end cannot honour them."""
+    if name == "process" or (name is None and not docker_available()):
+        return ProcessSandbox(mounts)
+    if name == "docker" or name is None:
         from worker.sandbox.docker import DockerSandbox
 
-        return DockerSandbox()
-    if name is not None:
-        raise ValueError(f"unknown sandbox {name!r}: use docker or process")
-    return ProcessSandbox()
+        return DockerSandbox(mounts=mounts)
+    raise ValueError(f"unknown sandbox {name!r}: use docker or process")

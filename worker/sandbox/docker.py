@@ -4,8 +4,9 @@ Hardening is the default, not an option: no network, read-only root, a small tmp
 for /tmp, every capability dropped, no-new-privileges, a seccomp profile, a non-root
 user, pids, memory (swap included) and CPU limits, and no log driver (we read stdout
 ourselves, and a json-file log would grow without bound). Nothing from the host is
-mounted: the code is a layer of the image. Credentials cross once, over the attached
-stdin.
+mounted (the code is a layer of the image) unless a developer runs `connector
+test/refresh --mount`: then those folders, read-only. Credentials cross once, over the
+attached stdin.
 
 The seccomp profile (seccomp.json) is Docker's default (moby/profiles v0.2.3) with
 `ptrace` removed and no `io_uring_*` syscalls: io_uring has been the source of a run of
@@ -46,6 +47,7 @@ import socket
 import struct
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import docker
@@ -56,12 +58,14 @@ from docker.types import LogConfig
 from worker import naming
 from worker.models import FailureKind, FragmentFailure
 from worker.sandbox.exits import classify_exit
+from worker.sandbox.mounts import Mount
 from worker.sandbox.session import FramedSession, wait_readable
 from worker.spec import Connector
 
 LABEL = "io.connector.sandbox"
 LABEL_OWNER = "io.connector.owner"
 CODE_DIR = "/opt/connector"
+USER_PYTHON = "/opt/user/bin/python"  # the user environment (see worker/images.py)
 SANDBOX_USER = "10001:10001"
 TMPFS = "size=64m,mode=1777,noexec,nosuid,nodev"
 SCRATCH_DIR = "/scratch"
@@ -180,7 +184,7 @@ class DockerSource:
 
 class DockerChannel:
     def __init__(self, client: docker.DockerClient, image: str, connector: Connector,
-                 labels: dict[str, str]) -> None:
+                 labels: dict[str, str], mounts: Sequence[Mount] = ()) -> None:
         self._client = client
         self._api = client.api
         limits = connector.spec.limits
@@ -203,11 +207,12 @@ class DockerChannel:
             ipc_mode="private",
             init=True,
             sysctls=egress_sysctls() if egress else None,
+            binds={str(m.host): {"bind": m.container, "mode": "ro"} for m in mounts} or None,
         )
         spec = connector.spec
         container = self._api.create_container(
             image,
-            command=["python", "-m", "worker.runtime"],
+            command=["python", "-m", "worker.runtime", "--user-python", USER_PYTHON],
             stdin_open=True,
             tty=False,
             user=SANDBOX_USER,
@@ -302,9 +307,12 @@ class DockerSandbox:
     name = "docker"
 
     def __init__(self, client: docker.DockerClient | None = None,
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None, mounts: Sequence[Mount] = ()) -> None:
         self.client = client or docker.from_env(timeout=120)
         self.labels = labels or {}
+        for m in mounts:
+            m.check_container()
+        self.mounts = tuple(mounts)  # local development only: read-only host folders
         self._images: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         reap(self.client)
@@ -325,7 +333,7 @@ class DockerSandbox:
         image = self.image_for(connector)
         try:
             CONTAINERS.retry_unremoved()
-            channel = DockerChannel(self.client, image, connector, self.labels)
+            channel = DockerChannel(self.client, image, connector, self.labels, self.mounts)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
             # RequestException: the engine's socket is gone (engine stopped, restarting)
             raise FragmentFailure(f"container could not start: {e}", FailureKind.INFRA) from None

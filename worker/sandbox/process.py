@@ -1,5 +1,10 @@
 """The process sandbox: the runtime as a child process with rlimits.
 
+The runtime runs on this interpreter (the project's environment); the connector's code
+runs in its child, the user process, on the connector's own venv (its pins over the
+default packages, built once per set of pins: worker/userenv/venv.py). Both processes
+get the memory limit (RLIMIT_AS is per process).
+
 For local development and trusted code: it keeps user code out of the worker process
 and bounds memory and time, but shares the host's filesystem and network. Untrusted
 code belongs in the Docker sandbox.
@@ -15,12 +20,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
-from worker.models import FailureKind
+from worker.errors import ConfigError, ConnectorError
+from worker.models import FailureKind, FragmentFailure
 from worker.sandbox.exits import classify_exit
+from worker.sandbox.mounts import Mount
 from worker.sandbox.session import FramedSession, wait_readable
 from worker.spec import Connector
+from worker.userenv.venv import user_python
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 # Address-space slack over the memory limit: the interpreter, pyarrow and their
@@ -73,7 +82,7 @@ class PipeSource:
 
 
 class ProcessChannel:
-    def __init__(self, connector: Connector) -> None:
+    def __init__(self, connector: Connector, user_python: str) -> None:
         limits = connector.spec.limits
         self._memory = limits.memory
         self._home = tempfile.TemporaryDirectory(prefix="connector-")
@@ -96,7 +105,7 @@ class ProcessChannel:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.runtime"],
+            [sys.executable, "-m", "worker.runtime", "--user-python", user_python],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=str(connector.path), env=env, preexec_fn=limit, start_new_session=True,
         )
@@ -137,6 +146,19 @@ class ProcessChannel:
 class ProcessSandbox:
     name = "process"
 
+    def __init__(self, mounts: Sequence[Mount] = ()) -> None:
+        for m in mounts:
+            if str(m.host) != m.container:
+                raise ConfigError(
+                    f"--mount {m.host}:{m.container}: the process sandbox sees this "
+                    f"machine's files as they are, so {m.container} would not be "
+                    f"{m.host} there; mount it at the same path ({m.host}:{m.host}) or "
+                    "use the Docker sandbox")
+
     def open(self, connector: Connector, credentials: str | None) -> FramedSession:
-        return FramedSession.started(ProcessChannel(connector), connector, str(connector.path),
-                                     credentials)
+        try:
+            python = user_python(connector)
+        except ConnectorError as e:
+            raise FragmentFailure.of(e) from None
+        return FramedSession.started(ProcessChannel(connector, python), connector,
+                                     str(connector.path), credentials)

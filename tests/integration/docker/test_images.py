@@ -99,10 +99,14 @@ def test_connector_image_with_packages(client: docker.DockerClient, base: str, t
     conn = make_connector(tmp_path / "orders", "orders", ["six==1.16.0"])
     tag = build_connector_image(client, conn, wheel_cache)
     assert tag.startswith("connector-test--orders:")
-    out = run(client, tag, "python", "-c",
-              "import os, six, pyarrow; print(six.__version__, os.getuid());"
+    out = run(client, tag, "/opt/user/bin/python", "-I", "-c",
+              "import os, six, requests; print(six.__version__, os.getuid());"
               "print(open('/opt/connector/connector.py').read().count('def '))")
     assert out.split() == ["1.16.0", "10001", "2"]
+    # The user environment does not see the runtime's packages.
+    out = run(client, tag, "/opt/user/bin/python", "-I", "-c",
+              "import importlib.util as u; print(u.find_spec('pyarrow'), u.find_spec('pydantic'))")
+    assert out.split() == ["None", "None"]
     # The code is root-owned and not writable by the sandbox user.
     out = run(client, tag, "sh", "-c",
               "stat -c '%u %a' /opt/connector /opt/connector/connector.py;"
@@ -167,12 +171,16 @@ def test_conflicting_pins_name_both(client: docker.DockerClient, base: str, tmp_
     assert "'six==1.15.0'" in msg and "'six==1.16.0'" in msg
 
 
-def test_pin_conflicting_with_the_runtime(client: docker.DockerClient, base: str,
-                                          tmp_path: Path, wheel_cache: Path) -> None:
-    # The connector shares /opt/venv with the runtime: it cannot replace its pydantic.
-    bad = make_connector(tmp_path / "c", "c", ["pydantic==1.10.13"])
-    with pytest.raises(ImageBuildError, match=r"'pydantic==1\.10\.13' could not be resolved"):
-        build_connector_image(client, bad, wheel_cache)
+def test_pin_of_a_runtime_package_builds_apart_from_it(client: docker.DockerClient, base: str,
+                                                       tmp_path: Path, wheel_cache: Path) -> None:
+    # The user's pydantic 1 lives in /opt/user; the runtime keeps its pydantic 2.
+    conn = make_connector(tmp_path / "c", "c", ["pydantic==1.10.13"])
+    tag = build_connector_image(client, conn, wheel_cache)
+    user = run(client, tag, "/opt/user/bin/python", "-I", "-c",
+               "import pydantic; print(pydantic.VERSION)")
+    runtime = run(client, tag, "python", "-c", "import pydantic; print(pydantic.VERSION)")
+    assert user.strip() == "1.10.13"
+    assert runtime.strip().startswith("2.")
 
 
 def test_sdist_only_package_is_refused(client: docker.DockerClient, base: str, tmp_path: Path,

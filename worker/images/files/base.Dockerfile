@@ -31,4 +31,4 @@ RUN python3 -m compileall -q /opt/runtime \
         --shell /usr/sbin/nologin sandbox
 USER sandbox
 WORKDIR /tmp
-CMD ["python", "-m", "worker.runtime"]
+CMD ["python", "-m", "worker.runtime", "--user-python", "/opt/user/bin/python"]
