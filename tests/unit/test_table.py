@@ -192,13 +192,23 @@ def test_full_refresh_rereads_everything(connector, cli):
 
 
 ODD_CODE = """
-import io
-import pyarrow as pa, pyarrow.parquet as pq
+import pathlib
 
 def list_objects(context, metadata):
     yield {"name": "odd", "fingerprint": "1"}
 
 def read_bytes(context, metadata):
+    # written by the test: connector code has no pyarrow unless it pins one
+    yield (pathlib.Path(__file__).parent / "odd.parquet").read_bytes()
+"""
+
+
+def odd_parquet() -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     t = pa.table({
         "id": pa.array([1, 2], pa.int64()),
         # Spark's int96 timestamps arrive as nanoseconds, not whole microseconds
@@ -207,12 +217,12 @@ def read_bytes(context, metadata):
     })
     buf = io.BytesIO()
     pq.write_table(t, buf)
-    yield buf.getvalue()
-"""
+    return buf.getvalue()
 
 
 def test_show_prints_values_python_cannot_hold(connector, cli):
     c = connector(ODD_CODE, "name: odd\nparser: {format: parquet}\n", name="odd")
+    (c / "odd.parquet").write_bytes(odd_parquet())
     r, s = cli.refresh(c)
     assert r.returncode == 0, r.stderr
     assert s["rows"] == 2

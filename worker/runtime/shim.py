@@ -41,7 +41,8 @@ JSON, BYTES, MARSHAL, PICKLE = b"J", b"B", b"M", b"P"
 CHUNK = 1 << 20           # bytes per B frame: small user chunks are coalesced up to this
 MAX_CHUNK = 16 << 20      # bigger user chunks cross in slices of this (no copy)
 MAX_FRAME = 256 << 20     # the runtime refuses a frame over this (a forged header)
-LIST_CHUNK = 2000         # listed objects per `listed` frame
+LIST_CHUNK = 2000         # listed objects per `listed` frame at most
+LIST_CHUNK_BYTES = 1 << 20  # and about this many bytes: fat metadata stays in small frames
 ROW_BATCH = 65536         # most parser_function rows per M/P frame
 CODE_FILE = "connector.py"
 _HERE = os.path.abspath(__file__)
@@ -278,6 +279,7 @@ class Shim:
     def op_list(self, _: dict[str, Any]) -> None:
         seen: set[str] = set()
         chunk: list[dict[str, Any]] = []
+        size = 0  # string bytes in `chunk`: a cheap stand-in for its JSON size
         # Depth-first expansion of prefixes, without recursion: listings can be deep.
         stack: list[Iterator[dict[str, Any]]] = [self._list({}, "{}")]
         while stack:
@@ -293,9 +295,10 @@ class Shim:
                                   "fragment names must be unique")
             seen.add(obj["name"])
             chunk.append(obj)
-            if len(chunk) >= LIST_CHUNK:
+            size += sum(len(v) for v in obj.values() if isinstance(v, str))
+            if len(chunk) >= LIST_CHUNK or size >= LIST_CHUNK_BYTES:
                 write_json(self._out, "listed", objects=chunk)
-                chunk = []
+                chunk, size = [], 0
         if chunk:
             write_json(self._out, "listed", objects=chunk)
         self.reply("end", count=len(seen))
