@@ -63,6 +63,37 @@ def write_frame(fd: int, kind: bytes, body: bytes | memoryview) -> None:
             parts[0] = parts[0][n:]
 
 
+def row_batcher(batch_rows: int, sink: Callable[[list[dict[str, Any]], int], None]
+                ) -> tuple[Callable[[Any], None], Callable[[], None]]:
+    """(onNext, flush) for a parser_function: rows gathered into lists of `batch_rows`,
+    each handed to `sink(rows, number_of_its_first_row)`. Shared by this shim and the
+    runtime's in-process custom parser; closures, since onNext runs once per row."""
+    rows: list[dict[str, Any]] = []
+    append = rows.append
+    sent = 0
+
+    def flush() -> None:
+        nonlocal rows, append, sent
+        if not rows:
+            return
+        batch, first = rows, sent + 1
+        rows = []
+        append = rows.append
+        sent += len(batch)
+        sink(batch, first)
+
+    def on_next(row: Any) -> None:
+        # Called once per row: kept to a type check, an append and a length check.
+        if type(row) is not dict and not isinstance(row, dict):
+            raise TypeError(f"onNext expects a dict, got {type(row).__name__} "
+                            f"(row {sent + len(rows) + 1})")
+        append(row)
+        if len(rows) >= batch_rows:
+            flush()
+
+    return on_next, flush
+
+
 def write_json(fd: int, op: str, **fields: Any) -> None:
     write_frame(fd, JSON, json.dumps({"op": op, **fields}, separators=(",", ":"),
                                      default=str).encode())
@@ -361,10 +392,7 @@ class Shim:
         if spec.get("reader", "text") == "text":
             reader = io.TextIOWrapper(buffered, encoding=spec.get("encoding") or "utf-8",
                                       newline=None)
-        rows: list[dict[str, Any]] = []
-        append = rows.append
         batch_rows = int(spec.get("batch_rows") or ROW_BATCH)
-        sent = 0
 
         def send(batch: list[dict[str, Any]]) -> None:
             kind, body = encode_rows(batch)
@@ -374,27 +402,15 @@ class Shim:
                 return
             write_frame(self._out, kind, body)
 
-        def flush() -> None:
-            nonlocal rows, append, sent
-            send(rows)
-            sent += len(rows)
-            rows = []
-            append = rows.append
+        def sink(batch: list[dict[str, Any]], first: int) -> None:
+            send(batch)
             if self._abort_requested():
                 raise _Aborted
 
-        def on_next(row: Any) -> None:
-            # Called once per row: kept to a type check, an append and a length check.
-            if type(row) is not dict and not isinstance(row, dict):
-                raise TypeError(f"onNext expects a dict, got {type(row).__name__} "
-                                f"(row {sent + len(rows) + 1})")
-            append(row)
-            if len(rows) >= batch_rows:
-                flush()
-
+        on_next, flush = row_batcher(batch_rows, sink)
         try:
             fn(reader, on_next)
-            if rows and not self._aborted:
+            if not self._aborted:
                 flush()
         except _Aborted:
             return

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from worker.runtime.formats.errors import ParseError
 from worker.runtime.formats.rows import rows_to_batch
+from worker.runtime.shim import row_batcher
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
 
@@ -36,17 +37,10 @@ def push_custom(
         reader = io.TextIOWrapper(buffered, encoding=spec.encoding, newline=None)
     else:
         reader = buffered
-    rows: list[dict[str, Any]] = []
-    append = rows.append
-    emitted = 0  # rows handed on so far
     failed: _EmitFailed | None = None
 
-    def flush() -> None:
-        nonlocal emitted, failed
-        first = emitted + 1
-        chunk = rows[:]
-        rows.clear()
-        emitted += len(chunk)
+    def sink(chunk: list[dict[str, Any]], first: int) -> None:
+        nonlocal failed
         try:
             batch = rows_to_batch(chunk)
         except ParseError as e:
@@ -59,18 +53,11 @@ def push_custom(
             failed = _EmitFailed(e)
             raise failed from None
 
-    def on_next(row: Any) -> None:
-        # Called once per row: kept to a type check, an append and a length check.
-        if type(row) is not dict and not isinstance(row, dict):
-            raise TypeError(f"onNext expects a dict, got {type(row).__name__} "
-                            f"(row {emitted + len(rows) + 1})")
-        append(row)
-        if len(rows) >= batch_rows:
-            flush()
+    on_next, flush = row_batcher(batch_rows, sink)
 
     try:
         fn(reader, on_next)
-        if failed is None and rows:
+        if failed is None:
             flush()
     except _EmitFailed as e:
         raise e.error from None
