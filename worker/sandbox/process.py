@@ -27,7 +27,8 @@ from worker.errors import ConfigError, ConnectorError
 from worker.models import FailureKind, FragmentFailure
 from worker.sandbox.exits import classify_exit
 from worker.sandbox.mounts import Mount
-from worker.sandbox.session import FramedSession, wait_readable
+from worker.sandbox.readahead import ReadAhead
+from worker.sandbox.session import FramedSession
 from worker.spec import Connector
 from worker.userenv.venv import user_python
 
@@ -35,50 +36,6 @@ PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 # Address-space slack over the memory limit: the interpreter, pyarrow and their
 # shared libraries map ~250 MiB of virtual memory before user code allocates a byte.
 AS_SLACK = 384 << 20
-
-
-class PipeSource:
-    """`ByteSource` over a pipe fd, with select() for deadlines.
-
-    Small reads (frame headers, JSON) are served from a read-ahead buffer consumed by
-    offset, never by deleting its head; a large frame body is read straight into its
-    own buffer (one copy, the kernel's), not accumulated and sliced.
-    """
-
-    READ_AHEAD = 1 << 16
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._buf = b""
-        self._pos = 0
-
-    def read_exact(self, n: int, deadline: float | None) -> bytes:
-        pos, buf = self._pos, self._buf
-        if len(buf) - pos >= n:
-            self._pos = pos + n
-            return buf[pos:pos + n]
-        out = bytearray(n)
-        view = memoryview(out)
-        got = len(buf) - pos
-        view[:got] = buf[pos:]
-        self._buf, self._pos = b"", 0
-        while got < n:
-            wait_readable(self._fd, deadline)
-            if n - got >= self.READ_AHEAD:
-                k = os.readv(self._fd, [view[got:]])
-                if not k:
-                    raise EOFError
-                got += k
-                continue
-            data = os.read(self._fd, max(self.READ_AHEAD, n - got))
-            if not data:
-                raise EOFError
-            take = min(len(data), n - got)
-            view[got:got + take] = data[:take]
-            got += take
-            if take < len(data):
-                self._buf, self._pos = data, take
-        return out  # a bytearray: bytes-like, and no second copy
 
 
 class ProcessChannel:
@@ -110,7 +67,7 @@ class ProcessChannel:
             cwd=str(connector.path), env=env, preexec_fn=limit, start_new_session=True,
         )
         assert self._proc.stdout and self._proc.stdin and self._proc.stderr
-        self.source = PipeSource(self._proc.stdout.fileno())
+        self.source = ReadAhead.over_fd(self._proc.stdout.fileno(), "runtime-stdout")
         self._stderr = bytearray()
         threading.Thread(target=self._drain, daemon=True).start()
 
@@ -126,6 +83,7 @@ class ProcessChannel:
         self._proc.stdin.flush()
 
     def kill(self) -> None:
+        self.source.close()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, signal.SIGKILL)
         self._proc.wait()
