@@ -33,6 +33,12 @@ def _digest(text: str) -> str:
 # Row groups: written once this many rows or bytes of batches are gathered.
 ROW_GROUP_ROWS = 1 << 17
 ROW_GROUP_BYTES = 32 << 20
+# A column's dictionary falls back to plain encoding once its page reaches this size.
+# Parquet's default (1 MiB) lets a column of unique values (ids, amounts, free text)
+# hash every row of a 128 Ki-row group into a dictionary that is then thrown away:
+# about a third of the write time of such a table (bench/README.md). Columns of few
+# values keep their dictionary.
+DICTIONARY_PAGE_BYTES = 256 << 10
 
 
 def _write_group(writer: pq.ParquetWriter, batches: list[pa.RecordBatch],
@@ -92,8 +98,9 @@ class Output:
             for batch in batches:
                 if writer is None:
                     schema = batch.schema
-                    writer = pq.ParquetWriter(self.fs.open_output_stream(tmp), schema,
-                                              compression="snappy")
+                    writer = pq.ParquetWriter(
+                        self.fs.open_output_stream(tmp), schema, compression="snappy",
+                        dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES)
                 elif batch.schema != schema:
                     try:
                         batch = batch.cast(schema)
