@@ -27,9 +27,10 @@ user code would never be reaped and would eat the pids limit of a warm session. 
 tini the runtime is an ordinary process: it dies like one ("container exited 137"),
 and when it exits tini exits and the kernel kills everything left in the container.
 
-The host never buffers more of one frame than the output cap allows (`DockerSource`):
-user code can write to the protocol's file descriptor, and a forged header announcing
-a 500 MiB frame must not make the worker hold 500 MiB before the cap is checked.
+The host never buffers more of the runtime's output than the read-ahead's bound
+(`ReadAhead` over `DockerDemux`): user code can write to the protocol's file descriptor,
+and a forged header announcing a 500 MiB frame must not make the worker hold 500 MiB
+before the cap is checked.
 Containers still running when the worker's interpreter exits are removed (atexit); a
 worker killed outright leaves them to `reap`, which runs whenever a sandbox starts.
 """
@@ -37,7 +38,6 @@ worker killed outright leaves them to `reap`, which runs whenever a sandbox star
 from __future__ import annotations
 
 import atexit
-import collections
 import contextlib
 import importlib.resources
 import json
@@ -59,7 +59,8 @@ from worker import naming
 from worker.models import FailureKind, FragmentFailure
 from worker.sandbox.exits import classify_exit
 from worker.sandbox.mounts import Mount
-from worker.sandbox.session import FramedSession, wait_readable
+from worker.sandbox.readahead import ReadAhead
+from worker.sandbox.session import FramedSession
 from worker.spec import Connector
 
 LABEL = "io.connector.sandbox"
@@ -127,29 +128,24 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class DockerSource:
-    """`ByteSource` over an attached container socket: undoes Docker's stream
-    multiplexing (8-byte headers), keeping stdout for frames and a bounded stderr.
-
-    Stdout payloads are kept as views of the received buffers, consumed by offset: no
-    buffer's head is ever deleted (that copies the rest, per read) and a frame body is
-    copied once, into its own buffer."""
+class DockerDemux:
+    """Undoes Docker's stream multiplexing (8-byte headers) of an attached container
+    socket: `recv()` returns the stdout bytes of one read (for `ReadAhead`), stderr is
+    kept, bounded, for the exit reason."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._raw = b""  # undemuxed bytes: a partial mux header or payload
-        self._chunks: collections.deque[memoryview] = collections.deque()
-        self._avail = 0
         self.stderr = bytearray()
 
-    def _pump(self, deadline: float | None) -> None:
-        wait_readable(self._sock, deadline)
+    def recv(self) -> bytes:
         data = self._sock.recv(1 << 20)
         if not data:
             raise EOFError
         raw = self._raw + data if self._raw else data
         view = memoryview(raw)
         pos = 0
+        out: list[memoryview] = []
         while len(raw) - pos >= 8:
             kind, size = _MUX.unpack_from(raw, pos)
             if len(raw) - pos - 8 < size:
@@ -157,29 +153,11 @@ class DockerSource:
             payload = view[pos + 8: pos + 8 + size]
             pos += 8 + size
             if kind == 1:
-                self._chunks.append(payload)
-                self._avail += size
+                out.append(payload)
             elif kind == 2 and len(self.stderr) < STDERR_CAP:
                 self.stderr += payload[: STDERR_CAP - len(self.stderr)]
         self._raw = raw[pos:]
-
-    def read_exact(self, n: int, deadline: float | None) -> bytes:
-        while self._avail < n:
-            self._pump(deadline)
-        out = bytearray(n)
-        got = 0
-        chunks = self._chunks
-        while got < n:
-            c = chunks[0]
-            take = min(len(c), n - got)
-            out[got:got + take] = c[:take]
-            got += take
-            if take == len(c):
-                chunks.popleft()
-            else:
-                chunks[0] = c[take:]
-        self._avail -= n
-        return out  # a bytearray: bytes-like, and no second copy
+        return b"".join(out)
 
 
 class DockerChannel:
@@ -239,7 +217,8 @@ class DockerChannel:
             self.kill()
             raise
         self._sock.setblocking(True)
-        self.source = DockerSource(self._sock)
+        self._demux = DockerDemux(self._sock)
+        self.source = ReadAhead(self._demux.recv, self._sock, name="container-stdout")
 
     def send(self, data: bytes) -> None:
         self._sock.sendall(data)
@@ -249,6 +228,8 @@ class DockerChannel:
         # SocketIO still references the socket, and then a runtime that is writing
         # (an output flood) blocks the engine's attach copy, which blocks the removal
         # below forever: the worker hung at "output exceeded" before this.
+        if hasattr(self, "source"):
+            self.source.close()
         with contextlib.suppress(Exception):
             self._sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(Exception):
@@ -270,7 +251,7 @@ class DockerChannel:
             # shows then is the kill's 137, not the user's doing; worth a retry.
             return "container was removed while running", FailureKind.INFRA
         code = state.get("ExitCode")
-        stderr = bytes(self.source.stderr)
+        stderr = bytes(self._demux.stderr)
         if code == 2 and not stderr.strip() and self._runtime == "runsc" and not state.get(
                 "OOMKilled"):
             # gVisor's sentry (Go) dies with 2 when it cannot get host threads: under the
