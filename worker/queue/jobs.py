@@ -44,7 +44,12 @@ _connectors: dict[SessionKey, Connector] = {}
 
 def _connector(ctx: WorkerContext, key: SessionKey) -> Connector:
     if key not in _connectors:
-        _connectors[key] = materialize(ctx.redis, key.tenant, key.connector, key.bundle)
+        try:
+            _connectors[key] = materialize(ctx.redis, key.tenant, key.connector, key.bundle)
+        except ConnectorError as e:
+            # A damaged or unsafe bundle fails the fragment (or listing) it was loaded
+            # for; its kind decides whether a retry can help.
+            raise FragmentFailure.of(e) from None
     return _connectors[key]
 
 
@@ -108,9 +113,9 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
         record.picked_up = time.time()
         state.save_refresh(record)
     if not tr.planned:
-        spec = _connector(ctx, key).spec
-        recover(spec, ctx.output, state, running=refresh_id)
         try:
+            spec = _connector(ctx, key).spec
+            recover(spec, ctx.output, state, running=refresh_id)
             listed = _session(ctx, key).list()
         except FragmentFailure as e:
             if e.kind == FailureKind.INFRA:
