@@ -1108,14 +1108,17 @@ FORGERIES = ["open", "list", "read", "parquet"]
 
 
 def write_blob_parquet(path: Path, frag: str, n: int) -> None:
-    """n rows, each with 1 MiB of random bytes: Parquet that cannot shrink."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    blob = os.urandom(1 << 20)
-    table = pa.table({"frag": [frag] * n, "n": [str(i) for i in range(n)],
-                      "blob": [blob] * n})
-    pq.write_table(table, path, compression="none", use_dictionary=False)
+    """n rows, each with 1 MiB of random bytes: Parquet that cannot shrink. Written by a
+    child process: Arrow memory kept by this one would count in the peak RSS of every
+    CLI forked from it later (the flood tests bound that)."""
+    script = (
+        "import os, sys, pyarrow as pa, pyarrow.parquet as pq\n"
+        "path, frag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+        "blob = os.urandom(1 << 20)\n"
+        "t = pa.table({'frag': [frag] * n, 'n': [str(i) for i in range(n)],"
+        " 'blob': [blob] * n})\n"
+        "pq.write_table(t, path, compression='none', use_dictionary=False)\n")
+    subprocess.run([sys.executable, "-c", script, str(path), frag, str(n)], check=True)
 
 
 @pytest.fixture(scope="module")
