@@ -67,6 +67,20 @@ class Run:
         return f"({m.group(1)}) {m.group(2)}" if m else ""
 
 
+def _vm_hwm_mib(pid: int) -> float:
+    """A live process's peak RSS since its exec. wait4's ru_maxrss would also count the
+    pages it shared with this pytest process before exec, so a long test session (whose
+    RSS grows) would inflate every CLI's figure."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def run_cli(output: Path, *args: str, env: dict[str, str] | None = None,
             timeout: float = 240) -> Run:
     """Run the CLI like `Cli` does, and also measure its peak RSS (wait4's rusage)."""
@@ -76,7 +90,9 @@ def run_cli(output: Path, *args: str, env: dict[str, str] | None = None,
         p = subprocess.Popen([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
                              stdout=out, stderr=err, text=True, env=full_env)
         deadline = time.monotonic() + timeout
+        hwm = 0.0  # the CLI's own peak (VmHWM), sampled: see _vm_hwm_mib
         while True:
+            hwm = max(hwm, _vm_hwm_mib(p.pid))
             pid, status, usage = os.wait4(p.pid, os.WNOHANG)
             if pid:
                 break
@@ -91,7 +107,7 @@ def run_cli(output: Path, *args: str, env: dict[str, str] | None = None,
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
-    return Run(p.returncode, stdout, stderr, usage.ru_maxrss / 1024, seconds,
+    return Run(p.returncode, stdout, stderr, hwm or usage.ru_maxrss / 1024, seconds,
                json.loads(lines[-1]) if lines else {})
 
 
