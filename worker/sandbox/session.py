@@ -13,8 +13,6 @@ runtime claims is believed only when it cannot shift blame to the platform.
 from __future__ import annotations
 
 import contextlib
-import select
-import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -48,16 +46,6 @@ LOG_HEAD = 32 << 10
 LOG_TAIL = 32 << 10
 # Read requests in flight per session in read_many: this one and the next.
 PIPELINE = 2
-
-
-def wait_readable(source: int | socket.socket, deadline: float | None) -> None:
-    """Block until `source` has bytes (or EOF); TimeoutError past `deadline` (monotonic)."""
-    wait = None if deadline is None else deadline - time.monotonic()
-    if wait is not None and wait <= 0:
-        raise TimeoutError
-    ready, _, _ = select.select([source], [], [], wait)
-    if not ready:
-        raise TimeoutError
 
 
 class Channel(Protocol):
