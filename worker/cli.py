@@ -38,6 +38,7 @@ from worker.models import Progress as RefreshProgress
 from worker.sandbox.base import Sandbox, Session
 from worker.sandbox.choose import PROCESS_WARNING, get_sandbox
 from worker.sandbox.mounts import Mount
+from worker.sandbox.process import unenforced_network
 from worker.settings import settings
 from worker.spec import Connector, SpecError, load_connector
 
@@ -69,7 +70,7 @@ def _load(path: str) -> Connector:
         sys.exit(EXIT_BAD)
 
 
-def _sandbox(name: str | None, mounts: tuple[str, ...] = ()) -> Sandbox:
+def _sandbox(name: str | None, connector: Connector, mounts: tuple[str, ...] = ()) -> Sandbox:
     try:
         sandbox = get_sandbox(name, [Mount.parse(m) for m in mounts])
     except ConfigError as e:
@@ -77,6 +78,8 @@ def _sandbox(name: str | None, mounts: tuple[str, ...] = ()) -> Sandbox:
         sys.exit(EXIT_BAD)
     if name is None and sandbox.name == "process":
         err.print(f"[yellow]warning:[/yellow] {PROCESS_WARNING}")
+    if sandbox.name == "process" and (note := unenforced_network(connector)):
+        err.print(f"[yellow]warning:[/yellow] {safe(note)}", highlight=False)
     return sandbox
 
 
@@ -173,7 +176,7 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
     """Run the connector once with no state: listing, schema and rows of a few fragments."""
     c = _load(path)
     creds = _credentials(c, credentials_file)
-    box = _sandbox(sandbox, mounts)
+    box = _sandbox(sandbox, c, mounts)
     failed = False
     session, listed = _open_and_list(box, c, creds)
     try:
@@ -240,7 +243,7 @@ def infer(path: str, credentials_file: str | None, fragments: int, sandbox: str 
     # Read as the data is: no declared columns, so nothing is cast or rejected.
     raw = c.model_copy(update={"spec": c.spec.model_copy(update={"schema_": Schema()})})
     creds = _credentials(c, credentials_file)
-    box = _sandbox(sandbox)
+    box = _sandbox(sandbox, c)
     session, listed = _open_and_list(box, raw, creds)
     tables: list[pa.Table] = []
     try:
@@ -321,7 +324,7 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
         return
     c = _load(path)
     creds = _credentials(c, None)
-    box = _sandbox(sandbox, mounts)
+    box = _sandbox(sandbox, c, mounts)
     sink = Output(output or _default_output())
     state = local_state(sink, c)
     # On a terminal only: piped output and --json stay free of control codes.

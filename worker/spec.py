@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -227,13 +230,131 @@ def parse_size(value: int | str) -> int:
     return int(float(m.group(1)) * mult)
 
 
+# `limits.network: {allow: [...]}`. An entry is HOST:PORT, IP:PORT or CIDR:PORT, IPv4
+# and TCP only, one port per entry (no ranges: each open port is listed on purpose).
+# Private ranges are the point and are allowed; what no entry may open: loopback, the
+# unspecified and "this network" block, link-local (cloud metadata lives at
+# 169.254.169.254), multicast and reserved space, and anything wider than a /8 (so no
+# 0.0.0.0/0-style wildcard). The host's own addresses are refused when the session
+# starts (only the worker knows them), as are names that resolve into any of these.
+MAX_ALLOW_ENTRIES = 64
+FORBIDDEN_NETWORKS: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/8", "the unspecified/this-network block"),
+    ("127.0.0.0/8", "loopback (this host)"),
+    ("169.254.0.0/16", "link-local (cloud metadata endpoints live here)"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved (and broadcast)"),
+)
+MIN_PREFIX = 8
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+                        r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$")
+
+
+class AllowTarget(_Strict):
+    """One parsed allowlist entry: an IPv4 network (a single IP is a /32) or a DNS name
+    (resolved and pinned by the worker when a session starts), and a TCP port."""
+
+    entry: str
+    host: str
+    port: int
+    is_name: bool
+
+
+def forbidden_reason(net: ipaddress.IPv4Network) -> str | None:
+    """Why an allowlist may not open `net` (an address is a /32), or None."""
+    if net.prefixlen < MIN_PREFIX:
+        return f"prefix /{net.prefixlen} is wider than /{MIN_PREFIX}: list the networks you need"
+    for block, what in FORBIDDEN_NETWORKS:
+        if net.overlaps(ipaddress.IPv4Network(block)):
+            return f"{net} is or includes {what}, {block}"
+    return None
+
+
+def parse_allow_entry(entry: str) -> AllowTarget:
+    """'api.example.com:443', '10.20.0.0/16:5432' -> AllowTarget; ValueError says why not."""
+    if not isinstance(entry, str) or not entry.strip():
+        raise ValueError("empty entry; give HOST:PORT")
+    text = entry.strip()
+    if text.startswith("[") or text.count(":") > 1:
+        raise ValueError("IPv6 is not supported (sandbox networks are IPv4 only)")
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError("no port; give HOST:PORT, IP:PORT or CIDR:PORT")
+    if re.fullmatch(r"\d+\s*-\s*\d+", port_text):
+        raise ValueError("port ranges are not supported; list each port")
+    if not port_text.isdigit():
+        raise ValueError(f"{port_text!r} is not a port")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range (1-65535)")
+    if re.fullmatch(r"[\d./]+", host):
+        try:
+            net = ipaddress.IPv4Network(host, strict=False)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv4 address or network") from None
+        if net.network_address != ipaddress.IPv4Address(host.split("/")[0]):
+            raise ValueError(f"{host} has host bits set; did you mean {net}?")
+        if net.prefixlen == 32 and net.network_address.is_unspecified:
+            raise ValueError("0.0.0.0 is the unspecified address")
+        problem = forbidden_reason(net)
+        if problem is not None:
+            raise ValueError(problem)
+        return AllowTarget(entry=entry, host=str(net), port=port, is_name=False)
+    name = host.lower()
+    if not _HOST_NAME.match(name):
+        raise ValueError(f"{host!r} is not a host name (no wildcards; letters, digits, "
+                         "'-' and '.')")
+    if name.rstrip(".") == "localhost" or name.rstrip(".").endswith(".localhost"):
+        raise ValueError(f"{host} is loopback (this host)")
+    return AllowTarget(entry=entry, host=name.rstrip("."), port=port, is_name=True)
+
+
+class NetworkAllow(_Strict):
+    """`network: {allow: [...]}`: exactly these TCP destinations, everything else fenced."""
+
+    allow: list[str]
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("lists nothing; use `network: none` for no network")
+        if len(v) > MAX_ALLOW_ENTRIES:
+            raise ValueError(f"{len(v)} entries; at most {MAX_ALLOW_ENTRIES} entries")
+        problems = []
+        for entry in v:
+            try:
+                parse_allow_entry(entry)
+            except ValueError as e:
+                problems.append(f"{entry!r}: {e}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    @property
+    def targets(self) -> list[AllowTarget]:
+        return [parse_allow_entry(e) for e in self.allow]
+
+
+def _network_kind(v: Any) -> str:
+    return "network-allow" if isinstance(v, dict | NetworkAllow) else "network-mode"
+
+
+# Tags of the `network` union: internal, left out of error locations (see _loc).
+_UNION_TAGS = frozenset({"network-allow", "network-mode"})
+Network = Annotated[
+    Annotated[Literal["none", "egress"], Tag("network-mode")]
+    | Annotated[NetworkAllow, Tag("network-allow")],
+    Discriminator(_network_kind)]
+
+
 class Limits(_Strict):
     memory: Annotated[int, Field(gt=0)] = 512 << 20
     cpus: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     timeout: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     max_output_bytes: Annotated[int, Field(gt=0)] = 1 << 30
     pids: int = Field(default=128, gt=0)
-    network: Literal["none", "egress"] = "none"
+    network: Network = "none"
     runtime: Literal["runc", "runsc"] = "runc"
 
     @field_validator("memory", "max_output_bytes", mode="before")
@@ -358,6 +479,8 @@ def _loc(loc: tuple[Any, ...], raw: Any) -> str:
         columns = sch if isinstance(sch, list) else (
             sch.get("columns") if isinstance(sch, dict) else None)
     for i, p in enumerate(loc):
+        if p in _UNION_TAGS:
+            continue
         p = "schema" if p == "schema_" else p
         if (isinstance(p, int) and i >= 2 and loc[i - 1] == "columns"
                 and isinstance(columns, list) and p < len(columns)

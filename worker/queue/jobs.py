@@ -16,6 +16,7 @@ finalize    commits the refresh's one table version (staged files added, replace
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import traceback
 from types import TracebackType
@@ -34,9 +35,12 @@ from worker.queue.tracker import Outcome, Tracker
 from worker.refresh import diff, finalize, read_fragment, recover
 from worker.registry import get_deployment, materialize, open_credentials
 from worker.sandbox.base import Session
+from worker.sandbox.process import unenforced_network
 from worker.spec import Connector
 from worker.state.redis import RedisState
 from worker.table.schema import read_key, schema_tag
+
+log = logging.getLogger(__name__)
 
 EXCERPT = 8000  # characters of traceback and of log kept per failed fragment
 _connectors: dict[SessionKey, Connector] = {}
@@ -66,6 +70,8 @@ def _session(ctx: WorkerContext, key: SessionKey) -> Session:
             # Setup (a bad bundle, spec or credentials reference): its kind says whether
             # a retry can help; for most it cannot until someone fixes the deployment.
             raise FragmentFailure.of(e) from None
+        if ctx.sandbox.name == "process" and (note := unenforced_network(connector)):
+            log.warning(note)
         return ctx.sandbox.open(connector, creds)
 
     return ctx.sessions.get(key, opener)

@@ -7,7 +7,9 @@ get the memory limit (RLIMIT_AS is per process).
 
 For local development and trusted code: it keeps user code out of the worker process
 and bounds memory and time, but shares the host's filesystem and network. Untrusted
-code belongs in the Docker sandbox.
+code belongs in the Docker sandbox. `limits.network` is not enforced here (a
+process cannot be fenced per connector without root): a connector with an allowlist
+runs with a warning, never with a pretended fence.
 """
 
 from __future__ import annotations
@@ -29,13 +31,23 @@ from worker.sandbox.exits import classify_exit
 from worker.sandbox.mounts import Mount
 from worker.sandbox.readahead import ReadAhead
 from worker.sandbox.session import FramedSession
-from worker.spec import Connector
+from worker.spec import Connector, NetworkAllow
 from worker.userenv.venv import user_python
 
 PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 # Address-space slack over the memory limit: the interpreter, pyarrow and their
 # shared libraries map ~250 MiB of virtual memory before user code allocates a byte.
 AS_SLACK = 384 << 20
+
+
+def unenforced_network(connector: Connector) -> str | None:
+    """The warning for a connector whose network allowlist this sandbox cannot enforce."""
+    network = connector.spec.limits.network
+    if not isinstance(network, NetworkAllow):
+        return None
+    return (f"limits.network.allow is not enforced by the process sandbox: "
+            f"{connector.spec.name} runs with this machine's network, not only "
+            f"{', '.join(network.allow)}; use the Docker sandbox to fence it")
 
 
 class ProcessChannel:
