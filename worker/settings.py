@@ -100,6 +100,19 @@ class Settings(BaseSettings):
     max_pids: int | None = None
     """Largest `limits.pids`."""
 
+    allow_subnets: str = "172.31.0.0/16"
+    """Docker sandbox: where the per-session networks of connectors with a
+    `limits.network.allow` list get their /28s (worker/sandbox/netallow.py)."""
+
+    @field_validator("allow_subnets")
+    @classmethod
+    def _pool(cls, v: str) -> str:
+        import ipaddress
+
+        if ipaddress.IPv4Network(v).prefixlen > 28:
+            raise ValueError(f"{v} is smaller than one /28")
+        return v
+
     # --- what a tenant's sandbox may bring to the host -----------------------------------
     max_listing_bytes: int = Field(64 << 20, gt=0)
     """Bytes of Arrow one listing may bring (the host holds a listing whole to diff it)."""

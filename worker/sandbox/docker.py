@@ -48,7 +48,7 @@ import struct
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -61,7 +61,10 @@ from worker.sandbox.exits import classify_exit
 from worker.sandbox.mounts import Mount
 from worker.sandbox.readahead import ReadAhead
 from worker.sandbox.session import FramedSession
-from worker.spec import Connector
+from worker.spec import Connector, NetworkAllow
+
+if TYPE_CHECKING:
+    from worker.sandbox.netallow import AllowSession
 
 LABEL = "io.connector.sandbox"
 LABEL_OWNER = "io.connector.owner"
@@ -170,8 +173,24 @@ class DockerChannel:
         self._runtime = limits.runtime
         self._pids = limits.pids
         egress = limits.network == "egress"
+        self._allow = allow_network(client, limits.network)
+        if self._allow is not None:
+            network_mode = self._allow.network
+        else:
+            network_mode = egress_network(client) if egress else "none"
+        try:
+            self._create(image, connector, labels, mounts, network_mode)
+        except BaseException:
+            if self._allow is not None and not hasattr(self, "id"):
+                self._allow.close(client)
+            raise
+
+    def _create(self, image: str, connector: Connector, labels: dict[str, str],
+                mounts: Sequence[Mount], network_mode: str) -> None:
+        limits = connector.spec.limits
+        networked = network_mode != "none"
         host_config = self._api.create_host_config(
-            network_mode=egress_network(client) if egress else "none",
+            network_mode=network_mode,
             read_only=True,
             tmpfs={"/tmp": TMPFS, SCRATCH_DIR: scratch_tmpfs(limits.memory)},
             cap_drop=["ALL"],
@@ -184,7 +203,8 @@ class DockerChannel:
             runtime=limits.runtime if limits.runtime != "runc" else None,
             ipc_mode="private",
             init=True,
-            sysctls=egress_sysctls() if egress else None,
+            sysctls=egress_sysctls() if networked else None,
+            extra_hosts=(self._allow.extra_hosts or None) if self._allow else None,
             binds={str(m.host): {"bind": m.container, "mode": "ro"} for m in mounts} or None,
         )
         spec = connector.spec
@@ -202,7 +222,7 @@ class DockerChannel:
             labels={LABEL: "1", LABEL_OWNER: owner_id(),
                     **naming.labels(spec.tenant, spec.name), **labels},
             host_config=host_config,
-            network_disabled=not egress,
+            network_disabled=not networked,
         )
         self.id: str = container["Id"]
         self._killed = False
@@ -235,6 +255,8 @@ class DockerChannel:
         with contextlib.suppress(Exception):
             self._sock.close()
         CONTAINERS.remove(self._api, self)
+        if self._allow is not None:
+            self._allow.close(self._client)  # after the container: never an unfenced one
         self._killed = True
 
     def exit_reason(self) -> tuple[str, FailureKind]:
@@ -276,6 +298,22 @@ def egress_network(client: docker.DockerClient) -> str:
         return ensure_egress_network(client)
     except EgressUnavailable as e:
         raise FragmentFailure(f"egress refused: {e}", FailureKind.INFRA) from None
+
+
+def allow_network(client: docker.DockerClient, network: object) -> AllowSession | None:
+    """A fenced network of its own for a session of a connector with an allowlist
+    (worker/sandbox/netallow.py), or None; FragmentFailure when a name cannot be pinned
+    (the user's) or the fence cannot be installed (never started unfenced)."""
+    if not isinstance(network, NetworkAllow):
+        return None
+    from worker.sandbox.netallow import AllowRefused, EgressUnavailable, open_session
+
+    try:
+        return open_session(client, network, owner_id())
+    except AllowRefused as e:
+        raise FragmentFailure(str(e), FailureKind.USER) from None
+    except EgressUnavailable as e:
+        raise FragmentFailure(f"network allowlist refused: {e}", FailureKind.INFRA) from None
 
 
 def egress_sysctls() -> dict[str, str]:
@@ -335,8 +373,11 @@ def _owner_alive(owner: str) -> bool:
 
 
 def reap(client: docker.DockerClient, everything: bool = False) -> int:
-    """Remove sandbox containers left by dead owners (a killed worker or work horse):
-    a container outlives the process that started it unless someone removes it."""
+    """Remove sandbox containers left by dead owners (a killed worker or work horse),
+    and their allowlist networks and rules: a container outlives the process that
+    started it unless someone removes it."""
+    from worker.sandbox import netallow
+
     n = 0
     for c in client.api.containers(all=True, filters={"label": LABEL}):
         labels: dict[str, Any] = c.get("Labels") or {}
@@ -344,4 +385,6 @@ def reap(client: docker.DockerClient, everything: bool = False) -> int:
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_container(c["Id"], force=True)
                 n += 1
+    # then the per-session networks and firewall rules those containers left behind
+    netallow.reap(client, _owner_alive, everything)
     return n

@@ -61,20 +61,16 @@ even with egress: it is contained, and cannot call APIs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
-import os
-import shutil
-import subprocess
-import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import docker.errors
 
-from worker.errors import InfraError
+from worker.sandbox import firewall
+from worker.sandbox.firewall import EgressUnavailable
+
+__all__ = ["EgressUnavailable", "ensure_egress_network", "network_gateway"]
 
 NETWORK = "connector-egress"
 BRIDGE = "br-conn-egress"
@@ -94,43 +90,6 @@ BLOCKED = (
 )
 CONTAINER_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1",
                      "net.ipv6.conf.default.disable_ipv6": "1"}
-LOCK_PATH = Path(tempfile.gettempdir()) / "connector-egress.lock"
-
-_thread_lock = threading.Lock()
-
-
-class EgressUnavailable(InfraError):
-    """Egress was asked for but cannot be fenced on this host: refuse, never allow."""
-
-
-def _run(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool, "-w", "5", *args], capture_output=True, text=True,
-                          timeout=30, check=False)
-
-
-def _tool(name: str) -> str | None:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        return None
-    r = _run(path, "-S", "INPUT")
-    return path if r.returncode == 0 else None
-
-
-def _ensure_chain(tool: str, chain: str) -> None:
-    if _run(tool, "-S", chain).returncode != 0:
-        r = _run(tool, "-N", chain)
-        if r.returncode != 0 and _run(tool, "-S", chain).returncode != 0:
-            raise EgressUnavailable(f"{tool} -N {chain} failed: {r.stderr.strip()}")
-
-
-def _ensure_rule(tool: str, chain: str, rule: list[str], first: bool = False) -> None:
-    if _run(tool, "-C", chain, *rule).returncode == 0:
-        return
-    r = _run(tool, *(["-I", chain, "1"] if first else ["-A", chain]), *rule)
-    if r.returncode != 0:
-        raise EgressUnavailable(
-            f"could not add firewall rule `{tool} -A {chain} {' '.join(rule)}`: "
-            f"{r.stderr.strip()}")
 
 
 def host_resolvers(resolv_conf: str = "/etc/resolv.conf") -> list[str]:
@@ -160,36 +119,24 @@ def firewall_rules() -> dict[str, list[list[str]]]:
     return {CHAIN: fwd, CHAIN_IN: [["-i", BRIDGE, "-j", "DROP"]]}
 
 
-@contextlib.contextmanager
-def _host_lock() -> Iterator[None]:
-    with _thread_lock, open(LOCK_PATH, "a") as f:
-        with contextlib.suppress(OSError):
-            os.chmod(LOCK_PATH, 0o600)
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _ensure_firewall() -> None:
-    ipt = _tool("iptables")
+    ipt = firewall.tool("iptables")
     if ipt is None:
         raise EgressUnavailable(
             "limits.network: egress needs iptables on the worker host (run as root, with "
             "netfilter) to keep sandboxes off the host and private networks; it is not "
             "available here, so egress is refused")
     for chain, rules in firewall_rules().items():
-        _ensure_chain(ipt, chain)
+        firewall.ensure_chain(ipt, chain)
         for rule in rules:
-            _ensure_rule(ipt, chain, rule)
-    _ensure_chain(ipt, "DOCKER-USER")  # Docker creates it; make sure it exists
-    _ensure_rule(ipt, "DOCKER-USER", ["-i", BRIDGE, "-j", CHAIN], first=True)
-    _ensure_rule(ipt, "INPUT", ["-i", BRIDGE, "-j", CHAIN_IN], first=True)
-    ip6 = _tool("ip6tables")
+            firewall.ensure_rule(ipt, chain, rule)
+    firewall.ensure_chain(ipt, "DOCKER-USER")  # Docker creates it; make sure it exists
+    firewall.ensure_rule(ipt, "DOCKER-USER", ["-i", BRIDGE, "-j", CHAIN], first=True)
+    firewall.ensure_rule(ipt, "INPUT", ["-i", BRIDGE, "-j", CHAIN_IN], first=True)
+    ip6 = firewall.tool("ip6tables")
     if ip6 is not None:  # belt and braces: containers also get IPv6 disabled
         for chain in ("INPUT", "FORWARD"):
-            _ensure_rule(ip6, chain, ["-i", BRIDGE, "-j", "DROP"], first=True)
+            firewall.ensure_rule(ip6, chain, ["-i", BRIDGE, "-j", "DROP"], first=True)
 
 
 def _ensure_network(client: docker.DockerClient) -> str:
@@ -220,7 +167,7 @@ def ensure_egress_network(client: docker.DockerClient) -> str:
 
     Raises `EgressUnavailable` when the firewall cannot be installed: never egress
     without it."""
-    with _host_lock():
+    with firewall.host_lock():
         # Firewall first: the network must not exist a moment without its fence.
         _ensure_firewall()
         try:

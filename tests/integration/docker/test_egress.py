@@ -27,7 +27,7 @@ from tests.integration.docker.test_hostile import (
     sandbox_containers,
 )
 from worker.models import FragmentFailure
-from worker.sandbox import egress
+from worker.sandbox import egress, firewall
 from worker.sandbox.docker import egress_network
 
 pytestmark = pytest.mark.docker
@@ -148,7 +148,7 @@ def test_network_and_rules_are_idempotent(client):
 
 
 def test_egress_refused_without_iptables(client, monkeypatch):
-    monkeypatch.setattr(egress, "_tool", lambda name: None)
+    monkeypatch.setattr(firewall, "tool", lambda name: None)
     with pytest.raises(egress.EgressUnavailable, match="needs iptables"):
         egress.ensure_egress_network(client)
     with pytest.raises(FragmentFailure, match="egress refused"):
