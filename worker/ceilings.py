@@ -5,13 +5,16 @@ CONNECTOR_MAX_TIMEOUT, CONNECTOR_MAX_OUTPUT_BYTES, CONNECTOR_MAX_PIDS); an opera
 may override any of them for one tenant (`connector ceilings TENANT --memory 4g`,
 stored in Redis). CPUs are also capped by the host's own. A connector may ask for less
 than a ceiling, never more: asking more is a validation error naming the limit, the
-ceiling and where it is set. The same check runs at validate, at deploy and on the
+ceiling and where it is set. `CONNECTOR_NETWORK_ALLOW_WITHIN` bounds where a
+`limits.network.allow` list may point (names are checked when the worker resolves
+them). The same check runs at validate, at deploy and on the
 worker before it opens a session for a deployed version, so a ceiling lowered after a
 deploy holds too.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from worker import naming
 from worker.errors import ConfigError, FailureKind
 from worker.settings import settings
-from worker.spec import SPEC_FILE, Connector, Limits, SpecError, parse_size
+from worker.spec import SPEC_FILE, Connector, Limits, NetworkAllow, SpecError, parse_size
 
 if TYPE_CHECKING:
     from redis import Redis  # only passed in: the local CLI never loads the Redis client
@@ -155,9 +158,30 @@ def problems(limits: Limits, ceilings: Ceilings) -> list[str]:
     return out
 
 
+def outside_operator_networks(net: ipaddress.IPv4Network) -> str | None:
+    """Why `net` may not be allowed under CONNECTOR_NETWORK_ALLOW_WITHIN, or None."""
+    within = settings().network_allow_within
+    if within is None or any(net.subnet_of(ipaddress.IPv4Network(w)) for w in within):
+        return None
+    return (f"outside the networks the operator allows ({', '.join(within)}; "
+            "CONNECTOR_NETWORK_ALLOW_WITHIN)")
+
+
+def network_problems(limits: Limits) -> list[str]:
+    """One line per allowlist address or network outside the operator's bound."""
+    if not isinstance(limits.network, NetworkAllow):
+        return []
+    out = []
+    for t in limits.network.targets:
+        if not t.is_name and (why := outside_operator_networks(ipaddress.IPv4Network(t.host))):
+            out.append(f"limits.network.allow: {t.entry!r} is {why}")
+    return out
+
+
 def enforce(connector: Connector, ceilings: Ceilings) -> None:
-    """OverCeiling naming every limit of `connector` above `ceilings`."""
-    found = problems(connector.spec.limits, ceilings)
+    """OverCeiling naming every limit of `connector` above `ceilings` (and every
+    allowlist entry outside the operator's networks)."""
+    found = problems(connector.spec.limits, ceilings) + network_problems(connector.spec.limits)
     if found:
         spec = connector.path / SPEC_FILE
         raise OverCeiling("\n".join(f"{spec}: {p}" for p in found))

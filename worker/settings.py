@@ -100,11 +100,25 @@ class Settings(BaseSettings):
     max_pids: int | None = None
     """Largest `limits.pids`."""
 
-    allow_subnets: str = "172.31.0.0/16"
+    network_allow_within: Annotated[tuple[str, ...] | None, NoDecode] = None
+    """Comma-separated IPv4 networks every `limits.network.allow` entry (and every
+    address a listed name resolves to) must fall within; unset: any the spec permits."""
+    allow_bridge_pool: str = "172.31.0.0/16"
     """Docker sandbox: where the per-session networks of connectors with a
     `limits.network.allow` list get their /28s (worker/sandbox/netallow.py)."""
 
-    @field_validator("allow_subnets")
+    @field_validator("network_allow_within", mode="before")
+    @classmethod
+    def _within(cls, v: object) -> object:
+        import ipaddress
+
+        if isinstance(v, str):
+            v = tuple(p.strip() for p in v.split(",") if p.strip())
+        if isinstance(v, tuple | list):
+            return tuple(str(ipaddress.IPv4Network(p)) for p in v)
+        return v
+
+    @field_validator("allow_bridge_pool")
     @classmethod
     def _pool(cls, v: str) -> str:
         import ipaddress

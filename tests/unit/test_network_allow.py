@@ -97,3 +97,19 @@ def test_process_sandbox_warns_that_allow_is_not_enforced(connector, cli) -> Non
     assert r.returncode == 0, r.stderr
     msg = " ".join(r.stderr.split())
     assert "limits.network.allow is not enforced by the process sandbox" in msg, r.stderr
+
+
+def test_operator_bounds_where_allowlists_may_point(connector, cli) -> None:
+    within = {"CONNECTOR_NETWORK_ALLOW_WITHIN": "10.20.0.0/16, 192.168.7.0/24"}
+    ok = connector(CODE, spec_with('["10.20.1.0/24:5432", "192.168.7.9:80", "db:5432"]'),
+                   name="ok")
+    r = cli("validate", str(ok), env=within)
+    assert r.returncode == 0, r.stderr
+    bad = connector(CODE, spec_with('["10.20.1.0/24:5432", "10.30.0.0/16:5432"]'), name="bad")
+    r = cli("validate", str(bad), env=within)
+    assert r.returncode == 2, r.stdout
+    msg = " ".join(r.stderr.split())
+    assert ("limits.network.allow: '10.30.0.0/16:5432' is outside the networks the "
+            "operator allows (10.20.0.0/16, 192.168.7.0/24; "
+            "CONNECTOR_NETWORK_ALLOW_WITHIN)") in msg, r.stderr
+    assert "10.20.1.0/24" not in msg

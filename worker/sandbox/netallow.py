@@ -16,7 +16,7 @@ such a connector gets a network of its own, fenced by rules of its own:
 
 2. **A network per session.** A bridge network `connector-allow-<id>` whose Linux
    bridge is `cxa-<id>` (so rules can match the interface), IPv4 only, ICC off,
-   masquerading on, on a /28 picked from `CONNECTOR_ALLOW_SUBNETS` that overlaps no
+   masquerading on, on a /28 picked from `CONNECTOR_ALLOW_BRIDGE_POOL` that overlaps no
    Docker network, no host route and no allowed network. One container per network:
    sessions never share a bridge, so one session's allowances are not another's.
 
@@ -58,6 +58,7 @@ import docker
 import docker.errors
 from pydantic import BaseModel, ConfigDict
 
+from worker.ceilings import outside_operator_networks
 from worker.errors import ConnectorError, FailureKind
 from worker.sandbox import firewall
 from worker.sandbox.firewall import EgressUnavailable
@@ -127,6 +128,8 @@ def pin(targets: Iterable[AllowTarget], host_ips: set[ipaddress.IPv4Address]) ->
             problem = forbidden_reason(net)
             if problem is None and address in host_ips:
                 problem = "this host's own address"
+            if problem is None and (outside := outside_operator_networks(net)):
+                problem = outside
             if problem is not None:
                 raise AllowRefused(f"limits.network.allow: {t.entry!r}: {t.host} resolved "
                                    f"to {address}, which is {problem}; refused")
@@ -208,7 +211,7 @@ def _taken(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
 
 
 def _pick_subnet(client: docker.DockerClient, pinned: list[Pinned]) -> ipaddress.IPv4Network:
-    pool = ipaddress.IPv4Network(settings().allow_subnets)
+    pool = ipaddress.IPv4Network(settings().allow_bridge_pool)
     avoid = _taken(client) + [ipaddress.IPv4Network(p.network) for p in pinned]
     candidates = list(pool.subnets(new_prefix=max(SUBNET_PREFIX, pool.prefixlen)))
     start = random.randrange(len(candidates))  # concurrent hosts rarely try the same one
@@ -216,7 +219,7 @@ def _pick_subnet(client: docker.DockerClient, pinned: list[Pinned]) -> ipaddress
         if not any(subnet.overlaps(a) for a in avoid):
             return subnet
     raise EgressUnavailable(
-        f"no free /{SUBNET_PREFIX} left in CONNECTOR_ALLOW_SUBNETS ({pool}) for a sandbox "
+        f"no free /{SUBNET_PREFIX} left in CONNECTOR_ALLOW_BRIDGE_POOL ({pool}) for a sandbox "
         "network that overlaps neither Docker's networks, the host's routes nor the "
         "allowlist")
 

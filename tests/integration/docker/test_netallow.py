@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.helpers.wait import wait_until
-from tests.integration.docker.test_egress import host_ipv4s
+from tests.integration.docker.test_egress import REACH_CODE, host_ipv4s
 from tests.integration.docker.test_hostile import Listener, attack_connector
 from worker.models import FailureKind, FragmentFailure
 from worker.sandbox import firewall, netallow
@@ -39,41 +39,6 @@ UNLISTED = "10.213.9.11"   # same namespace, not listed
 IN_CIDR = "10.213.9.40"    # inside the listed 10.213.9.32/28 on port 8001
 PUBLIC = "198.51.100.7"    # a non-private address, routed to the namespace
 TEST_NAME = "db.connector-test.internal"
-
-PROBE_CODE = r'''
-import json, os, socket, threading
-
-def context(credentials):
-    return json.loads(credentials)
-
-def list_objects(ctx, meta):
-    yield {"name": "probe", "fingerprint": "1"}
-
-def try_connect(host, port, out):
-    s = socket.socket()
-    s.settimeout(3)
-    try:
-        s.connect((host, port))
-        out[f"{host}:{port}"] = "connected"
-    except TimeoutError:
-        out[f"{host}:{port}"] = "timeout"
-    except OSError as e:
-        out[f"{host}:{port}"] = os.strerror(e.errno) if e.errno else type(e).__name__
-    finally:
-        s.close()
-
-def read_bytes(ctx, meta):
-    out = {}
-    threads = [threading.Thread(target=try_connect, args=(h, p, out))
-               for h, p in ctx["targets"]]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    with open("/etc/hosts") as f:
-        hosts = f.read()
-    yield json.dumps({"result": json.dumps({"connect": out, "hosts": hosts})}) + "\n"
-'''
 
 SERVER = r'''
 import socket, sys, threading
@@ -191,7 +156,7 @@ def probe(client: docker.DockerClient, folder: Path) -> dict:
 
 def probe_folder(tmp_path: Path, name: str, allow: list[str],
                  targets: list[tuple[str, int]]) -> Path:
-    return attack_connector(tmp_path / name, PROBE_CODE, name, {"targets": targets},
+    return attack_connector(tmp_path / name, REACH_CODE, name, {"targets": targets},
                             f"parser: {{format: json}}\nlimits:\n  timeout: 60\n"
                             f"  network:\n    allow: {json.dumps(allow)}\n")
 
@@ -341,3 +306,55 @@ def test_reaping_removes_rules_and_network_of_dead_sessions(client, ns, tmp_path
                            text=True).stdout
     for chain in left_chains:
         assert chain not in rules
+
+
+def test_name_resolving_outside_the_operators_networks_is_refused(client, ns, tmp_path,
+                                                                  fake_dns, monkeypatch):
+    from worker.settings import settings
+
+    monkeypatch.setenv("CONNECTOR_NETWORK_ALLOW_WITHIN", "10.213.9.32/28")
+    settings.cache_clear()
+    try:
+        fake_dns[TEST_NAME] = LISTED
+        folder = probe_folder(tmp_path, "allow_within", [f"{TEST_NAME}:8000"], [])
+        conn = load_connector(folder)
+        with pytest.raises(FragmentFailure) as e:
+            DockerSandbox(client).open(conn, conn.read_credentials())
+    finally:
+        monkeypatch.delenv("CONNECTOR_NETWORK_ALLOW_WITHIN")
+        settings.cache_clear()
+    assert f"{TEST_NAME} resolved to {LISTED}, which is outside the networks the operator " \
+           "allows (10.213.9.32/28" in str(e.value)
+
+
+@pytest.mark.redis
+def test_queue_worker_applies_the_deployed_allowlist_and_its_own_bound(queue_env, ns,
+                                                                       tmp_path, client):
+    from cryptography.fernet import Fernet
+
+    queue_env.env.update(CONNECTOR_SANDBOX="docker",
+                         CONNECTOR_SECRET_KEY=Fernet.generate_key().decode())
+    targets = [(LISTED, 8000), (UNLISTED, 8000), (IN_CIDR, 8001)]
+    inside = probe_folder(tmp_path, "allow_q", [f"{LISTED}:8000"], targets)
+    outside = probe_folder(tmp_path, "allow_q_out", [f"{IN_CIDR}:8001"], targets)
+    for folder in (inside, outside):
+        queue_env.deploy(folder)  # the deployer sets no bound
+    nets_before, chains_before = set(session_networks(client)), set(our_chains())
+    # the worker's operator allows 10.213.9.0/28 only: .40 is outside it
+    workers = queue_env.start_workers(1, env={"CONNECTOR_NETWORK_ALLOW_WITHIN": "10.213.9.0/28"})
+    r, s = queue_env.refresh("allow_q", "default")
+    assert r.returncode == 0, r.stderr + queue_env.logs()
+    [row] = queue_env.rows("allow_q", "default")
+    connect = json.loads(row["result"])["connect"]
+    assert connect == {f"{LISTED}:8000": "connected", f"{UNLISTED}:8000": "timeout",
+                       f"{IN_CIDR}:8001": "timeout"}, connect
+    r, s = queue_env.refresh("allow_q_out", "default")
+    assert r.returncode != 0 and s["failed"] == 1, r.stdout + r.stderr
+    msg = " ".join((r.stdout + r.stderr).split())
+    assert f"limits.network.allow: '{IN_CIDR}:8001' is outside the networks the operator " \
+           "allows (10.213.9.0/28" in msg, msg
+    queue_env.stop()
+    assert workers.returncode == 0, queue_env.logs()
+    # the worker's sessions took their networks and rules with them
+    assert set(session_networks(client)) <= nets_before
+    assert set(our_chains()) <= chains_before
