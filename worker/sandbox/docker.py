@@ -1,6 +1,8 @@
 """The Docker sandbox: the runtime in a hardened container built for the connector.
 
-Hardening is the default, not an option: no network, read-only root, a small tmpfs
+Hardening is the default, not an option: no network (unless `limits.network` opts into
+the fenced egress bridge, egress.py, or an allowlist, which gets a fenced network of
+its own per session, netallow.py, removed with the container), read-only root, a small tmpfs
 for /tmp, every capability dropped, no-new-privileges, a seccomp profile, a non-root
 user, pids, memory (swap included) and CPU limits, and no log driver (we read stdout
 ourselves, and a json-file log would grow without bound). Nothing from the host is
