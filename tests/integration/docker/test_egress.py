@@ -45,11 +45,21 @@ def context(credentials):
 def list_objects(ctx, meta):
     yield {"name": "reach", "fingerprint": "1"}
 
+def default_gateway():
+    with open("/proc/net/route") as f:
+        for line in f.read().splitlines()[1:]:
+            iface, dest, gw = line.split()[:3]
+            if dest == "00000000":
+                return socket.inet_ntoa(bytes.fromhex(gw)[::-1])
+    return "0.0.0.0"
+
 def try_connect(host, port, out):
+    # "gateway": the container's default gateway (the host's address on its bridge)
+    address = default_gateway() if host == "gateway" else host
     s = socket.socket()
     s.settimeout(3)
     try:
-        s.connect((host, port))
+        s.connect((address, port))
         out[f"{host}:{port}"] = "connected"
     except TimeoutError:
         out[f"{host}:{port}"] = "timeout"
