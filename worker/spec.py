@@ -238,6 +238,7 @@ def parse_size(value: int | str) -> int:
 # 0.0.0.0/0-style wildcard). The host's own addresses are refused when the session
 # starts (only the worker knows them), as are names that resolve into any of these.
 MAX_ALLOW_ENTRIES = 64
+MAX_ENTRY_CHARS = 260  # a 253-character name, ':' and a port
 FORBIDDEN_NETWORKS: tuple[tuple[str, str], ...] = (
     ("0.0.0.0/8", "the unspecified/this-network block"),
     ("127.0.0.0/8", "loopback (this host)"),
@@ -280,14 +281,14 @@ def parse_allow_entry(entry: str) -> AllowTarget:
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
         raise ValueError("no port; give HOST:PORT, IP:PORT or CIDR:PORT")
-    if re.fullmatch(r"\d+\s*-\s*\d+", port_text):
+    if re.fullmatch(r"[0-9]+\s*-\s*[0-9]+", port_text):
         raise ValueError("port ranges are not supported; list each port")
-    if not port_text.isdigit():
+    if not re.fullmatch(r"[0-9]{1,5}", port_text):
         raise ValueError(f"{port_text!r} is not a port")
     port = int(port_text)
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is out of range (1-65535)")
-    if re.fullmatch(r"[\d./]+", host):
+    if re.fullmatch(r"[0-9./]+", host):
         try:
             net = ipaddress.IPv4Network(host, strict=False)
         except ValueError:
@@ -301,7 +302,7 @@ def parse_allow_entry(entry: str) -> AllowTarget:
             raise ValueError(problem)
         return AllowTarget(entry=entry, host=str(net), port=port, is_name=False)
     name = host.lower()
-    if not _HOST_NAME.match(name):
+    if not _HOST_NAME.fullmatch(name):
         raise ValueError(f"{host!r} is not a host name (no wildcards; letters, digits, "
                          "'-' and '.')")
     if name.rstrip(".") == "localhost" or name.rstrip(".").endswith(".localhost"):
@@ -323,6 +324,9 @@ class NetworkAllow(_Strict):
             raise ValueError(f"{len(v)} entries; at most {MAX_ALLOW_ENTRIES} entries")
         problems = []
         for entry in v:
+            if len(entry) > MAX_ENTRY_CHARS:
+                problems.append(f"{entry[:40]!r}...: longer than {MAX_ENTRY_CHARS} characters")
+                continue
             try:
                 parse_allow_entry(entry)
             except ValueError as e:

@@ -62,6 +62,7 @@ def test_none_and_egress_still_work() -> None:
     ("*.example.com:443", "not a host name"),
     ("exa mple.com:443", "not a host name"),
     ("10.1.2.3/33:443", "not an IPv4 address or network"),
+    ("10.0.0.1:\u0664\u0664\u0663", "not a port"),
 ])
 def test_refused_entries_name_entry_and_reason(entry: str, reason: str) -> None:
     with pytest.raises(SpecError) as e:
@@ -75,6 +76,19 @@ def test_entries_are_bounded() -> None:
     many = ", ".join(f'"10.0.{i // 250}.{i % 250 + 1}:443"' for i in range(MAX_ALLOW_ENTRIES + 1))
     with pytest.raises(SpecError, match=f"at most {MAX_ALLOW_ENTRIES} entries"):
         parse_spec(Path("connector.yaml"), spec_with(f"[{many}]"))
+
+
+def test_a_newline_cannot_smuggle_a_hosts_line() -> None:
+    with pytest.raises(SpecError, match="not a host name"):
+        parse_spec(Path("connector.yaml"), spec_with('["db\\n:443"]'))
+
+
+def test_long_entries_are_refused_without_echoing_them() -> None:
+    entry = "a" * 5000 + ".example.com:443"
+    with pytest.raises(SpecError) as e:
+        parse_spec(Path("connector.yaml"), spec_with(f'["{entry}"]'))
+    assert "longer than 260 characters" in str(e.value)
+    assert len(str(e.value)) < 400
 
 
 def test_empty_allowlist_is_refused() -> None:
