@@ -66,7 +66,8 @@ def _credentials(connector: Connector, credentials_ref: bool) -> StoredCredentia
                           "env/file reference, resolved on the worker)")
     plaintext = connector.read_credentials()  # SpecError names what is missing
     assert plaintext is not None
-    return StoredCredentials(sealed=secrets.seal(plaintext))
+    return StoredCredentials(sealed=secrets.seal(plaintext, connector.spec.tenant,
+                                                 connector.spec.name))
 
 
 def deploy(redis: Redis, folder: str | os.PathLike[str],
@@ -97,13 +98,19 @@ def get_deployment(redis: Redis, tenant: str, name: str) -> Deployment:
     if raw is None:
         raise NotDeployed(tenant, name)
     try:
-        return Deployment.model_validate_json(raw)
+        d = Deployment.model_validate_json(raw)
     except ValidationError as e:
         # Stored under older rules (or forged): today's rules hold for what runs.
         why = "; ".join(f"{'.'.join(str(p) for p in x['loc'])}: "
                         f"{x['msg'].removeprefix('Value error, ')}" for x in e.errors())
         raise DeployError(f"stored deployment of '{tenant}/{name}' is not valid (deploy "
                           f"it again): {why}") from None
+    if (d.tenant, d.name) != (tenant, name):
+        # Credentials are opened, references resolved, for the names the record holds:
+        # they must be this key's (a record copied from another key is refused).
+        raise DeployError(f"stored deployment of '{tenant}/{name}' names another "
+                          "connector: deploy it again")
+    return d
 
 
 def known_tenants(redis: Redis) -> list[str]:
@@ -142,5 +149,5 @@ def open_credentials(d: Deployment) -> str | None:
     if c is None:
         return None
     if c.sealed is not None:
-        return secrets.unseal(c.sealed)
+        return secrets.unseal(c.sealed, d.tenant, d.name)
     return secrets.resolve_reference(d.tenant, d.name, c.env, c.file)

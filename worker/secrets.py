@@ -1,7 +1,10 @@
 """Credentials at rest: Fernet-sealed with CONNECTOR_SECRET_KEY, or only a reference.
 
 The key lives in the environment of the orchestrator (to seal at deploy) and of the
-workers (to open before a session starts), never in Redis. A reference is resolved on
+workers (to open before a session starts), never in Redis. A sealed token is bound to
+its tenant and connector: the names are sealed with the credentials and checked when
+the token is opened, so a token copied into another connector's deployment (by anyone
+who can write Redis) does not open there. A reference is resolved on
 the worker, and only to a file inside the connector's own directory under
 CONNECTOR_CREDENTIALS_DIR: the worker's environment and other files are never read.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+from pydantic import BaseModel, ValidationError
 
 from worker import naming
 from worker.errors import ConfigError
@@ -40,22 +44,43 @@ def can_seal() -> bool:
     return _fernet() is not None
 
 
-def seal(plaintext: str) -> str:
+class Sealed(BaseModel):
+    """What a token holds: the credentials and the connector they were sealed for."""
+
+    tenant: str
+    connector: str
+    credentials: str
+
+
+def seal(plaintext: str, tenant: str, connector: str) -> str:
     f = _fernet()
     if f is None:
         raise SecretError(f"{KEY_ENV} is not set")
-    return f.encrypt(plaintext.encode()).decode()
+    sealed = Sealed(tenant=tenant, connector=connector, credentials=plaintext)
+    return f.encrypt(sealed.model_dump_json().encode()).decode()
 
 
-def unseal(token: str) -> str:
+def unseal(token: str, tenant: str, connector: str) -> str:
+    """The credentials in `token`, only if it was sealed for `tenant`/`connector`."""
+    who = f"stored credentials of '{tenant}/{connector}'"
     f = _fernet()
     if f is None:
-        raise SecretError(f"{KEY_ENV} is not set on this worker: cannot open stored "
-                          "credentials")
+        raise SecretError(f"{KEY_ENV} is not set on this worker: cannot open {who}")
     try:
-        return f.decrypt(token.encode()).decode()
+        raw = f.decrypt(token.encode())
     except InvalidToken:
-        raise SecretError(f"stored credentials do not open with this {KEY_ENV}") from None
+        raise SecretError(f"{who} do not open with this {KEY_ENV}") from None
+    try:
+        sealed = Sealed.model_validate_json(raw)
+    except ValidationError:
+        # A token of another shape (sealed before tokens were bound): not trusted.
+        sealed = None
+    if sealed is None or (sealed.tenant, sealed.connector) != (tenant, connector):
+        # Which connector it was sealed for is not said: that is another tenant's name.
+        raise SecretError(f"{who} were not sealed for this connector (copied from "
+                          "another deployment, or sealed by an older version): deploy "
+                          "it again") from None
+    return sealed.credentials
 
 
 ENV_REFUSED = ("worker environment variables are never a credential source: seal the "

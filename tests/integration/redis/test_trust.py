@@ -271,3 +271,56 @@ def test_a_stored_deployment_the_rules_now_refuse_fails_as_the_tenants_error(
         r = queue_env.cli(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "stored deployment of 'acme/stale' is not valid" in r.stderr
+
+
+def test_sealed_credentials_open_only_for_the_connector_they_were_sealed_for(
+        queue_env, connector, redis_client) -> None:
+    """Whoever can write Redis copies tenant `victim`'s sealed token into `evil`'s
+    deployment: as the token alone, as the whole record (which names `victim`), and
+    into another connector of the victim's own tenant. The token does not open (the
+    refresh fails as the tenant's error), the copied record is refused when the refresh
+    is asked for; the secret reaches no row, output or log."""
+    from cryptography.fernet import Fernet
+
+    from worker.registry import get_deployment
+    from worker.state.keys import ConnectorKeys
+
+    key = Fernet.generate_key().decode()
+    secret = "victim-sealed-secret-5521"
+    queue_env.env["CONNECTOR_SECRET_KEY"] = key
+    victim = connector(ECHO_CODE, ECHO_SPEC.format(name="vconn", tenant="victim",
+                                                   creds="{env: VICTIM_TOKEN}"), name="v")
+    queue_env.deploy(victim, env={"VICTIM_TOKEN": secret})
+    for tenant, name in (("evil", "mine"), ("victim", "other")):
+        c = connector(ECHO_CODE, ECHO_SPEC.format(name=name, tenant=tenant,
+                                                  creds="{env: OWN_TOKEN}"), name=name)
+        queue_env.deploy(c, env={"OWN_TOKEN": f"{tenant}-own-token"})
+    queue_env.start_workers(1)
+
+    r, _ = queue_env.refresh("vconn", "victim")  # the victim's own token opens
+    assert r.returncode == 0, r.stderr + queue_env.logs()
+    assert [x["got"] for x in queue_env.rows("vconn", "victim")] == [secret]
+
+    stolen = get_deployment(redis_client, "victim", "vconn")
+    attacks = {
+        "token into another tenant": ("evil", "mine", False),
+        "token into the tenant's other connector": ("victim", "other", False),
+        "whole record into another tenant": ("evil", "mine", True),
+    }
+    for attack, (tenant, name, whole) in attacks.items():
+        own = get_deployment(redis_client, tenant, name)
+        forged = (stolen.model_copy(update={"bundle": own.bundle}) if whole
+                  else own.model_copy(update={"credentials": stolen.credentials}))
+        redis_client.set(ConnectorKeys(tenant, name).deployment,
+                         forged.model_dump_json(by_alias=True))
+        r, _ = queue_env.refresh(name, tenant)
+        out = r.stdout + r.stderr
+        if whole:
+            assert r.returncode == 2, (attack, out)
+            assert f"stored deployment of '{tenant}/{name}' names another connector" in out
+        else:
+            assert r.returncode == 1, (attack, out)
+            assert "failed (user)" in out, (attack, out, queue_env.logs())
+            assert "were not sealed for this connector" in " ".join(out.split()), out
+        rows = queue_env.cli("show", name, "--tenant", tenant, "--jsonl").stdout
+        assert secret not in out + rows + queue_env.logs(), attack
