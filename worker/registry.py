@@ -21,6 +21,7 @@ from worker.settings import settings
 from worker.spec import Connector, ConnectorSpec, load_connector
 from worker.state import keys
 from worker.state.keys import ConnectorKeys
+from worker.userenv.lock import locked_requirements
 
 
 class DeployError(ConfigError):
@@ -76,6 +77,7 @@ def deploy(redis: Redis, folder: str | os.PathLike[str],
     connector = load_connector(folder)
     spec = connector.spec
     ceilings.enforce(connector, ceilings.tenant_ceilings(redis, spec.tenant))
+    locked_requirements(connector)  # a broken or stale connector.lock: refused now
     exclude = []
     if spec.credentials and spec.credentials.file:
         exclude.append(connector.path / spec.credentials.file)

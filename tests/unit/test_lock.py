@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from tests.helpers.sdists import backend_sdist
+
 READ_SIX = """
 import importlib.metadata
 def list_objects(c, m):
@@ -49,3 +53,34 @@ def test_lock_for_other_packages_refuses_the_build(connector, cli):
     assert r.returncode == 1
     assert "connector.lock was made for packages ['six==1.16.0']" in r.stderr, r.stderr
     assert "run `connector lock` again" in r.stderr
+
+
+HOSTILE_LOCK_LINES = {
+    "host file": "--requirement=/etc/passwd",
+    "build backend": "evil @ file://{sdist}",
+    "sdist path": "{sdist}",
+    "other index": "--index-url=http://127.0.0.1:9/simple",
+    "extra index": "--extra-index-url=http://127.0.0.1:9/simple",
+    "source builds": "--no-binary=:all:",
+    "editable": "-e file://{folder}",
+    "marker": 'six==1.16.0; python_version > "3"',
+}
+
+
+@pytest.mark.parametrize("attack", list(HOSTILE_LOCK_LINES))
+def test_a_lock_holds_only_exact_versions(connector, cli, tmp_path, attack):
+    """connector.lock is the tenant's file: a line that is a pip option, a path or a URL
+    (which would make the host read its files, run a build backend or reach another
+    index while resolving) refuses the build, naming the line; nothing of it runs."""
+    marker = tmp_path / "backend-ran"
+    sdist = backend_sdist(tmp_path, marker)
+    c = connector(READ_SIX, "name: hostile\npackages: ['six==1.16.0']\n")
+    line = HOSTILE_LOCK_LINES[attack].format(sdist=sdist, folder=c)
+    (c / "connector.lock").write_text('# connector lock\n# packages: ["six==1.16.0"]\n'
+                                      f"six==1.16.0\n{line}\n")
+    r, _ = cli.refresh(c, env={"CONNECTOR_BUILD_CACHE": str(tmp_path / "cache")})
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode != 0, out
+    assert f"connector.lock line 4: {line!r} is not name==version" in out, out
+    assert not marker.exists(), marker.read_text()
+    assert "root:" not in out  # /etc/passwd's first line

@@ -5,7 +5,12 @@ does) and writes every distribution they brought, `name==version`, under a heade
 holding the pins it was made for. Builds and deploys honour it: while it exists and was
 made for the same pins, the environment installs exactly its versions, in Docker and in
 the process sandbox, whatever the index holds today. A lock made for other pins refuses
-the build (run `connector lock` again). Without a lock, a requirement that is not pinned
+the build (run `connector lock` again). The lock is the tenant's file and its lines
+reach pip's command line, so every line must be exactly `name==version` (a PEP 503
+name, a PEP 440 version): an option (`--index-url`, `-r FILE`, `--no-binary`), a path,
+a URL (`pkg @ file:///...`) or a marker would let it read the host's files, run a build
+backend on the host or reach another index while resolving, and is refused, naming the
+line. Without a lock, a requirement that is not pinned
 to one version (`six`, `six>=1.10`) builds with a warning naming what it resolved to.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -26,6 +32,11 @@ from worker.userenv.importcheck import dist_name
 LOCK_FILE = "connector.lock"
 _HEADER = "# packages: "
 log = logging.getLogger("worker.userenv")
+
+# What `connector lock` writes: a name (PEP 508) and a public or local PEP 440 version.
+_LOCKED = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?=="
+                     r"(?:[0-9]+!)?[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc)[0-9]+)?"
+                     r"(?:\.post[0-9]+)?(?:\.dev[0-9]+)?(?:\+[a-z0-9]+(?:\.[a-z0-9]+)*)?")
 
 
 class Lock(BaseModel):
@@ -41,7 +52,7 @@ def read_lock(connector: Connector) -> Lock | None:
     path = lock_path(connector)
     if not path.is_file():
         return None
-    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
     header = [ln for ln in lines if ln.startswith(_HEADER)]
     try:
         packages = json.loads(header[0].removeprefix(_HEADER)) if header else None
@@ -50,7 +61,16 @@ def read_lock(connector: Connector) -> Lock | None:
     if not isinstance(packages, list):
         raise ConfigError(f"{path}: not a lock file written by `connector lock` (its "
                           f"'{_HEADER.strip()}' line is missing or broken): run it again")
-    return Lock(packages=packages, resolved=[ln for ln in lines if not ln.startswith("#")])
+    resolved = []
+    for number, line in enumerate(lines, 1):
+        if not line or line.startswith("#"):
+            continue
+        if not _LOCKED.fullmatch(line):
+            raise ConfigError(f"{path} line {number}: {line!r} is not name==version (a "
+                              "lock holds exact versions only, no options, paths or URLs):"
+                              " run `connector lock` again")
+        resolved.append(line)
+    return Lock(packages=packages, resolved=resolved)
 
 
 def locked_requirements(connector: Connector) -> list[str]:

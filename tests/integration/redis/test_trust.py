@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ECHO_CODE
+from tests.conftest import ECHO_CODE, write_connector
 from tests.helpers.connectors import PlanConnector
 from tests.helpers.wait import wait_until
 from worker.models import RefreshRecord
@@ -127,6 +127,14 @@ def test_broken_deployments_fail_once_as_the_tenants_error(queue_env, tmp_path, 
     assert "Traceback" not in queue_env.logs()
     assert not (queue_env.output / "victim").exists()
 
+
+ONE_ROW_CODE = """
+def list_objects(context, metadata):
+    yield {"name": "one", "fingerprint": "1"}
+
+def read_bytes(context, metadata):
+    yield '{"x": 1}\\n'
+"""
 
 ECHO_SPEC = """
 name: {name}
@@ -324,3 +332,40 @@ def test_sealed_credentials_open_only_for_the_connector_they_were_sealed_for(
             assert "were not sealed for this connector" in " ".join(out.split()), out
         rows = queue_env.cli("show", name, "--tenant", tenant, "--jsonl").stdout
         assert secret not in out + rows + queue_env.logs(), attack
+
+
+def test_a_hostile_lock_runs_nothing_on_the_worker(queue_env, tmp_path: Path,
+                                                   redis_client) -> None:
+    """A tenant's connector.lock names a source distribution whose build backend would
+    run on the worker (host) while pip resolves it for the Docker image. `deploy`
+    refuses it; a bundle written to Redis with it anyway fails on the worker as the
+    tenant's error, before pip sees the line."""
+    from tests.helpers.sdists import backend_sdist
+    from worker.bundle import make_bundle
+
+    marker = tmp_path / "backend-ran"
+    sdist = backend_sdist(tmp_path, marker)
+    queue_env.env.update({"CONNECTOR_SANDBOX": "docker", "CONNECTOR_RETRY_INTERVALS": "1,1,1"})
+    folder = write_connector(tmp_path / "c", ONE_ROW_CODE, """
+        name: locked
+        tenant: acme
+        packages: ['six==1.16.0']
+        parser: {format: json}
+        """)
+    queue_env.deploy(folder)
+    line = f"evil @ file://{sdist}"
+    (folder / "connector.lock").write_text(
+        f'# connector lock\n# packages: ["six==1.16.0"]\nsix==1.16.0\n{line}\n')
+
+    r = queue_env.cli("deploy", str(folder))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"connector.lock line 4: {line!r} is not name==version" in " ".join(r.stderr.split())
+
+    _tamper_bundle(redis_client, "acme", "locked", make_bundle(folder)[0])
+    queue_env.start_workers(1)
+    r, _ = queue_env.refresh("locked", "acme")
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 1, out + queue_env.logs()
+    assert "failed (user)" in out and f"{line!r} is not name==version" in out, out
+    assert not marker.exists(), marker.read_text()
+    assert queue_env.rows("locked", "acme") == []
