@@ -298,3 +298,79 @@ def test_vacuum_after_a_crash_keeps_the_files_recovery_commits(connector, cli):
     r, s = cli.refresh(c)
     assert r.returncode == 0, r.stderr
     assert ids(cli.rows(c)) == [1, 2]
+
+
+# Rows whose shape comes from a file the test changes between refreshes.
+SHAPED_CODE = """
+import datetime, json, pathlib
+HERE = pathlib.Path(__file__).parent
+
+def list_objects(context, metadata):
+    for name in json.loads((HERE / "shapes.json").read_text()):
+        yield {"name": name, "fingerprint": "1"}
+
+def read_bytes(context, metadata):
+    yield metadata["name"].encode()
+
+def parser_function(reader, onNext):
+    shape = json.loads((HERE / "shapes.json").read_text())[reader.read().decode()]
+    row = {"id": 1}
+    if shape == "case":
+        row.update({"Amount": 1, "amount": 2})
+    elif shape == "time":
+        row["at"] = datetime.time(1, 2)
+    elif shape == "interval":
+        row["took"] = datetime.timedelta(seconds=5)
+    elif shape == "nested-case":
+        row["s"] = {"k": 1, "K": 2}
+    onNext(row)
+"""
+
+
+@pytest.mark.parametrize("shape,needle", [
+    ("case", "columns 'Amount' and 'amount' differ only in case"),
+    ("time", "column 'at' (time64[us])"),
+    ("interval", "column 'took' (duration[us])"),
+    ("nested-case", "column 's'"),
+])
+def test_rows_delta_cannot_store_fail_their_fragment_and_leave_the_table_usable(
+        connector, cli, shape, needle):
+    """Rows the table cannot hold (names equal but for case: Delta's column names are
+    case-insensitive; Arrow types Delta has none for) fail their fragment as a data
+    error naming the column. They never reach the commit, so the dataset is not left
+    with a version it can never commit, and the next refresh works."""
+    c = connector(SHAPED_CODE, "name: shaped\nparser: {format: custom, reader: binary}\n")
+    (c / "shapes.json").write_text(json.dumps({"good": "plain", "bad": shape}))
+    r, s = cli.refresh(c)
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 1, out
+    assert s["failed"] == 1 and s["read"] == 1, s
+    assert "fragment 'bad' failed (data)" in out and needle in out, out
+    assert "Traceback" not in out, out
+    assert [row["_fragment"] for row in cli.rows(c)] == ["good"]
+
+    (c / "shapes.json").write_text(json.dumps({"good": "plain", "bad": "plain"}))
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(row["_fragment"] for row in cli.rows(c)) == ["bad", "good"]
+
+
+def test_fragments_whose_columns_differ_only_in_case_fail_the_commit_not_the_table(
+        connector, cli):
+    """Each fragment alone is storable, together they are not (`amount` and `Amount`):
+    the refresh fails with a data error naming them, and the table stays usable."""
+    code = SHAPED_CODE.replace('row = {"id": 1}', 'row = {"id": 1, shape: 1}')
+    c = connector(code, "name: shaped\nparser: {format: custom, reader: binary}\n")
+    (c / "shapes.json").write_text(json.dumps({"one": "amount"}))
+    assert cli.refresh(c)[0].returncode == 0
+    (c / "shapes.json").write_text(json.dumps({"one": "amount", "two": "Amount"}))
+    r, s = cli.refresh(c)
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 1 and "failed (data)" in out, out
+    assert "'amount' and 'Amount' differ only in case" in out, out
+    assert "Traceback" not in out, out
+    assert [row["_fragment"] for row in cli.rows(c)] == ["one"]
+    (c / "shapes.json").write_text(json.dumps({"one": "amount", "two": "amount"}))
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(row["_fragment"] for row in cli.rows(c)) == ["one", "two"]

@@ -26,6 +26,7 @@ from worker.sink import Output
 from worker.state.base import StateStore
 from worker.table import crash
 from worker.table.delta import DeltaDataset, same_schema
+from worker.table.schema import storable_problem
 
 
 class SchemaConflict(FragmentFailure):
@@ -95,10 +96,15 @@ def _data_schema(output: Output, root: str, adds: list[Commit],
     if not schemas:
         return None
     try:
-        return pa.unify_schemas(schemas, promote_options="permissive")
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise SchemaConflict(f"fragments disagree on column types ({e}); declare a schema "
                              "in connector.yaml") from None
+    # Each fragment was storable alone; together they may not be (`a` and `A`).
+    problem = storable_problem(schema)
+    if problem is not None:
+        raise SchemaConflict(f"fragments cannot share the Delta table: {problem}")
+    return schema
 
 
 def commit_refresh(state: StateStore, table: DeltaDataset, output: Output, root: str,

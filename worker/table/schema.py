@@ -5,16 +5,24 @@ default; `CONNECTOR_FRAGMENT_COLUMN=0` turns it off). Delta Lake stores timestam
 microseconds (nanosecond tables need a reader feature few engines have), so finer
 timestamps are truncated to microseconds when a fragment is written.
 
+A fragment's columns must be storable in Delta Lake before its file is written: Delta
+column names are case-insensitive (`a` and `A` are one name) and some Arrow types have
+no Delta type (time of day, durations, intervals, half floats, 256-bit decimals). Such a
+fragment fails as a data error naming the column; it never reaches a commit, where it
+would leave the dataset with a version that can never be committed.
+
 The schema is part of what a fragment was read with: its read key is the listed
 fingerprint and a hash of the schema, so a changed `schema:` re-reads every fragment.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake.schema import Schema as DeltaSchema
 
 from worker.models import FailureKind, FragmentFailure
 from worker.runtime.conform import output_schema
@@ -71,6 +79,34 @@ def _delta_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
+def _delta_refuses(schema: pa.Schema) -> str | None:
+    """delta-rs's reason for refusing `schema`, or None (it raises a bare Exception)."""
+    try:
+        DeltaSchema.from_arrow(schema)
+    except Exception as e:  # noqa: BLE001 - delta-rs has no narrower type for this
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return text.removeprefix("External error: ").removeprefix("Schema error: ")
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def storable_problem(schema: pa.Schema) -> str | None:
+    """Why Delta Lake cannot hold columns of `schema` (naming them), or None."""
+    if _delta_refuses(schema) is None:
+        return None
+    seen: dict[str, str] = {}
+    for name in schema.names:
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            return (f"columns {other!r} and {name!r} differ only in case (Delta Lake "
+                    "column names are case-insensitive); rename one")
+    for field in schema:
+        why = _delta_refuses(pa.schema([field]))
+        if why is not None:
+            return f"column {field.name!r} ({field.type}) cannot be stored: {why}"
+    return f"the columns cannot be stored: {_delta_refuses(schema)}"
+
+
 def for_table(batch: pa.RecordBatch, fragment: str) -> pa.RecordBatch:
     """A batch as the table stores it: Delta-storable types, plus `_fragment`."""
     arrays, fields = [], []
@@ -88,4 +124,9 @@ def for_table(batch: pa.RecordBatch, fragment: str) -> pa.RecordBatch:
     if fragment_column_on():
         arrays.append(pa.array([fragment] * batch.num_rows, pa.string()))
         fields.append(pa.field(FRAGMENT_COLUMN, pa.string(), nullable=False))
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+    schema = pa.schema(fields)
+    problem = storable_problem(schema)
+    if problem is not None:
+        raise FragmentFailure(f"the rows cannot join the Delta table: {problem}",
+                              FailureKind.DATA)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
