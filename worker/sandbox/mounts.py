@@ -38,7 +38,9 @@ class Mount(BaseModel):
             raise ConfigError(f"{where}: {host} does not exist on this machine")
         if not container.startswith("/"):
             raise ConfigError(f"{where}: the container path must be absolute")
-        return cls(host=path, container=posixpath.normpath(container))
+        # normpath keeps a leading '//' (POSIX leaves it implementation-defined); Docker
+        # reads it as '/', so '//opt' would slip past the reserved check.
+        return cls(host=path, container=posixpath.normpath("/" + container.lstrip("/")))
 
     def check_container(self) -> None:
         """ConfigError if a container path would hide the image's own files."""

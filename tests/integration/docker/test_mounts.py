@@ -58,6 +58,8 @@ def test_mount_refused_in_queue_mode(cli, folder):
 
 @pytest.mark.parametrize("spec, needle", [
     ("{folder}:/opt/connector", "/opt/connector is reserved"),
+    ("{folder}://opt", "/opt is reserved"),  # POSIX keeps a leading '//'; Docker does not
+    ("{folder}:/data/../..//opt/runtime", "/opt/runtime is reserved"),
     ("{folder}:data", "the container path must be absolute"),
     ("/no/such/dir:/data", "/no/such/dir does not exist"),
 ])
