@@ -497,6 +497,29 @@ def _loc(loc: tuple[Any, ...], raw: Any) -> str:
     return ".".join(parts)
 
 
+# Values a connector.yaml may stand for once its aliases are expanded. YAML aliases
+# share one object, but validation, JSON defaults and the stored deployment copy it
+# per reference: a few hundred bytes of nested aliases would stand for billions.
+MAX_SPEC_VALUES = 200_000
+
+
+def _too_many_values(raw: Any, limit: int) -> bool:
+    """Whether `raw`, with shared objects counted at every reference, holds more than
+    `limit` values (stops counting there, so a bomb costs O(limit))."""
+    stack, seen = [raw], 0
+    while stack:
+        v = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
 def parse_spec(path: Path, text: str) -> ConnectorSpec:
     import yaml  # host only: the sandbox runtime never parses YAML
 
@@ -504,6 +527,11 @@ def parse_spec(path: Path, text: str) -> ConnectorSpec:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply") from None
+    if _too_many_values(raw, MAX_SPEC_VALUES):
+        raise SpecError(f"{path}: expands to more than {MAX_SPEC_VALUES} values (YAML "
+                        "aliases repeat what they point at)")
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
     try:

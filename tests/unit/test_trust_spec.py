@@ -76,3 +76,27 @@ def test_local_refresh_refuses_limits_over_the_ceilings(connector, cli) -> None:
     r = cli("refresh", str(c), "--sandbox", "process")
     assert r.returncode == 2
     assert "limits.pids: 4000000 is over the operator's ceiling of 512" in r.stderr
+
+
+def alias_bomb(levels: int) -> str:
+    """connector.yaml whose json defaults nest YAML aliases: ten references per level,
+    so `levels` levels stand for 10**(levels+1) strings in a file of a few hundred bytes."""
+    spec = ("name: bomb\nparser: {format: json}\nschema:\n"
+            "  - {name: j0, type: json, default: &a0 [x, x, x, x, x, x, x, x, x, x]}\n")
+    for i in range(1, levels + 1):
+        refs = ", ".join([f"*a{i - 1}"] * 10)
+        spec += f"  - {{name: j{i}, type: json, default: &a{i} [{refs}]}}\n"
+    return spec
+
+
+def test_yaml_aliases_cannot_expand_a_small_spec_into_a_huge_one(connector, cli) -> None:
+    """A 600-byte connector.yaml standing for ten million values (the host would build
+    and serialise every one, for minutes, with gigabytes) is refused by size."""
+    c = connector(CODE, alias_bomb(6))
+    r = cli("validate", str(c))
+    assert r.returncode == 2, r.stdout
+    assert ("connector.yaml: expands to more than 200000 values (YAML aliases repeat "
+            "what they point at)") in " ".join(r.stderr.split()), r.stderr
+    # aliases within reason still work
+    ok = connector(CODE, alias_bomb(1), name="small")
+    assert cli("validate", str(ok)).returncode == 0

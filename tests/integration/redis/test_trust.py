@@ -369,3 +369,25 @@ def test_a_hostile_lock_runs_nothing_on_the_worker(queue_env, tmp_path: Path,
     assert "failed (user)" in out and f"{line!r} is not name==version" in out, out
     assert not marker.exists(), marker.read_text()
     assert queue_env.rows("locked", "acme") == []
+
+
+def test_an_alias_bomb_in_a_bundle_is_refused_on_the_worker(queue_env, tmp_path: Path,
+                                                           redis_client) -> None:
+    """A bundle written with the tenant's own client holds a connector.yaml of nested
+    YAML aliases (a few hundred bytes standing for ten million values): the worker
+    refuses it as the tenant's error instead of spending its memory on it."""
+    from tests.unit.test_trust_spec import alias_bomb
+    from worker.bundle import make_bundle
+
+    queue_env.env["CONNECTOR_RETRY_INTERVALS"] = "1,1,1"
+    folder = write_connector(tmp_path / "c", ONE_ROW_CODE, "name: bomb\ntenant: acme\n"
+                             "parser: {format: json}\n")
+    queue_env.deploy(folder)
+    (folder / "connector.yaml").write_text(alias_bomb(6).replace(
+        "name: bomb\n", "name: bomb\ntenant: acme\n"))
+    _tamper_bundle(redis_client, "acme", "bomb", make_bundle(folder)[0])
+    queue_env.start_workers(1)
+    r, _ = queue_env.refresh("bomb", "acme")
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 1, out + queue_env.logs()
+    assert "failed (user)" in out and "expands to more than 200000 values" in out, out
