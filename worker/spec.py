@@ -540,6 +540,12 @@ def parse_spec(path: Path, text: str) -> ConnectorSpec:
         raise SpecError(_format_validation(path, e, raw)) from None
 
 
+# connector.py is parsed on the host (validate, deploy, every worker loading a bundle),
+# and Python's parser holds some 600 bytes per byte of short statements: the file is
+# bounded first, so a small, well-compressed bundle cannot take a worker's memory.
+MAX_CODE_BYTES = 256 << 10
+
+
 def check_code(path: Path, code: str, spec: ConnectorSpec) -> None:
     """Static checks only: the code is never imported on the host."""
     try:
@@ -568,6 +574,11 @@ def load_connector(folder: str | os.PathLike[str]) -> Connector:
         if not p.is_file():
             raise SpecError(f"{p}: missing")
     spec = parse_spec(spec_path, spec_path.read_text())
+    size = code_path.stat().st_size
+    if size > MAX_CODE_BYTES:
+        raise SpecError(f"{code_path}: connector.py is {size} bytes, over the "
+                        f"{MAX_CODE_BYTES} byte limit (keep data and helper modules in "
+                        "other files of the folder)")
     code = code_path.read_text()
     check_code(code_path, code, spec)
     return Connector(path=folder, spec=spec, code=code)

@@ -100,3 +100,16 @@ def test_yaml_aliases_cannot_expand_a_small_spec_into_a_huge_one(connector, cli)
     # aliases within reason still work
     ok = connector(CODE, alias_bomb(1), name="small")
     assert cli("validate", str(ok)).returncode == 0
+
+
+def test_a_connector_py_too_big_to_parse_safely_is_refused(connector, cli) -> None:
+    """The host parses connector.py (to check its functions) at validate, deploy and on
+    every worker that loads a bundle, and Python's parser holds about 600 bytes per byte
+    of short statements: 8 MB of `x=1` (8 KB gzipped in a bundle) took 4.7 GB. The file
+    is bounded before it is parsed; data and helpers belong in other files."""
+    code = CODE + "x = 1\n" * (300 * 1024 // 6)
+    c = connector(code, "name: big\n")
+    r = cli("validate", str(c))
+    assert r.returncode == 2, r.stdout
+    assert (f"connector.py is {len(code.encode())} bytes, over the 262144 byte limit"
+            in " ".join(r.stderr.split())), r.stderr
