@@ -150,7 +150,14 @@ def main() -> None:
 @click.argument("path")
 def validate(path: str) -> None:
     """Check a connector folder without running it."""
+    from worker.userenv.lock import locked_requirements
+
     c = _load(path)
+    try:
+        locked_requirements(c)  # a broken or stale connector.lock refuses builds too
+    except ConfigError as e:
+        err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
+        sys.exit(EXIT_BAD)
     out.print(f"[green]ok[/green] {c.spec.tenant}/{c.spec.name}: parser {c.spec.parser.format}, "
               f"{len(c.spec.schema_.columns)} column(s), {len(c.spec.packages)} package(s)")
 

@@ -78,6 +78,9 @@ def test_a_lock_holds_only_exact_versions(connector, cli, tmp_path, attack):
     line = HOSTILE_LOCK_LINES[attack].format(sdist=sdist, folder=c)
     (c / "connector.lock").write_text('# connector lock\n# packages: ["six==1.16.0"]\n'
                                       f"six==1.16.0\n{line}\n")
+    r = cli("validate", str(c))
+    assert r.returncode == 2, r.stdout
+    assert f"line 4: {line!r} is not name==version" in " ".join(r.stderr.split()), r.stderr
     r, _ = cli.refresh(c, env={"CONNECTOR_BUILD_CACHE": str(tmp_path / "cache")})
     out = " ".join((r.stdout + r.stderr).split())
     assert r.returncode != 0, out
