@@ -291,3 +291,18 @@ def test_ragged_row_error_leaves_no_reader_behind_at_exit() -> None:
         "list(parse(ChunkStream(chunks), ParserSpec()))\n")
     assert "ParseError: xsv: line 200002" in r.stderr, r.stderr[-2000:]
     assert "Fatal Python error" not in r.stderr and r.returncode == 1, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_ragged_rows_name_their_lines_past_empty_lines_at_any_chunk_boundary(
+        ending: bytes) -> None:
+    # no comment option: empty lines (and "\r" ones) still count in the file's numbering,
+    # wherever the chunks of read_bytes split them
+    lines = [b"title", b"", b"a,b", b"1,2", b"", b"", b"3,4,5", b"6,7", b"", b"8", b"9,10"]
+    data = ending.join(lines) + ending
+    for chunk in range(1, len(data) + 1):
+        out, log = read(data, [{"name": "a"}, {"name": "b"}], chunk=chunk,
+                        parser={"header_line_count": 1}, on_invalid="skip", max_errors=5)
+        assert out == [{"a": "1", "b": "2"}, {"a": "6", "b": "7"}, {"a": "9", "b": "10"}]
+        assert [(r.line, r.value) for r in log.records] == [(7, "3,4,5"), (10, "8")], chunk
+        assert (log.read, log.written, log.rejected) == (5, 3, 2)

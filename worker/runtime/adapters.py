@@ -1,8 +1,14 @@
 """File-like adapters over a fragment's byte stream, shared by the parsers.
 
-`LineFilter` drops comment lines (and maps line numbers), `Prefixed` puts back bytes
-already read, and `utf8_chunks` re-encodes any text encoding to UTF-8; each works
-chunk by chunk, so a fragment is never held whole.
+`LineFilter` drops comment lines (and maps line numbers), `Blocks` puts back bytes
+already read and hands pyarrow blocks of the size it asks for, and `utf8_chunks`
+re-encodes any text encoding to UTF-8; each works chunk by chunk, so a fragment is
+never held whole.
+
+`LineFilter` is on every CSV fragment's path, so without a comment marker it passes
+the bytes through as they come and only keeps its line map: one `count` of newlines per
+chunk and one regex search for an empty line; the line-by-line pass runs only on a
+chunk that has one.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ from __future__ import annotations
 import bisect
 import codecs
 import io
+import re
 from collections.abc import Iterator
 
 BLOCK_SIZE = 4 << 20  # bytes per CSV/JSON block handed to pyarrow
+_EMPTY_LINE = re.compile(rb"\n\r?\n")  # a line that is "" or "\r", after another line
 
 
 class LineFilter(io.RawIOBase):
@@ -28,6 +36,9 @@ class LineFilter(io.RawIOBase):
         self._eof = False
         self._counted = 0  # lines passed on that a reader counts (not empty)
         self._skipped: list[int] = []  # per uncounted line: counted lines before it
+        # Without a comment marker: how the current unfinished line starts, b"" (nothing
+        # yet), b"\r", or b"x" for anything that is not an empty line.
+        self._line = b""
 
     def readable(self) -> bool:
         return True
@@ -61,6 +72,26 @@ class LineFilter(io.RawIOBase):
             out.append(line + nl)
         return b"".join(out)
 
+    def _scan(self, chunk: bytes) -> None:
+        """Updates the line map for `chunk` (no comment marker: nothing is dropped)."""
+        head = self._line
+        starts_empty = (chunk.startswith(b"\n") if head == b"\r"
+                        else head == b"" and (chunk.startswith(b"\n")
+                                              or chunk.startswith(b"\r\n")))
+        if starts_empty or _EMPTY_LINE.search(chunk) is not None:
+            parts = (head + chunk).split(b"\n")
+            for line in parts[:-1]:
+                if not line or line == b"\r":
+                    self._skipped.append(self._counted)  # the reader skips it, uncounted
+                else:
+                    self._counted += 1
+            tail = parts[-1][:2]
+        else:
+            self._counted += chunk.count(b"\n")
+            cut = chunk.rfind(b"\n")
+            tail = chunk[cut + 1:cut + 3] if cut >= 0 else head + chunk[:2]
+        self._line = tail if tail in (b"", b"\r") else b"x"
+
     def _fill(self) -> bool:
         while not self._out:
             if self._eof:
@@ -76,7 +107,19 @@ class LineFilter(io.RawIOBase):
             self._out = memoryview(self._filter(data))
         return True
 
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        if self._comment is None and size is not None and size >= 0:
+            chunk = self._raw.read(size)  # a whole chunk of the user's when it fits
+            if chunk:
+                self._scan(chunk)
+            return chunk
+        return super().read(size)
+
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._comment is None:
+            chunk = self.read(len(b))
+            b[:len(chunk)] = chunk
+            return len(chunk)
         if not self._fill():
             return 0
         n = min(len(b), len(self._out))
@@ -85,26 +128,36 @@ class LineFilter(io.RawIOBase):
         return n
 
 
-class Prefixed(io.RawIOBase):
-    """`head` bytes followed by the rest of a raw stream."""
+class Blocks(io.RawIOBase):
+    """`head` bytes followed by the rest of a stream, read in blocks: `read(n)` joins
+    whole reads of `rest` up to `n` bytes (one copy; none when one read fills it), so
+    pyarrow gets blocks of its own size from a stream of the user's chunks."""
 
-    def __init__(self, head: bytes, rest: io.BufferedIOBase) -> None:
-        self._head = memoryview(head)
+    def __init__(self, head: bytes, rest: io.RawIOBase | io.BufferedIOBase) -> None:
+        self._head = head
         self._rest = rest
 
     def readable(self) -> bool:
         return True
 
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        if size is None or size < 0:
+            return self._head + self._rest.read()
+        head, self._head = self._head[:size], self._head[size:]
+        parts = [head] if head else []
+        got = len(head)
+        while got < size:
+            data = self._rest.read(size - got)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(b), len(self._head))
-            b[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read1(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
 
 
 def utf8_chunks(stream: io.RawIOBase, encoding: str) -> Iterator[bytes]:

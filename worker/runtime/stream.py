@@ -21,6 +21,7 @@ class ChunkStream(io.RawIOBase):
     def __init__(self, chunks: Iterable[bytes | str]) -> None:
         self._it: Iterator[bytes | str] = iter(chunks)
         self._buf = memoryview(b"")
+        self._chunk = b""  # the chunk `_buf` views, handed out whole when it fits a read
         self._index = 0
         self.bytes_read = 0
         self.error: BaseException | None = None
@@ -49,6 +50,7 @@ class ChunkStream(io.RawIOBase):
                 )
                 raise self.error
             if chunk:
+                self._chunk = chunk
                 self._buf = memoryview(chunk)
                 return True
 
@@ -68,7 +70,8 @@ class ChunkStream(io.RawIOBase):
         if not self._buf and not self._next_chunk():
             return b""
         if len(self._buf) <= size:
-            out = self._buf.tobytes()
+            # untouched chunk: the user's own bytes object, no copy
+            out = self._chunk if len(self._buf) == len(self._chunk) else self._buf.tobytes()
             self._buf = memoryview(b"")
         else:
             out = self._buf[:size].tobytes()

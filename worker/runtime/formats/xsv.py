@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from worker.runtime.adapters import BLOCK_SIZE, LineFilter, Prefixed
+from worker.runtime.adapters import BLOCK_SIZE, Blocks, LineFilter
 from worker.runtime.formats.errors import ParseError, reason
 from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
@@ -51,7 +51,9 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
               rejects: RowRejects | None = None) -> Iterator[pa.RecordBatch]:
     marker = spec.comment_marker
     lines = LineFilter(stream, None if marker is None else marker.encode(spec.encoding))
-    buffered = io.BufferedReader(lines, buffer_size=1 << 20)
+    # Without a comment marker LineFilter passes the user's chunks through whole.
+    source: io.RawIOBase | io.BufferedIOBase = (
+        lines if marker is None else io.BufferedReader(lines, buffer_size=1 << 20))
     ragged = _RaggedRows(rejects)
     ragged.lines = lines
     parse_opts = pacsv.ParseOptions(
@@ -74,7 +76,7 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
     while names is None:
         cut = head.find(b"\n", search)
         if cut < 0 and not eof:
-            more = buffered.read1(1 << 16)
+            more = source.read(1 << 16)
             eof = not more
             head += more
             continue
@@ -106,7 +108,7 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
     reader: pacsv.CSVStreamingReader | None = None
     try:
         reader = pacsv.open_csv(
-            io.BufferedReader(Prefixed(head, buffered), buffer_size=BLOCK_SIZE),
+            Blocks(head, source),
             read_options=pacsv.ReadOptions(
                 encoding=spec.encoding,
                 block_size=BLOCK_SIZE,
