@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -213,6 +214,33 @@ def converter(col: Column, target: pa.DataType) -> Converter:
     if name == "binary":
         return _cast_to(target)
     return _with_trim(_cast_to(target))
+
+
+# --------------------------------------------------------------------------- at parse time
+
+# Declared types the CSV reader may produce itself. For these, every text it converts
+# gives the value the cast in `converter` gives (it trims spaces and tabs, as the cast's
+# retry does; "" is null in both); what it refuses makes the parser fall back to text
+# and conformance decides as always. Timestamps are left to conformance: parsing them
+# early bought nothing measurable, and their offset rules live there.
+CSV_TRUE = ["1", "True", "TRUE", "true"]
+CSV_FALSE = ["0", "False", "FALSE", "false"]
+_PARSE_TYPED = ("int32", "int64", "float32", "float64", "bool")
+
+
+def parse_types(schema: Schema) -> dict[str, pa.DataType]:
+    """Source column -> the Arrow type a CSV reader may parse it as: declared columns of a
+    type above read from their own name, with no `format`, no `default`, and `fail` as
+    their policy (a value that fails then fails the fragment, so parsing it twice costs
+    nothing in the common case), and read by no other declared column."""
+    readers = Counter(c.source_name for c in schema.columns)
+    out: dict[str, pa.DataType] = {}
+    for col in schema.columns:
+        if (col.type in _PARSE_TYPED and col.source is None and col.format is None
+                and readers[col.name] == 1
+                and col.default is None and (col.on_invalid or schema.on_invalid) == "fail"):
+            out[col.name] = arrow_type(col.type)
+    return out
 
 
 # --------------------------------------------------------------------------- defaults

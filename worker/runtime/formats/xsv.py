@@ -1,22 +1,29 @@
-"""Delimiter-separated values (CSV, TSV, ...) via pyarrow's streaming CSV reader.
+"""Delimiter-separated values (CSV, TSV, ...) via pyarrow's CSV readers.
 
 Every column is read as a string (conformance casts them later); an empty field is null.
+Declared numeric and bool columns are parsed as their type where that cannot change
+what conformance would make of them (see `xsv_typed`); the rest of a fragment, from
+the first block that typed parsing cannot take, goes through the streaming reader.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from worker.runtime.adapters import BLOCK_SIZE, Blocks, LineFilter
 from worker.runtime.formats.errors import ParseError, reason
+from worker.runtime.formats.xsv_typed import TypedRows, typed_columns
 from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
+
+_ROW = re.compile(r"Row #(\d+)")
 
 
 class _RaggedRows:
@@ -26,14 +33,16 @@ class _RaggedRows:
     def __init__(self, rejects: RowRejects | None) -> None:
         self.rejects = rejects
         self.lines: LineFilter | None = None  # maps pyarrow's line numbers to the file's
-        self.head_lines = 0  # counted lines read before pyarrow's first line
+        self.head_lines = 0  # counted lines read before the first record
+        self.rows_before = 0  # records before the current reader's first one
+        self.skipped = 0  # rows skipped by the current reader
         self.first_bad: str | None = None
         self.error: BaseException | None = None
 
     def __call__(self, row: Any) -> str:
         line = None
         if row.number is not None and row.number >= 0 and self.lines is not None:
-            line = self.lines.physical(row.number + self.head_lines)
+            line = self.lines.physical(row.number + self.rows_before + self.head_lines)
         detail = f"expected {row.expected_columns} fields, got {row.actual_columns}"
         if self.rejects is None or not self.rejects.skips_malformed:
             where = f"line {line}" if line is not None else "a row"
@@ -44,7 +53,21 @@ class _RaggedRows:
         except BaseException as e:  # noqa: BLE001 - re-raised once pyarrow unwinds
             self.error = e
             return "error"
+        self.skipped += 1
         return "skip"
+
+    def raise_for(self, e: pa.ArrowInvalid) -> NoReturn:
+        """Raises what a reader's ArrowInvalid means: the policy's own error, the first
+        row that could not be skipped, or the library's reason (its row numbers counted
+        from the file's first record, as a reader over the whole file counts them)."""
+        if self.error is not None:
+            raise self.error from None
+        if self.first_bad is not None:
+            raise ParseError(self.first_bad) from None
+        why = reason(e)
+        if self.rows_before:
+            why = _ROW.sub(lambda m: f"Row #{int(m.group(1)) + self.rows_before}", why)
+        raise ParseError(f"xsv: {why}") from e
 
 
 def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
@@ -56,14 +79,14 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
         lines if marker is None else io.BufferedReader(lines, buffer_size=1 << 20))
     ragged = _RaggedRows(rejects)
     ragged.lines = lines
-    parse_opts = pacsv.ParseOptions(
-        delimiter=spec.delimiter,
-        quote_char=spec.quote if spec.quote is not None else False,
-        escape_char=spec.escape if spec.escape is not None else False,
-        double_quote=spec.escape is None,
-        newlines_in_values=spec.quote is not None,
-        invalid_row_handler=ragged,
-    )
+    parse_args: dict[str, Any] = {
+        "delimiter": spec.delimiter,
+        "quote_char": spec.quote if spec.quote is not None else False,
+        "escape_char": spec.escape if spec.escape is not None else False,
+        "double_quote": spec.escape is None,
+        "newlines_in_values": spec.quote is not None,
+    }
+    parse_opts = pacsv.ParseOptions(**parse_args, invalid_row_handler=ragged)
 
     to_skip = spec.header_line_count
 
@@ -73,6 +96,7 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
     eof = False
     search = 0
     names: list[str] | None = None
+    line = b""
     while names is None:
         cut = head.find(b"\n", search)
         if cut < 0 and not eof:
@@ -105,15 +129,34 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
     if not spec.header:
         names = [f"f{i}" for i in range(len(names))]
 
+    column_names = None if spec.header else names
+    feed = Blocks(head, source)
+    typed = typed_columns(spec, rejects, names, line if spec.header else b"")
+    if typed:
+        rows = TypedRows(spec, names, typed, parse_args, ragged)
+        # the header is record 1 of pyarrow's numbering; the body follows it
+        ragged.rows_before = 1 if spec.header else 0
+        rest = yield from rows.parse(feed, len(line) if spec.header else 0)
+        if rest is None:
+            return
+        # from here on, rows it cannot cut safely: the streaming reader takes them as
+        # its first block, as it would have had it read the whole fragment
+        data, at_start = rest
+        feed = Blocks(data, feed, whole_head=True)
+        if at_start:
+            ragged.rows_before = 0
+        else:
+            column_names = names
+
     reader: pacsv.CSVStreamingReader | None = None
     try:
         reader = pacsv.open_csv(
-            Blocks(head, source),
+            feed,
             read_options=pacsv.ReadOptions(
                 encoding=spec.encoding,
                 block_size=BLOCK_SIZE,
                 # with a header pyarrow reads it itself (quoted newlines and all)
-                column_names=None if spec.header else names,
+                column_names=column_names,
                 # single-threaded: pyarrow knows line numbers only then (rejects and
                 # errors name them), and the sandbox gives a fragment one CPU anyway
                 use_threads=False,
@@ -132,15 +175,10 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
     except pa.ArrowInvalid as e:
         if stream.error is not None:
             raise
-        if ragged.error is not None:
-            raise ragged.error from None
-        if ragged.first_bad is not None:
-            raise ParseError(ragged.first_bad) from None
-        raise ParseError(f"xsv: {reason(e)}") from e
+        ragged.raise_for(e)
     finally:
         # The reader holds our Python row handler and may still be reading ahead: stop
         # it now, not at interpreter exit (where pyarrow then aborts the process).
         if reader is not None:
             reader.close()
             reader = None
-
