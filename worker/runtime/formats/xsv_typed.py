@@ -9,10 +9,11 @@ types first, and when that fails (a value the reader refuses, a row with the wro
 number of fields) again with every column as text, the way the streaming reader reads
 it, so rejects, line numbers and errors are those of the all-text path.
 
-Blocks are cut at newlines, which end a row only outside quotes: the first block
-holding a quote character (or followed by a row starting with a byte-order mark, which
-a reader would drop at the start of its input) ends this path, and the streaming
-reader reads the rest, counting rows on from here.
+Blocks are cut at newlines, which end a row only outside quotes. The first block this
+path cannot cut safely ends it, and the streaming reader reads the rest, counting rows
+on from there: a block holding a quote character, one followed by a row that starts
+with a byte-order mark (a reader drops one at the start of its input), a row longer
+than a block, or rows ended by a lone "\r".
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def typed_columns(spec: ParserSpec, rejects: RowRejects | None, names: list[str]
 
 
 class TypedRows:
+    """One fragment's rows after the header, block by block, typed where possible."""
+
     def __init__(self, spec: ParserSpec, names: list[str], typed: dict[str, pa.DataType],
                  parse_args: dict[str, Any], ragged: RowHandler) -> None:
         self._names = names
