@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.models import Fragment, RefreshSummary
+from worker.models import Fragment, Progress, RefreshSummary
 from worker.refresh import refresh
 from worker.sandbox.base import Sandbox, Session
 from worker.sink import Output
@@ -211,7 +211,7 @@ def timed_refresh(connector: Connector, sandbox: TimedSandbox, out: Path,
     output = Output(str(out))
     marks: list[float] = []
 
-    def progress(stage: str, done: int, total: int) -> None:
+    def progress(_: Progress) -> None:
         if not marks:
             marks.append(time.perf_counter())
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from worker.arrays import int64s
 from worker.models import Fragment, FragmentFailure
 from worker.protocol import LISTING_SCHEMA, STANDARD_KEYS, listing_batch
 
@@ -51,7 +52,7 @@ class Listing:
 
     def take(self, indices: Iterable[int]) -> list[Fragment]:
         """The fragments at these row positions, as the user listed them."""
-        idx = pa.array(list(indices), pa.int64())
+        idx = int64s(indices)
         rows = self.table.take(idx).to_pylist()
         out = []
         for r in rows:

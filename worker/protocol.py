@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Protocol
 
 import pyarrow as pa
 
+from worker.arrays import strings
 from worker.errors import ConnectorError, FailureKind
 
 JSON = b"J"
@@ -137,7 +138,7 @@ def listing_batch(objects: list[dict[str, Any]]) -> pa.RecordBatch:
         for o in objects
     ]
     return pa.record_batch([
-        pa.array([o["name"] for o in objects], pa.string()),
-        pa.array([o["fingerprint"] for o in objects], pa.string()),
-        pa.array(extras, pa.string()),
+        strings([o["name"] for o in objects]),
+        strings([o["fingerprint"] for o in objects]),
+        strings(extras),
     ], schema=LISTING_SCHEMA)

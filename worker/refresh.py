@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from worker.arrays import string_scalar, strings
 from worker.listing import Listing
 from worker.models import (
     MAX_SUMMARY_WARNINGS,
@@ -58,14 +58,16 @@ def diff(listed: Listing, committed: Mapping[str, str], tag: str = "",
     reads every listed fragment. Computed on the listing's columns: only the fragments
     to read become models."""
     names = listed.table.column("name")
-    known = pa.array(list(committed), pa.string())
-    old = pa.array(list(committed.values()), pa.string())
+    known = strings(committed)
+    old = strings(committed.values())
     at = pc.index_in(names, value_set=known)
-    keys = pc.binary_join_element_wise(read_key("", tag), listed.table.column("fingerprint"),
-                                       "")
-    changed = pc.fill_null(pc.not_equal(keys, pc.take(old, at)), True)
+    keys = pc.binary_join_element_wise(string_scalar(read_key("", tag)),
+                                       listed.table.column("fingerprint"), string_scalar(""))
+    # New names (no index in state) are changed too: Kleene `or`, since comparing with a
+    # missing key gives null.
+    changed = pc.or_kleene(pc.is_null(at), pc.not_equal(keys, pc.take(old, at)))
     if full:
-        changed = pa.array([True] * len(listed), pa.bool_())
+        changed = pc.is_valid(names)  # every name is valid (Listing checks): all true
     to_read = listed.take(pc.indices_nonzero(changed).to_pylist())
     gone = pc.filter(known, pc.invert(pc.is_in(known, value_set=names))).to_pylist()
     return Plan(listed=len(listed), to_read=to_read, skipped=len(listed) - len(to_read),

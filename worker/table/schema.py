@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake.schema import Schema as DeltaSchema
 
+from worker.arrays import repeat_string
 from worker.models import FailureKind, FragmentFailure
 from worker.runtime.conform import output_schema
 from worker.settings import settings
@@ -122,7 +123,7 @@ def for_table(batch: pa.RecordBatch, fragment: str) -> pa.RecordBatch:
         arrays.append(col)
         fields.append(field)
     if fragment_column_on():
-        arrays.append(pa.array([fragment] * batch.num_rows, pa.string()))
+        arrays.append(repeat_string(fragment, batch.num_rows))
         fields.append(pa.field(FRAGMENT_COLUMN, pa.string(), nullable=False))
     schema = pa.schema(fields)
     problem = storable_problem(schema)
