@@ -98,3 +98,30 @@ def read_bytes(c, m):
     assert r.returncode == 1
     assert ("failed (user): the connector's process broke the runtime's protocol: "
             "a frame of 524288000 bytes") in r.stderr, r.stderr
+
+
+def test_listed_metadata_of_any_type_reaches_read_bytes(connector, cli):
+    # Listings cross as marshal; a chunk marshal refuses (the datetime) crosses as JSON.
+    # read_bytes sees the same metadata either way: JSON types, the rest as text.
+    c = connector("""
+import csv, datetime, io, json, pathlib
+def list_objects(c, m):
+    yield {"name": "plain", "fingerprint": "1", "tags": ("a", "b"), "n": 5, "by": {1: 2}}
+    if (pathlib.Path(__file__).parent / "dated").exists():
+        yield {"name": "dated", "fingerprint": "1", "at": datetime.datetime(2026, 1, 2)}
+def read_bytes(c, m):
+    out = io.StringIO()
+    csv.writer(out).writerows([["meta"], [json.dumps(m, sort_keys=True)]])
+    yield out.getvalue()
+""", "name: meta\n")
+    r, _ = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    (c / "dated").write_text("")
+    r, _ = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    metas = sorted(row["meta"] for row in cli.rows(c))
+    assert metas == [
+        '{"at": "2026-01-02 00:00:00", "fingerprint": "1", "is_prefix": false, '
+        '"name": "dated"}',
+        '{"by": {"1": 2}, "fingerprint": "1", "is_prefix": false, "n": 5, '
+        '"name": "plain", "tags": ["a", "b"]}']

@@ -5,7 +5,7 @@ Why two processes: the user's pins must win over the project's own stack. The us
 code imports in their environment (worker/runtime/shim.py under `<user python> -I`),
 the parsers, conformance and Arrow run here, in the project's environment, and nothing
 but bytes crosses between them: read_bytes() output as raw chunks of >= 1 MiB,
-parser_function rows as marshal batches, listings as JSON. Each side runs on its own
+parser_function rows and listings as marshal batches. Each side runs on its own
 core, so the user's read_bytes overlaps the runtime's parsing.
 
 The user process's fds 1 and 2 are the runtime's (the log pump's pipe), so user prints
@@ -172,10 +172,23 @@ class UserProcess:
         self._send("list")
         while True:
             kind, body = self._next()
-            msg = self._control(body)
-            if msg.get("op") == "end":
-                return
-            yield msg["objects"]
+            if kind == shim.MARSHAL:
+                objects = self._load_listed(body)
+            else:
+                msg = self._control(body)
+                if msg.get("op") == "end":
+                    return
+                objects = msg["objects"]
+            yield objects
+
+    def _load_listed(self, body: bytes) -> list[dict[str, Any]]:
+        try:
+            objects = marshal.loads(body)
+        except (ValueError, EOFError, TypeError):
+            self._broken("a listing frame that is not marshal data")
+        if type(objects) is not list or not all(type(o) is dict for o in objects):
+            self._broken("a listing frame that is not a list of objects")
+        return objects
 
     def _read(self, fragment: dict[str, Any], custom: dict[str, Any] | None
               ) -> Iterator[tuple[bytes, bytes]]:
