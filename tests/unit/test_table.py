@@ -374,3 +374,38 @@ def test_fragments_whose_columns_differ_only_in_case_fail_the_commit_not_the_tab
     r, s = cli.refresh(c)
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(row["_fragment"] for row in cli.rows(c)) == ["one", "two"]
+
+
+def test_a_long_lived_table_is_checkpointed_and_reads_the_same_from_it(tmp_path):
+    # Loading the table to commit reads the last checkpoint plus the commits after it,
+    # never the whole log: a refresh's commit costs the same at version 10 or 10,000.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from worker.models import Commit
+    from worker.sink import Output
+    from worker.table.delta import DeltaDataset
+
+    output = Output(str(tmp_path))
+    table = DeltaDataset.of(output, "t", "c")
+    root = Path(output.dataset_dir("t", "c"))
+    schema = pa.schema([("id", pa.int64())])
+    files: dict[int, Commit] = {}
+    for v in range(105):  # version v replaces fragment v % 3's file with id v
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": [v]}, schema=schema), root / f"data/v{v}.parquet")
+        new = Commit(name=str(v % 3), fingerprint=str(v), path=f"data/v{v}.parquet", rows=1,
+                     size=(root / f"data/v{v}.parquet").stat().st_size)
+        old = files.get(v % 3)
+        files[v % 3] = new
+        table.commit(table.table(), adds=[new], removes=[old] if old else [], schema=schema,
+                     overwrite=False, seq=v + 1, metadata={"refresh_id": f"r{v}"})
+    log = root / "_delta_log"
+    assert (log / f"{99:020d}.checkpoint.parquet").exists()
+    rows = sorted(table.read().column("id").to_pylist())
+    assert rows == [102, 103, 104] and table.seq() == 105
+    # The commits the checkpoint covers are not needed any more to read the table.
+    for v in range(99):
+        (log / f"{v:020d}.json").unlink()
+    assert sorted(table.read().column("id").to_pylist()) == rows
+    assert table.seq() == 105 and table.history(1)[0].refresh_id == "r104"
