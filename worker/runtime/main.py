@@ -27,7 +27,7 @@ import pyarrow as pa
 from worker.errors import FailureKind
 from worker.protocol import JSON, FrameWriter, listing_batch, read_stream_frame
 from worker.runtime.conform import Conformer, DataError
-from worker.runtime.formats import ParseError, parse_into, rows_to_batch
+from worker.runtime.formats import ParseError, RowColumns, columns_to_batch, parse_into
 from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.runtime.userproc import UserError, UserProcess
@@ -38,16 +38,17 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def emit_rows(row_batches: Iterator[list[dict[str, Any]]],
+def emit_rows(row_batches: Iterator[RowColumns],
               emit: Callable[[pa.RecordBatch], None]) -> None:
     """parser_function's rows, batch by batch, as Arrow record batches."""
     first = 1
     for rows in row_batches:
         try:
-            batch = rows_to_batch(rows)
+            batch = columns_to_batch(rows)
         except ParseError as e:
-            raise ParseError(f"custom: rows {first}-{first + len(rows) - 1}: {e}") from None
-        first += len(rows)
+            raise ParseError(f"custom: rows {first}-{first + rows.rows - 1}: {e}") from None
+        first += rows.rows
+        del rows  # the Python values go before Arrow's copy moves on
         emit(batch)
 
 

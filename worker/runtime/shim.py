@@ -9,8 +9,9 @@ user site, and the script's own folder is not added to sys.path. The runtime pro
     runtime -> user   (CTL_FD)   J frames: open, list, read, abort, close
     user -> runtime   (DATA_FD)  J frames: ready, listed, end, error
                                  B frames: raw bytes of read_bytes, >= CHUNK each
-                                 M frames: a batch of parser_function rows, or of
-                                           listed objects, as marshal
+                                 M frames: a batch of parser_function rows as columns
+                                           (see `columns`), or of listed objects,
+                                           as marshal
                                  P frames: the same, pickled, when marshal refuses a value
 
 A frame is 1 byte kind + 4 bytes big-endian length + body, as on the host's protocol.
@@ -35,6 +36,8 @@ import struct
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 HEADER = struct.Struct(">cI")
@@ -126,13 +129,64 @@ def read_frame(read: Callable[[int], bytes]) -> tuple[bytes, bytes] | None:
     return kind, body
 
 
-def encode_rows(rows: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+# A batch as it crosses: (row count, column names, one list of values per column).
+Columns = tuple[int, tuple[str, ...], list[list[Any]]]
+
+
+def columns(rows: list[dict[str, Any]], first: int = 1) -> Columns:
+    """Rows -> columns: the union of the rows' keys in first-seen order, None where a
+    row lacks a key. Columns, because the runtime then builds each Arrow column from one
+    list and nothing crosses per row but values (no dict per row to marshal, unmarshal
+    and take apart again). Only C-level passes over the rows (map, itemgetter,
+    dict.fromkeys): no bytecode runs per value. `first` numbers the rows in errors."""
+    n = len(rows)
+    names = tuple(rows[0]) if rows else ()
+    # Common case: every row an exact dict with the first row's keys. Exact: a dict
+    # subclass's __missing__ (defaultdict) would invent values for itemgetter.
+    if len(set(map(len, rows))) == 1 and set(map(type, rows)) == {dict}:
+        try:
+            cols = [list(map(itemgetter(k), rows)) for k in names]
+        except KeyError:
+            pass  # the same sizes but other keys: the union below
+        else:
+            _check_names(names, rows, first)
+            return n, names, cols
+    names = tuple(dict.fromkeys(chain.from_iterable(rows)))
+    _check_names(names, rows, first)
+    return n, names, [list(map(dict.get, rows, repeat(k, n))) for k in names]
+
+
+def _check_names(names: tuple[Any, ...], rows: list[dict[str, Any]], first: int) -> None:
+    if all(type(k) is str for k in names):
+        return
+    for i, row in enumerate(rows, first):  # only on the way to an error
+        for k in row:
+            if type(k) is not str:
+                raise TypeError(f"onNext row {i} has the key {k!r} ({type(k).__name__}); "
+                                "column names must be strings")
+
+
+def encode_columns(batch: Columns) -> tuple[bytes, bytes]:
     """marshal (fastest) unless a value is beyond it (datetime, Decimal): then pickle,
-    which the runtime loads with an allowlist of standard types."""
+    which the runtime loads with an allowlist of standard types. A value neither takes
+    is a TypeError naming its column and type."""
     try:
-        return MARSHAL, marshal.dumps(rows)
+        return MARSHAL, marshal.dumps(batch)
     except ValueError:
-        return PICKLE, pickle.dumps(rows, protocol=5)
+        pass
+    try:
+        return PICKLE, pickle.dumps(batch, protocol=5)
+    except Exception:
+        pass
+    n, names, cols = batch
+    for name, col in zip(names, cols, strict=True):  # only on the way to an error
+        for v in col:
+            try:
+                pickle.dumps(v, protocol=5)
+            except Exception as e:
+                raise TypeError(f"column {name!r} holds a {type(v).__name__}, which cannot "
+                                f"cross to the runtime ({type(e).__name__}: {e})") from None
+    raise TypeError("the rows cannot cross to the runtime")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- user code
@@ -148,6 +202,15 @@ class UserFailure(Exception):
 
 class _Aborted(BaseException):
     """The runtime stopped wanting this fragment: unwinds through the user's code."""
+
+
+class _Refused(BaseException):
+    """Rows that cannot cross (a key, a value, a size): unwinds through the user's code,
+    which an `except Exception` around onNext cannot swallow."""
+
+    def __init__(self, failure: UserFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 # The connector folder inside the sandbox -> the connector's own path (as its author
@@ -420,35 +483,62 @@ class Shim:
             reader = io.TextIOWrapper(buffered, encoding=spec.get("encoding") or "utf-8",
                                       newline=None)
         batch_rows = int(spec.get("batch_rows") or ROW_BATCH)
+        where = f"parser_function({name!r})"
+        refused: _Refused | None = None
 
-        def send(batch: list[dict[str, Any]]) -> None:
-            kind, body = encode_rows(batch)
-            if len(body) > MAX_FRAME and len(batch) > 1:  # very wide rows: halve the batch
-                send(batch[:len(batch) // 2])
-                send(batch[len(batch) // 2:])
+        def refuse(message: str) -> _Refused:
+            nonlocal refused
+            refused = _Refused(UserFailure(f"{where}: {message}"))
+            return refused
+
+        def send(batch: Columns, first: int) -> None:
+            try:
+                kind, body = encode_columns(batch)
+            except TypeError as e:
+                raise refuse(f"rows {first}-{first + batch[0] - 1}: {e}") from None
+            n, names, cols = batch
+            if len(body) > MAX_FRAME:
+                if n == 1:
+                    raise refuse(f"onNext row {first} is {len(body) >> 20} MiB encoded; a "
+                                 f"row may be at most {MAX_FRAME >> 20} MiB")
+                del body  # very wide rows: halve the batch
+                half = n // 2
+                send((half, names, [c[:half] for c in cols]), first)
+                send((n - half, names, [c[half:] for c in cols]), first + half)
                 return
             write_frame(self._out, kind, body)
 
-        def sink(batch: list[dict[str, Any]], first: int) -> None:
-            send(batch)
+        def sink(rows: list[dict[str, Any]], first: int) -> None:
+            try:
+                batch = columns(rows, first)
+            except TypeError as e:
+                raise refuse(str(e)) from None
+            # The batcher handed this list over: emptied, the values are held by the
+            # columns alone, which spares marshal its reference tracking of shared objects.
+            rows.clear()
+            send(batch, first)
             if self._abort_requested():
                 raise _Aborted
 
         on_next, flush = row_batcher(batch_rows, sink)
         try:
             fn(reader, on_next)
-            if not self._aborted:
+            if not self._aborted and refused is None:
                 flush()
         except _Aborted:
             return
         except BaseException as e:
             if raw.error is not None:
                 raise raw.error from None
+            if refused is not None:
+                raise refused.failure from None
             if isinstance(e, UserFailure):
                 raise
-            raise _failure(f"parser_function({name!r})", e) from None
+            raise _failure(where, e) from None
         if raw.error is not None:  # the user's parser caught it: the fragment still fails
             raise raw.error
+        if refused is not None:  # the user's parser caught it: the fragment still fails
+            raise refused.failure
 
     # --- loop ------------------------------------------------------------------------
 

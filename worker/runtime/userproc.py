@@ -5,7 +5,8 @@ Why two processes: the user's pins must win over the project's own stack. The us
 code imports in their environment (worker/runtime/shim.py under `<user python> -I`),
 the parsers, conformance and Arrow run here, in the project's environment, and nothing
 but bytes crosses between them: read_bytes() output as raw chunks of >= 1 MiB,
-parser_function rows and listings as marshal batches. Each side runs on its own
+parser_function rows as marshalled batches of columns (checked here, since user code can
+write to the pipe too), listings as marshal batches. Each side runs on its own
 core, so the user's read_bytes overlaps the runtime's parsing.
 
 The user process's fds 1 and 2 are the runtime's (the log pump's pipe), so user prints
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from worker.runtime import shim
+from worker.runtime.formats.rows import RowColumns
 from worker.spec import ParserSpec
 
 SHIM = os.path.abspath(shim.__file__)
@@ -227,19 +229,35 @@ class UserProcess:
             yield body
 
     def read_rows(self, fragment: dict[str, Any], parser: ParserSpec
-                  ) -> Iterator[list[dict[str, Any]]]:
-        """parser_function's rows for one fragment, in batches."""
+                  ) -> Iterator[RowColumns]:
+        """parser_function's rows for one fragment, in batches of columns."""
         custom = {"reader": parser.reader, "encoding": parser.encoding}
         self._data_kinds = (shim.MARSHAL, shim.PICKLE)
         for kind, body in self._read(fragment, custom):
             try:
-                rows = (marshal.loads(body) if kind == shim.MARSHAL
-                        else _SafeRows(io.BytesIO(body)).load())
+                batch = (marshal.loads(body) if kind == shim.MARSHAL
+                         else _SafeRows(io.BytesIO(body)).load())
             except (ValueError, EOFError, TypeError, pickle.UnpicklingError):
                 self._broken("a row batch that does not decode")
-            if not isinstance(rows, list):
-                self._broken("a row batch that is not a list")
-            yield rows
+            del body
+            yield self._row_columns(batch)
+
+    def _row_columns(self, batch: Any) -> RowColumns:
+        """A decoded batch checked for the shape `shim.columns` makes, before anything is
+        built from it: the row count bounded, names distinct strings, every column a list
+        of exactly that many values (the values themselves are Arrow's to judge)."""
+        if type(batch) is not tuple or len(batch) != 3:
+            self._broken(f"a row batch of another shape ({type(batch).__name__})")
+        rows, names, cols = batch
+        if type(rows) is not int or not 0 < rows <= shim.ROW_BATCH:
+            self._broken(f"a row batch of {rows!r} rows (1 to {shim.ROW_BATCH})")
+        if (type(names) is not tuple or not all(type(k) is str for k in names)
+                or len(set(names)) != len(names)):
+            self._broken("a row batch whose column names are not distinct strings")
+        if (type(cols) is not list or len(cols) != len(names)
+                or not all(type(c) is list and len(c) == rows for c in cols)):
+            self._broken("a row batch whose columns do not match its names and row count")
+        return RowColumns(rows, names, cols)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ row in Python.
 
 from worker.runtime.formats.errors import ParseError
 from worker.runtime.formats.registry import parse, parse_into
-from worker.runtime.formats.rows import rows_to_batch
+from worker.runtime.formats.rows import RowColumns, columns_to_batch, rows_to_batch
 
-__all__ = ["ParseError", "parse", "parse_into", "rows_to_batch"]
+__all__ = ["ParseError", "RowColumns", "columns_to_batch", "parse", "parse_into",
+           "rows_to_batch"]

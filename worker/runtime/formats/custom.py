@@ -1,4 +1,5 @@
-"""The user's own `parser_function(reader, onNext)`: it pushes rows, we batch them."""
+"""The user's own `parser_function(reader, onNext)` in-process: it pushes rows, we batch
+them into columns (as the user process does) and build Arrow per column."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 
 from worker.runtime.formats.errors import ParseError
-from worker.runtime.formats.rows import rows_to_batch
-from worker.runtime.shim import row_batcher
+from worker.runtime.formats.rows import RowColumns, columns_to_batch
+from worker.runtime.shim import columns, row_batcher
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
 
@@ -42,8 +43,8 @@ def push_custom(
     def sink(chunk: list[dict[str, Any]], first: int) -> None:
         nonlocal failed
         try:
-            batch = rows_to_batch(chunk)
-        except ParseError as e:
+            batch = columns_to_batch(RowColumns(*columns(chunk, first)))
+        except (ParseError, TypeError) as e:
             failed = _EmitFailed(ParseError(
                 f"custom: rows {first}-{first + len(chunk) - 1}: {e}"))
             raise failed from None

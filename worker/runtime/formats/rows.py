@@ -1,9 +1,10 @@
-"""Python rows (dicts) -> one Arrow record batch: the row-at-a-time parsers' last step."""
+"""Python rows (dicts) or columns (lists) -> one Arrow record batch: the row-at-a-time
+parsers' last step."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -57,3 +58,34 @@ def rows_to_batch(
             raise ParseError(f"column {k!r}: values of mixed or unsupported types: {e}") from e
     return pa.RecordBatch.from_arrays(arrays, names=list(keys))
 
+
+
+class RowColumns(NamedTuple):
+    """A batch of custom-parser rows as columns: `rows` rows, one list per name."""
+
+    rows: int
+    names: tuple[str, ...]
+    columns: list[list[Any]]
+
+
+_UNCONVERTIBLE = (pa.ArrowException, TypeError, ValueError, OverflowError, RecursionError)
+
+
+def columns_to_batch(batch: RowColumns) -> pa.RecordBatch:
+    """One Arrow array per column, its type inferred from its values (as
+    `RecordBatch.from_pylist` does per column); a column Arrow cannot build is a
+    ParseError naming it."""
+    if not batch.names:
+        # Only empty rows: keep the row count (a batch of no arrays has no rows).
+        return pa.RecordBatch.from_struct_array(
+            pa.array([{}] * batch.rows, pa.struct([])))
+    arrays: list[pa.Array] = []
+    for name, values in zip(batch.names, batch.columns, strict=True):
+        try:
+            arrays.append(pa.array(values))
+        except MemoryError:
+            raise
+        except _UNCONVERTIBLE as e:
+            raise ParseError(f"column {name!r}: values of mixed or unsupported types: "
+                             f"{e}") from e
+    return pa.RecordBatch.from_arrays(arrays, names=list(batch.names))
