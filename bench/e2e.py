@@ -44,7 +44,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bench import workload
-from bench.common import Report, Result, Workdir, docker_available, section
+from bench.common import Report, Result, UserProcessCpu, Workdir, docker_available, section
 from worker.spec import Connector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,9 +225,9 @@ def retried(fn: Callable[[], T], attempts: int = 3) -> T:
 
 def cli(args: list[str], env: dict[str, str] | None = None,
         expect_rows: int | None = None) -> tuple[float, float]:
-    """(wall seconds from spawn to exit, CPU seconds of the CLI and every process it
-    waited for: the process sandbox's runtimes, not containers or queue workers) of one
-    `connector ...` subprocess; checks its JSON."""
+    """(wall seconds from spawn to exit, CPU seconds of the CLI, every process it waited
+    for and the user processes under it: the process sandbox's runtimes and shims, not
+    containers or queue workers) of one `connector ...` subprocess; checks its JSON."""
     return _cli_once(args, env, expect_rows)
 
 
@@ -235,16 +235,19 @@ def _cli_once(args: list[str], env: dict[str, str] | None,
               expect_rows: int | None) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.run([str(CONNECTOR_BIN), *args], cwd=ROOT, env=env,
-                       capture_output=True, text=True)
+    with subprocess.Popen([str(CONNECTOR_BIN), *args], cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        users = UserProcessCpu(p.pid)
+        out, err = p.communicate()
     secs = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    cpu += users.stop()
     if p.returncode != 0:
         raise RuntimeError(f"bench: connector {' '.join(args)} exited {p.returncode}:\n"
-                           f"{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+                           f"{out[-2000:]}\n{err[-3000:]}")
     if expect_rows is not None:
-        counts = json.loads(p.stdout.strip().splitlines()[-1])
+        counts = json.loads(out.strip().splitlines()[-1])
         if counts.get("rows") != expect_rows or counts.get("failed"):
             raise RuntimeError(f"bench: connector {' '.join(args)} gave {counts}, "
                                f"expected {expect_rows} rows")
