@@ -43,7 +43,7 @@ from bench.e2e import CONNECTOR_BIN, ROOT, build_images, queue_cli, retried
 from bench.memory import ContainerWatch
 from worker.spec import Connector, parse_size
 
-LIMITS = "limits: {memory: 512m, max_output_bytes: 64g, timeout: 7200}\n"
+LIMITS = "limits: {memory: 512m, max_output_bytes: 8g, timeout: 3600}\n"
 
 
 def _children(pid: int) -> list[int]:

@@ -389,3 +389,36 @@ def test_non_bytes_chunk_error_surfaces() -> None:
 
     with pytest.raises(ChunkTypeError, match="yielded int"):
         rows(chunks())
+
+
+def test_csv_reader_reads_a_bounded_number_of_blocks_ahead_of_its_consumer() -> None:
+    """pyarrow's streaming CSV reader reads blocks on a thread of its own; unchecked it
+    queues 32 of them (128 MiB) while the runtime is busy with the last batch. Here the
+    consumer holds the first batch for a while: what the reader pulled from the fragment
+    stays a few blocks, however long the consumer takes."""
+    import time
+
+    from worker.runtime.adapters import BLOCK_SIZE
+
+    line = b"1,2024-01-02T00:00:00,abcdefgh,12.5,7,x,y,some text of thirty letters\n"
+    block = line * (BLOCK_SIZE // len(line))
+    total = 24 * len(block)  # 24 blocks of the reader's size
+
+    def chunks() -> Iterator[bytes]:
+        yield b"a,b,c,d,e,f,g,h\n"
+        for _ in range(total // len(block)):
+            yield block
+
+    stream = ChunkStream(chunks())
+    batches = parse(stream, ParserSpec())
+    first = next(batches)
+    assert first.num_rows > 0
+    bound = 6 * BLOCK_SIZE  # the first block, the reader's allowance, buffers in between
+    # The reader thread's time to run ahead if it can (unchecked it reads the 24 blocks in
+    # milliseconds), shorter than PacedReads' patience.
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline and stream.bytes_read <= bound:
+        time.sleep(0.01)
+    assert stream.bytes_read <= bound, f"read {stream.bytes_read >> 20} MiB ahead"
+    rows = first.num_rows + sum(b.num_rows for b in batches)  # and nothing is lost
+    assert rows == total // len(line)

@@ -1,7 +1,8 @@
 """File-like adapters over a fragment's byte stream, shared by the parsers.
 
 `LineFilter` drops comment lines (and maps line numbers), `Blocks` puts back bytes
-already read and hands pyarrow blocks of the size it asks for, and `utf8_chunks`
+already read and hands pyarrow blocks of the size it asks for, `PacedReads` keeps a
+reader's background thread a few blocks ahead of its consumer, and `utf8_chunks`
 re-encodes any text encoding to UTF-8; each works chunk by chunk, so a fragment is
 never held whole.
 
@@ -18,9 +19,11 @@ import codecs
 import io
 import re
 import struct
+import threading
 from collections.abc import Iterator
 
 BLOCK_SIZE = 4 << 20  # bytes per CSV/JSON block handed to pyarrow
+READ_AHEAD_BLOCKS = 2  # blocks a reader may hold beyond the one being parsed
 _EMPTY_LINE = rb"\n\r?\n"  # a line that is "" or "\r", after another line
 _EMPTY_LINE_RE = re.compile(_EMPTY_LINE)
 # From this size on a chunk is searched by pyarrow's RE2 (several times faster than
@@ -182,6 +185,54 @@ class Blocks(io.RawIOBase):
         data = self.read(len(b))
         b[:len(data)] = data
         return len(data)
+
+
+class PacedReads:
+    """A file for a reader that reads blocks on a thread of its own (pyarrow's streaming
+    CSV reader: up to 32 blocks queued, not configurable, so 128 MiB of 4 MiB blocks when
+    the runtime is slower than its input). `read` waits while the bytes handed out are
+    more than `ahead` blocks past those of the batches the consumer took (`took()`, one
+    batch per block): memory stays flat in the fragment's size, and the reader still has
+    the next blocks ready when the consumer comes back.
+
+    A wait gives up after `patience` seconds, so a block that yields no batch can slow
+    the reader but never stall it.
+    """
+
+    def __init__(self, raw: io.RawIOBase | io.BufferedIOBase, block: int = BLOCK_SIZE,
+                 ahead: int = READ_AHEAD_BLOCKS, patience: float = 1.0) -> None:
+        self._raw = raw
+        self._block = block
+        self._ahead = ahead
+        self._patience = patience
+        self._read = 0
+        self._taken = 0
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _allowed(self) -> bool:
+        return self.closed or self._read < (self._taken + 1 + self._ahead) * self._block
+
+    def read(self, size: int = -1) -> bytes:
+        with self._cond:
+            self._cond.wait_for(self._allowed, timeout=self._patience)
+        data = self._raw.read(size)
+        with self._cond:
+            self._read += len(data)
+        return data
+
+    def took(self) -> None:
+        """The consumer took a batch: the reader may read one block further."""
+        with self._cond:
+            self._taken += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.closed = True
+        self.took()  # a reader waiting for room wakes up (and finds the file closed)
 
 
 def utf8_chunks(stream: io.RawIOBase, encoding: str) -> Iterator[bytes]:

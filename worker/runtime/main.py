@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from worker.errors import FailureKind
 from worker.protocol import JSON, FrameWriter, listing_batch, read_stream_frame
+from worker.runtime import limits
 from worker.runtime.conform import Conformer, DataError
 from worker.runtime.formats import ParseError, RowColumns, columns_to_batch, parse_into
 from worker.runtime.rejects import RowRejects
@@ -234,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m worker.runtime")
     ap.add_argument("--user-python", required=True,
                     help="the interpreter of the user's environment, for the user process")
+    ap.add_argument("--cpus", type=int, default=1, help="the sandbox's CPU limit")
     args = ap.parse_args(argv)
+    limits.apply(args.cpus)
     # Keep the protocol on a private copy of stdout before fd 1 is handed to the log pump.
     proto_out = os.fdopen(os.dup(1), "wb", buffering=1 << 20)
     proto_in = os.fdopen(os.dup(0), "rb", buffering=1 << 16)

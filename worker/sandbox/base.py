@@ -10,6 +10,7 @@ sees only this protocol.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -60,3 +61,8 @@ class Sandbox(Protocol):
         """Start a runtime, send credentials over its stdin, run context(); raises
         FragmentFailure (kind user) if context() fails."""
         ...
+
+
+def runtime_cpus(cpus: float) -> int:
+    """The threads a runtime's pools get for a CPU limit (`limits.cpus`, may be 0.5)."""
+    return max(1, math.ceil(cpus))

@@ -43,7 +43,6 @@ import atexit
 import contextlib
 import importlib.resources
 import json
-import math
 import os
 import socket
 import struct
@@ -59,6 +58,7 @@ from docker.types import LogConfig
 
 from worker import naming
 from worker.models import FailureKind, FragmentFailure
+from worker.sandbox.base import runtime_cpus
 from worker.sandbox.exits import classify_exit
 from worker.sandbox.mounts import Mount
 from worker.sandbox.readahead import ReadAhead
@@ -212,7 +212,8 @@ class DockerChannel:
         spec = connector.spec
         container = self._api.create_container(
             image,
-            command=["python", "-m", "worker.runtime", "--user-python", USER_PYTHON],
+            command=["python", "-m", "worker.runtime", "--user-python", USER_PYTHON,
+                     "--cpus", str(runtime_cpus(limits.cpus))],
             stdin_open=True,
             tty=False,
             user=SANDBOX_USER,
@@ -220,7 +221,9 @@ class DockerChannel:
             environment={"HOME": "/tmp", "TMPDIR": SCRATCH_DIR, "OPENBLAS_NUM_THREADS": "1",
                          # Arrow sizes its thread pool by the host's CPUs, and threads
                          # count against the pids limit: size it by the CPU limit.
-                         "OMP_NUM_THREADS": str(max(1, math.ceil(limits.cpus)))},
+                         "OMP_NUM_THREADS": str(runtime_cpus(limits.cpus)),
+                         # no pydantic plugins are installed: skip the entry-point scan
+                         "PYDANTIC_DISABLE_PLUGINS": "1"},
             labels={LABEL: "1", LABEL_OWNER: owner_id(),
                     **naming.labels(spec.tenant, spec.name), **labels},
             host_config=host_config,

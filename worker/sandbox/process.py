@@ -27,6 +27,7 @@ from pathlib import Path
 
 from worker.errors import ConfigError, ConnectorError
 from worker.models import FailureKind, FragmentFailure
+from worker.sandbox.base import runtime_cpus
 from worker.sandbox.exits import classify_exit
 from worker.sandbox.mounts import Mount
 from worker.sandbox.readahead import ReadAhead
@@ -74,7 +75,8 @@ class ProcessChannel:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.runtime", "--user-python", user_python],
+            [sys.executable, "-m", "worker.runtime", "--user-python", user_python,
+             "--cpus", str(runtime_cpus(limits.cpus))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=str(connector.path), env=env, preexec_fn=limit, start_new_session=True,
         )

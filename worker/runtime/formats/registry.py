@@ -7,17 +7,13 @@ hands batches to a callback as soon as they are full.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import pyarrow as pa
 
-from worker.runtime.formats.avro import parse_avro
-from worker.runtime.formats.custom import push_custom
 from worker.runtime.formats.errors import translate_errors
-from worker.runtime.formats.json import parse_json
-from worker.runtime.formats.parquet import parse_parquet
-from worker.runtime.formats.xsv import parse_xsv
 from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
@@ -28,12 +24,22 @@ class PullParser(Protocol):
                  rejects: RowRejects | None) -> Iterator[pa.RecordBatch]: ...
 
 
-BUILT_IN: dict[str, PullParser] = {
-    "xsv": parse_xsv,
-    "json": parse_json,
-    "avro": parse_avro,
-    "parquet": parse_parquet,
+# format -> (module, function): a parser and its libraries (fastavro, pyarrow.parquet,
+# pyarrow.json) are imported when a connector uses that format, not at every start-up.
+BUILT_IN: dict[str, tuple[str, str]] = {
+    "xsv": ("worker.runtime.formats.xsv", "parse_xsv"),
+    "json": ("worker.runtime.formats.json", "parse_json"),
+    "avro": ("worker.runtime.formats.avro", "parse_avro"),
+    "parquet": ("worker.runtime.formats.parquet", "parse_parquet"),
 }
+
+
+def built_in(fmt: str) -> PullParser | None:
+    where = BUILT_IN.get(fmt)
+    if where is None:
+        return None
+    fn: PullParser = getattr(importlib.import_module(where[0]), where[1])
+    return fn
 
 
 def parse(
@@ -47,7 +53,7 @@ def parse(
 
     Rows the parser cannot split into fields go to `rejects` when its policy skips
     them; without one (or when the policy fails) they raise ParseError."""
-    fn = BUILT_IN.get(parser.format)
+    fn = built_in(parser.format)
     if fn is None:
         raise ValueError(f"parse() serves built-in formats, not {parser.format!r}: "
                          "use parse_into")
@@ -70,5 +76,7 @@ def parse_into(
         return
     if custom is None:
         raise ValueError("parser.format is 'custom' but no parser_function was given")
+    from worker.runtime.formats.custom import push_custom
+
     with translate_errors(stream, "custom"):
         push_custom(stream, parser, custom, emit, batch_rows)

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from worker.runtime.adapters import BLOCK_SIZE, Blocks, LineFilter
+from worker.runtime.adapters import BLOCK_SIZE, Blocks, LineFilter, PacedReads
 from worker.runtime.formats.errors import ParseError, reason
 from worker.runtime.formats.xsv_typed import TypedRows, typed_columns
 from worker.runtime.rejects import RowRejects
@@ -149,9 +149,10 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
             column_names = names
 
     reader: pacsv.CSVStreamingReader | None = None
+    paced = PacedReads(feed)
     try:
         reader = pacsv.open_csv(
-            feed,
+            paced,
             read_options=pacsv.ReadOptions(
                 encoding=spec.encoding,
                 block_size=BLOCK_SIZE,
@@ -170,6 +171,7 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
             ),
         )
         for batch in reader:
+            paced.took()
             if batch.num_rows:
                 yield batch
     except pa.ArrowInvalid as e:
@@ -179,6 +181,7 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
     finally:
         # The reader holds our Python row handler and may still be reading ahead: stop
         # it now, not at interpreter exit (where pyarrow then aborts the process).
+        paced.close()
         if reader is not None:
             reader.close()
             reader = None
