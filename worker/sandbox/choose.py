@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from worker.sandbox.base import Sandbox
-from worker.sandbox.mounts import Mount
-from worker.sandbox.process import ProcessSandbox
+if TYPE_CHECKING:
+    from worker.sandbox.base import Sandbox
+    from worker.sandbox.mounts import Mount
 
 PROCESS_WARNING = ("using the process sandbox: user code runs on this machine without "
                    "isolation; it is not for untrusted code")
@@ -25,7 +26,11 @@ def docker_available() -> bool:
 def get_sandbox(name: str | None, mounts: Sequence[Mount] = ()) -> Sandbox:
     """`mounts` (local development only) are read-only host folders; ConfigError when
     the chosen back end cannot honour them."""
+    # Each back end is imported when chosen: the process sandbox brings the user-env
+    # machinery, Docker its SDK; `connector test` pays for one of them only.
     if name == "process" or (name is None and not docker_available()):
+        from worker.sandbox.process import ProcessSandbox
+
         return ProcessSandbox(mounts)
     if name == "docker" or name is None:
         from worker.sandbox.docker import DockerSandbox
