@@ -1,16 +1,18 @@
 """Arrow arrays built from Python values without importing pandas.
 
 `pa.array(list)` first asks whether its input is a pandas object, and to ask it imports
-pandas when pandas is installed: 0.2-0.5 s, once per process. Neither the host's
-refresh nor the sandbox runtime uses pandas, yet both would pay that on their first
-listing (a CLI refresh and every process-sandbox session start). These builders take the
-paths that never ask: pyarrow's string builder and raw buffers. The listing and the diff
-use them; code that runs once per fragment or later may use `pa.array` as it likes.
+pandas when pandas is installed: ~50 MiB and 0.1-0.5 s, once per process. Neither the
+host (the CLI, workers) nor the sandbox runtime hands data to pandas. Two defences:
+`skip_pandas_probe()` makes that one-time probe find nothing (the CLI and the runtime
+call it at start; an explicit `to_pandas()` still imports pandas), and the builders below
+take paths that never ask (pyarrow's string builder, raw buffers), so the listing and the
+diff stay pandas-free in code that calls them without the CLI (library use, tests).
 """
 
 from __future__ import annotations
 
 import array
+import sys
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -38,3 +40,24 @@ def string_scalar(value: str) -> pa.StringScalar:
     """A string scalar, for compute functions given a constant (they would convert a str
     with `pa.scalar`, which asks the same question as `pa.array`)."""
     return strings([value])[0]
+
+
+class _NoPandas:
+    """A meta path finder under which `import pandas` fails."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is skipped here", name=name)
+
+
+def skip_pandas_probe() -> None:
+    """Make pyarrow's one-time "is pandas installed?" probe find nothing."""
+    if "pandas" in sys.modules:
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])  # the probe runs here, once per process
+    finally:
+        sys.meta_path.remove(finder)

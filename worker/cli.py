@@ -144,7 +144,7 @@ class _Commands(click.Group):
 def main() -> None:
     """Host custom Python read connectors: test, refresh and show their data."""
     signal.signal(signal.SIGTERM, _terminate)
-    from worker.nopandas import skip_pandas_probe
+    from worker.arrays import skip_pandas_probe
 
     skip_pandas_probe()  # no command hands data to pandas: 0.1-0.5 s of start-up saved
 

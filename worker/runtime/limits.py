@@ -3,7 +3,7 @@
 Arrow sizes its CPU and I/O thread pools by the machine's cores (and 8 I/O threads),
 not by the sandbox's CPU limit: every thread is a pid under the pids limit and an
 allocator arena of its own. Both pools get the CPU limit. pyarrow's probe for pandas is
-skipped (worker/nopandas.py): the runtime never hands data to pandas.
+skipped (worker/arrays.py): the runtime never hands data to pandas.
 
 Not done, measured: a fixed 1 MiB glibc mmap threshold (`mallopt`) kept the process
 sandbox's runtime at ~190 MiB for any fragment size (not ~290 MiB), but every big Arrow
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from worker.nopandas import skip_pandas_probe
+from worker.arrays import skip_pandas_probe
 
 
 def apply(cpus: int) -> None:
