@@ -7,9 +7,11 @@ stored in Redis). CPUs are also capped by the host's own. A connector may ask fo
 than a ceiling, never more: asking more is a validation error naming the limit, the
 ceiling and where it is set. `CONNECTOR_NETWORK_ALLOW_WITHIN` bounds where a
 `limits.network.allow` list may point (names are checked when the worker resolves
-them). The same check runs at validate, at deploy and on the
-worker before it opens a session for a deployed version, so a ceiling lowered after a
-deploy holds too.
+them). One ceiling bounds the tenant rather than a connector: `bundle_bytes`
+(CONNECTOR_MAX_TENANT_BUNDLE_BYTES), the bytes of deployed bundles the tenant keeps in
+Redis, enforced at deploy by worker.bundle_store. The limits check runs at validate,
+at deploy and on the worker before it opens a session for a deployed version, so a
+ceiling lowered after a deploy holds too.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ SETTING = {
     "timeout": "max_timeout",
     "max_output_bytes": "max_output_bytes",
     "pids": "max_pids",
+    "bundle_bytes": "max_tenant_bundle_bytes",
 }
 ENV = {field: f"CONNECTOR_{name.upper()}" for field, name in SETTING.items()}
-SIZES = ("memory", "max_output_bytes")
+SIZES = ("memory", "max_output_bytes", "bundle_bytes")
+# The ceilings on a connector's `limits` (the rest bound the tenant as a whole).
+LIMITS = ("memory", "cpus", "timeout", "max_output_bytes", "pids")
 
 
 def host_cpus() -> int:
@@ -58,9 +63,10 @@ class Ceilings(BaseModel):
     timeout: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
     max_output_bytes: int = Field(default=10 << 30, gt=0)
     pids: int = Field(default=512, gt=0)
+    bundle_bytes: int = Field(default=512 << 20, gt=0)
     source: dict[str, str] = Field(default_factory=lambda: dict(ENV))
 
-    @field_validator("memory", "max_output_bytes", mode="before")
+    @field_validator("memory", "max_output_bytes", "bundle_bytes", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
@@ -147,7 +153,7 @@ def show(field: str, value: float) -> str:
 def problems(limits: Limits, ceilings: Ceilings) -> list[str]:
     """One `limits.<field>: ...` line per limit above its ceiling."""
     out = []
-    for field in ENV:
+    for field in LIMITS:
         asked, ceiling = getattr(limits, field), getattr(ceilings, field)
         if asked > ceiling:
             where = ceilings.source[field]

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 from redis import Redis
 
-from worker import ceilings, naming, secrets
+from worker import bundle_cache, bundle_store, ceilings, naming, secrets
 from worker.bundle import BundleError, make_bundle, unpack_bundle
 from worker.errors import ConfigError
 from worker.settings import settings
@@ -26,6 +26,10 @@ from worker.userenv.lock import locked_requirements
 
 class DeployError(ConfigError):
     """A deployment cannot be stored or is incomplete (e.g. its bundle is missing)."""
+
+
+class OverBundleQuota(DeployError):
+    """A deploy would take its tenant's stored bundles over the tenant's quota."""
 
 
 class NotDeployed(ConfigError, LookupError):
@@ -85,13 +89,16 @@ def deploy(redis: Redis, folder: str | os.PathLike[str],
     data, digest = make_bundle(connector.path, exclude)
     d = Deployment(tenant=spec.tenant, name=spec.name, bundle=digest, spec=spec,
                    credentials=stored, deployed_at=time.time())
-    k = ConnectorKeys(spec.tenant, spec.name)
-    with redis.pipeline(transaction=True) as p:
-        p.set(k.bundle(digest), data)
-        p.set(k.deployment, d.model_dump_json(by_alias=True))
-        p.sadd(keys.tenant_connectors(spec.tenant), spec.name)
-        p.sadd(keys.tenants(), spec.tenant)
-        p.execute()
+    r = bundle_store.put(redis, spec.tenant, spec.name, digest, data,
+                         d.model_dump_json(by_alias=True))
+    if not r.stored:
+        env = ceilings.ENV["bundle_bytes"]
+        where = env if r.limit_source in (env, "environment") else r.limit_source
+        raise OverBundleQuota(
+            f"tenant '{spec.tenant}' stores {r.used_before} bytes of deployed bundles; "
+            f"deploying '{spec.tenant}/{spec.name}' ({len(data)} bytes) would bring it to "
+            f"{r.used_after}, over the limit of {r.limit} bytes ({where}); nothing was "
+            "changed")
     return d
 
 
@@ -137,6 +144,9 @@ def materialize(redis: Redis, tenant: str, name: str, digest: str) -> Connector:
         if data is None:
             raise DeployError(f"bundle {digest[:12]} of '{tenant}/{name}' is missing")
         unpack_bundle(data, digest, folder.parent)  # BundleError: unsafe or damaged
+        s = settings()
+        bundle_cache.prune(cache_dir(), s.bundle_cache_bytes, folder, s.session_idle)
+    bundle_cache.touch(folder)
     connector = load_connector(folder)
     spec = connector.spec
     if (spec.tenant, spec.name) != (tenant, name):

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     """Image builds: debootstrap tarballs, downloaded wheels, per-tag build locks."""
     bundle_cache: Path = _CACHE_HOME / "bundles"
     """Queue workers: deployed connector bundles unpacked by content hash."""
+    bundle_cache_bytes: int = Field(2 << 30, gt=0)
+    """Queue workers: bytes of unpacked bundles kept under `bundle_cache`; least recently
+    used versions idle longer than `session_idle` are deleted past it."""
+    loaded_connectors: int = Field(32, gt=0)
+    """Queue workers: connector versions one worker process keeps loaded (LRU)."""
     credentials_dir: Path | None = None
     """Queue workers: root of relative `credentials.file` references."""
 
@@ -99,6 +104,8 @@ class Settings(BaseSettings):
     """Largest `limits.max_output_bytes` (e.g. 10g)."""
     max_pids: int | None = None
     """Largest `limits.pids`."""
+    max_tenant_bundle_bytes: str | None = None
+    """Bytes of deployed bundles one tenant may keep in Redis (e.g. 512m)."""
 
     network_allow_within: Annotated[tuple[str, ...] | None, NoDecode] = None
     """Comma-separated IPv4 networks every `limits.network.allow` entry (and every

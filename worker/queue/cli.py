@@ -180,9 +180,12 @@ def status(name: str, tenant: str, limit: int) -> None:
 @click.option("--timeout", help="Largest limits.timeout, seconds.")
 @click.option("--max-output-bytes", help="Largest limits.max_output_bytes (e.g. 10g).")
 @click.option("--pids", help="Largest limits.pids.")
+@click.option("--bundle-bytes", help="Bytes of deployed bundles the tenant may store "
+              "(e.g. 1g).")
 @click.option("--reset", is_flag=True, help="Drop this tenant's overrides first.")
 def ceilings(tenant: str, reset: bool, **values: str | None) -> None:
-    """Operator: show or override one tenant's ceilings on connector limits."""
+    """Operator: show or override one tenant's ceilings on connector limits (and on the
+    bytes of bundles it may store)."""
     given = {k: v for k, v in values.items() if v is not None}
     client = _client(tenant)  # checks Redis and the tenant name
     try:

@@ -22,7 +22,7 @@ from rq.job import Job
 from rq.queue import EnqueueData
 from rq.serializers import JSONSerializer
 
-from worker import naming
+from worker import bundle_store, naming
 from worker.models import RefreshRecord
 from worker.registry import Deployment, get_deployment
 from worker.settings import settings
@@ -138,6 +138,13 @@ def start_refresh(redis: Redis, tenant: str, name: str) -> RefreshHandle:
     holder = Tracker(redis, tenant, name, rid).acquire()
     if holder is not None:
         return RefreshHandle(id=holder, joined=True)
+    # The version this refresh runs stays stored until it closes (worker.bundle_store);
+    # a deploy that deleted it before the pin landed left a newer one to run instead.
+    while not bundle_store.pin(redis, tenant, name, d.bundle):
+        fresh = get_deployment(redis, tenant, name)
+        if fresh.bundle == d.bundle:
+            break  # missing for another reason: the list job reports it
+        d = fresh
     RedisState(redis, tenant, name).save_refresh(RefreshRecord(id=rid, started=time.time()))
     enqueue_list(redis, tenant, name, rid, d.bundle, d.spec.limits.timeout)
     return RefreshHandle(id=rid, joined=False)

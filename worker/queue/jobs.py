@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 import traceback
+from collections import OrderedDict
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,7 @@ from redis import Redis
 from rq.job import Job
 
 from worker import ceilings
+from worker.bundle_cache import touch
 from worker.errors import ConnectorError
 from worker.models import FailedFragment, FailureKind, FragmentFailure, RefreshRecord
 from worker.queue import enqueue
@@ -36,6 +38,7 @@ from worker.refresh import diff, finalize, read_fragment, recover
 from worker.registry import get_deployment, materialize, open_credentials
 from worker.sandbox.base import Session
 from worker.sandbox.process import unenforced_network
+from worker.settings import settings
 from worker.spec import Connector
 from worker.state.redis import RedisState
 from worker.table.schema import read_key, schema_tag
@@ -43,18 +46,28 @@ from worker.table.schema import read_key, schema_tag
 log = logging.getLogger(__name__)
 
 EXCERPT = 8000  # characters of traceback and of log kept per failed fragment
-_connectors: dict[SessionKey, Connector] = {}
+# Loaded connector versions, least recently used first; at most
+# CONNECTOR_LOADED_CONNECTORS (an evicted one is loaded again when a job needs it).
+_connectors: OrderedDict[SessionKey, Connector] = OrderedDict()
 
 
 def _connector(ctx: WorkerContext, key: SessionKey) -> Connector:
-    if key not in _connectors:
+    connector = _connectors.get(key)
+    # Its folder may have left the disk cache (worker.bundle_cache) since it was loaded.
+    if connector is None or not connector.path.is_dir():
         try:
-            _connectors[key] = materialize(ctx.redis, key.tenant, key.connector, key.bundle)
+            connector = materialize(ctx.redis, key.tenant, key.connector, key.bundle)
         except ConnectorError as e:
             # A damaged or unsafe bundle fails the fragment (or listing) it was loaded
             # for; its kind decides whether a retry can help.
             raise FragmentFailure.of(e) from None
-    return _connectors[key]
+        _connectors[key] = connector
+        while len(_connectors) > settings().loaded_connectors:
+            _connectors.popitem(last=False)
+    else:
+        touch(connector.path)
+    _connectors.move_to_end(key)
+    return connector
 
 
 def _session(ctx: WorkerContext, key: SessionKey) -> Session:

@@ -80,8 +80,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS lock, bundle pin; ARGV id. The pin goes with the lock: the next refresh sets its own.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1], KEYS[2]) end
 return 0
 """
 
@@ -113,7 +114,7 @@ class Tracker:
         return bool(self._r.eval(_EXTEND, 1, self.keys.lock, self.id, LOCK_TTL))
 
     def release(self) -> None:
-        self._r.eval(_RELEASE, 1, self.keys.lock, self.id)
+        self._r.eval(_RELEASE, 2, self.keys.lock, self.keys.bundle_pin, self.id)
 
     # --- the plan ------------------------------------------------------------------
 

@@ -29,6 +29,12 @@ def tenant_connectors(tenant: str) -> str:
     return naming.redis_tenant_key("tenant-connectors", tenant)
 
 
+def tenant_bundle_bytes(tenant: str) -> str:
+    """Integer: bytes of every bundle the tenant's connectors keep stored (the quota's
+    count; worker.bundle_store keeps it beside the bundles in one script)."""
+    return naming.redis_tenant_key("tenant-bundle-bytes", tenant)
+
+
 def tenant_queue(tenant: str) -> str:
     """The RQ queue name of a tenant: one queue per tenant, dequeued round-robin."""
     return naming.queue_name(tenant)
@@ -65,6 +71,17 @@ class ConnectorKeys:
     def bundle(self, digest: str) -> str:
         """The tar.gz of a deployed folder, by content hash."""
         return f"{self.base}:bundle:{digest}"
+
+    @property
+    def bundles(self) -> str:
+        """Hash: digest -> bytes of every bundle of this connector kept stored."""
+        return f"{self.base}:bundles"
+
+    @property
+    def bundle_pin(self) -> str:
+        """String: the digest the connector's running refresh runs (a deploy keeps it
+        stored); deleted with the refresh lock."""
+        return f"{self.base}:bundle-pin"
 
     # state (worker.state.redis.RedisState)
     @property

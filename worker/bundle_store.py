@@ -1,0 +1,103 @@
+"""Deployed bundles in Redis: stored under a per-tenant byte quota, superseded ones deleted.
+
+A deploy stores its bundle and its deployment record in one Lua script, which also
+decides what the connector keeps and counts the tenant's bytes, so concurrent deploys
+cannot together pass the quota and a refused deploy changes nothing.
+
+What a connector keeps after a deploy: the new version, the version it replaces, and
+the version its refresh pin names (`ConnectorKeys.bundle_pin`: the bundle the running
+refresh runs, released with the refresh lock). Every other stored version is deleted.
+A refresh pins its version when it starts, before any job of it runs, and checks the
+bundle is still stored after pinning (`pin`), so a refresh's jobs always find their
+bundle however many deploys land meanwhile; a connector keeps at most three versions.
+
+The quota (`Ceilings.bundle_bytes`: CONNECTOR_MAX_TENANT_BUNDLE_BYTES or the tenant's
+override) bounds the sum of the tenant's kept bundles after the deploy's own deletions,
+so redeploying a connector is not refused for the versions that deploy frees.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from redis import Redis
+
+from worker import ceilings
+from worker.state import keys
+from worker.state.keys import ConnectorKeys
+
+# KEYS deployment, bundles, pin, tenant bytes, new bundle, tenant connectors, tenants
+# ARGV data, digest, size, limit, deployment JSON, connector, tenant, bundle key prefix
+# Returns {stored (1/0), bytes used before, bytes used after (or that it would be)}.
+_PUT = """
+local keep = {[ARGV[2]] = true}
+local old = redis.call('GET', KEYS[1])
+if old then
+  local ok, d = pcall(cjson.decode, old)
+  if ok and type(d) == 'table' and type(d['bundle']) == 'string' then
+    keep[d['bundle']] = true
+  end
+end
+local pin = redis.call('GET', KEYS[3])
+if pin then keep[pin] = true end
+local stored = redis.call('HGETALL', KEYS[2])
+local freed, drop = 0, {}
+for i = 1, #stored, 2 do
+  if not keep[stored[i]] then
+    freed = freed + tonumber(stored[i + 1])
+    table.insert(drop, stored[i])
+  end
+end
+local added = 0
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then added = tonumber(ARGV[3]) end
+local used = tonumber(redis.call('GET', KEYS[4]) or '0')
+local after = used - freed + added
+if added > 0 and after > tonumber(ARGV[4]) then return {0, used, after} end
+if added > 0 then
+  redis.call('SET', KEYS[5], ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+end
+for _, digest in ipairs(drop) do
+  redis.call('DEL', ARGV[8] .. digest)
+  redis.call('HDEL', KEYS[2], digest)
+end
+redis.call('SET', KEYS[4], after)
+redis.call('SET', KEYS[1], ARGV[5])
+redis.call('SADD', KEYS[6], ARGV[6])
+redis.call('SADD', KEYS[7], ARGV[7])
+return {1, used, after}
+"""
+
+
+class Stored(BaseModel):
+    """What a `put` did: `stored` False means refused over the quota, nothing changed."""
+
+    stored: bool
+    used_before: int
+    used_after: int  # or what it would have been
+    limit: int
+    limit_source: str
+
+
+def put(redis: Redis, tenant: str, connector: str, digest: str, data: bytes,
+        deployment_json: str) -> Stored:
+    """Store bundle `digest` and make `deployment_json` the connector's deployment,
+    unless that takes the tenant over its quota."""
+    limits = ceilings.tenant_ceilings(redis, tenant)
+    k = ConnectorKeys(tenant, connector)
+    ok, used, after = redis.eval(
+        _PUT, 7, k.deployment, k.bundles, k.bundle_pin, keys.tenant_bundle_bytes(tenant),
+        k.bundle(digest), keys.tenant_connectors(tenant), keys.tenants(),
+        data, digest, len(data), limits.bundle_bytes, deployment_json, connector, tenant,
+        k.bundle(""))
+    return Stored(stored=bool(ok), used_before=used, used_after=after,
+                  limit=limits.bundle_bytes, limit_source=limits.source["bundle_bytes"])
+
+
+def pin(redis: Redis, tenant: str, connector: str, digest: str) -> bool:
+    """Pin `digest` for the connector's running refresh; False when that version is
+    no longer stored (a deploy deleted it before the pin landed: start from the current
+    deployment instead)."""
+    k = ConnectorKeys(tenant, connector)
+    redis.set(k.bundle_pin, digest)
+    # Pinned first, then checked: a deploy after the SET keeps it; one before is seen here.
+    return bool(redis.exists(k.bundle(digest)))
