@@ -80,7 +80,9 @@ class UserProcess:
         ctl_r, ctl_w = os.pipe()
         data_r, data_w = os.pipe()
         _set_pipe_size(data_w)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        # The runtime's own interpreter settings (PYTHON*, PYDANTIC_DISABLE_PLUGINS) stay
+        # with the runtime: the user's environment is theirs, pins and plugins included.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PYDANTIC_"))}
         # The user's interpreter first on PATH: a subprocess `python` gets their env too.
         env["PATH"] = os.path.dirname(python) + os.pathsep + env.get("PATH", "")
         env["PYTHONDONTWRITEBYTECODE"] = "1"
