@@ -157,3 +157,81 @@ def test_a_forged_row_batch_is_refused_as_the_users_failure(connector, cli, batc
     assert ("failed (user): the connector's process broke the runtime's protocol: "
             "a row batch") in r.stderr, r.stderr
     assert "runtime error" not in r.stderr, r.stderr
+
+
+# --- values of several Python types in one column -------------------------------------
+
+MIXED = LIST_ONE + """
+import decimal
+def parser_function(reader, onNext):
+    onNext({"id": 1, "qty": 1})
+    onNext({"id": 2, "qty": "bad"})
+    onNext({"id": 3, "qty": " 3 "})
+    onNext({"id": 4, "qty": decimal.Decimal("4")})
+    onNext({"id": 5, "qty": None})
+"""
+QTY = "    columns:\n      - {name: id, type: int64}\n      - {name: qty, type: int64}\n"
+
+
+def test_a_value_of_another_type_in_a_declared_column_is_rejected_alone(connector, cli):
+    c = connector(MIXED, CUSTOM + "schema:\n  on_invalid: skip\n  max_errors: 5\n"
+                  + QTY.replace("    ", "  "))
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert (s["rows"], s["rejected"]) == (4, 1), s
+    assert [(row["id"], row["qty"]) for row in cli.rows(c)] == [
+        (1, 1), (3, 3), (4, 4), (5, None)]
+    shown = cli("show", str(c), "--rejects", "--jsonl")
+    (rec,) = [json.loads(ln) for ln in shown.stdout.splitlines() if ln.strip()]
+    assert (rec["row"], rec["column"], rec["value"]) == (2, "qty", "bad"), rec
+
+
+def test_a_value_of_another_type_is_defaulted_or_fails_per_policy(connector, cli):
+    c = connector(MIXED, CUSTOM + "schema:\n  on_invalid: default\n  max_errors: 5\n"
+                  + QTY.replace("    ", "  "))
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert (s["rows"], s["rejected"], s["defaulted"]) == (5, 0, 1), s
+    assert [row["qty"] for row in cli.rows(c)] == [1, None, 3, 4, None]
+    failing = connector(MIXED, CUSTOM.replace("rows", "f") + "schema:\n"
+                        + QTY.replace("    ", "  "), name="f")
+    r, _ = cli.refresh(failing)
+    assert r.returncode == 1
+    assert "failed (data)" in r.stderr, r.stderr
+    assert "row 2 column 'qty' (int64): cannot convert 'bad'" in r.stderr, r.stderr
+
+
+def test_mixed_types_without_a_declared_type_name_the_column_rows_and_types(connector, cli):
+    c = connector(MIXED, CUSTOM)
+    r, _ = cli.refresh(c)
+    assert r.returncode == 1
+    assert "failed (data)" in r.stderr, r.stderr
+    assert ("column 'qty' holds int (row 1) and str (row 2); declare its type under "
+            "schema.columns") in r.stderr, r.stderr
+
+
+# --- UUIDs ---------------------------------------------------------------------------------
+
+UUIDS = LIST_ONE + """
+import uuid
+def parser_function(reader, onNext):
+    onNext({"id": uuid.UUID(int=1), "refs": [uuid.UUID(int=2)], "n": 1})
+    onNext({"id": None, "refs": [], "n": 2})
+"""
+
+
+@pytest.mark.parametrize("schema", ["", "schema:\n  columns:\n    - {name: id, type: string}\n"
+                                        "    - {name: refs, type: json}\n"])
+def test_uuids_are_stored_as_their_canonical_text(connector, cli, schema):
+    c = connector(UUIDS, CUSTOM + schema)
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert s["rows"] == 2, s
+    rows = cli.rows(c)
+    assert [row["id"] for row in rows] == ["00000000-0000-0000-0000-000000000001", None]
+    refs = [row["refs"] if isinstance(row["refs"], list) else json.loads(row["refs"])
+            for row in rows]
+    assert refs == [["00000000-0000-0000-0000-000000000002"], []]
+    table = cli("show", str(c), env={"COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    assert "00000000-0000-0000-0000-000000000001" in table.stdout, table.stdout

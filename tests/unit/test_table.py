@@ -409,3 +409,22 @@ def test_a_long_lived_table_is_checkpointed_and_reads_the_same_from_it(tmp_path)
         (log / f"{v:020d}.json").unlink()
     assert sorted(table.read().column("id").to_pylist()) == rows
     assert table.seq() == 105 and table.history(1)[0].refresh_id == "r104"
+
+
+def test_show_prints_a_table_whose_column_arrow_cannot_load(connector, cli, tmp_path):
+    # A uuid column as an older version committed it: Delta keeps it as binary tagged
+    # with Arrow's uuid extension, which Arrow then refuses to load ("Invalid storage
+    # type for UuidType"). show still prints every row, the UUIDs as text.
+    import uuid
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    c = connector("def list_objects(c, m):\n    return []\n\n"
+                  "def read_bytes(c, m):\n    return []\n", "name: legacy\n")
+    write_deltalake(str(tmp_path / "out" / "default" / "legacy"),
+                    pa.table({"u": pa.array([uuid.UUID(int=7), None]), "n": [1, 2]}))
+    for args in (["--jsonl"], []):
+        r = cli("show", str(c), *args, env={"COLUMNS": "200"})
+        assert r.returncode == 0, r.stderr
+        assert "00000000-0000-0000-0000-000000000007" in r.stdout, r.stdout

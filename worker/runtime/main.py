@@ -40,12 +40,13 @@ def _describe(exc: BaseException) -> str:
 
 
 def emit_rows(row_batches: Iterator[RowColumns],
-              emit: Callable[[pa.RecordBatch], None]) -> None:
-    """parser_function's rows, batch by batch, as Arrow record batches."""
+              emit: Callable[[pa.RecordBatch], None], mixed_as_text: bool = False) -> None:
+    """parser_function's rows, batch by batch, as Arrow record batches (see
+    `columns_to_batch` for `mixed_as_text`)."""
     first = 1
     for rows in row_batches:
         try:
-            batch = columns_to_batch(rows)
+            batch = columns_to_batch(rows, first, mixed_as_text)
         except ParseError as e:
             raise ParseError(f"custom: rows {first}-{first + rows.rows - 1}: {e}") from None
         first += rows.rows
@@ -158,7 +159,9 @@ class Runtime:
         if self._parser.format == "custom":
             row_batches = self._user.read_rows(fragment, self._parser)
             try:
-                emit_rows(row_batches, emit)
+                # A declared schema casts each column: a column of mixed types goes to
+                # it as text, so only the values that do not convert are rejected.
+                emit_rows(row_batches, emit, mixed_as_text=bool(self._schema.columns))
             finally:
                 row_batches.close()  # stops the user's parser if we failed first
         else:

@@ -14,6 +14,7 @@ overwrite replaces it together with the files, still in one version.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import timedelta
@@ -132,6 +133,18 @@ class DeltaDataset:
         table = self.table(version)
         if table is None:
             return None
+        try:
+            return table.to_pyarrow_table(filesystem=self.filesystem)
+        except pa.ArrowInvalid as e:
+            if "storage type" not in str(e):
+                raise
+        # A column tagged with an Arrow extension its stored type cannot carry (a UUID
+        # column older versions committed as binary tagged `arrow.uuid`): read it as
+        # what it is stored as, the tag kept in the field's metadata (see
+        # worker.table.render). This changes what the process reads from then on, so
+        # it happens only when the plain read has already failed.
+        with contextlib.suppress(pa.ArrowException, KeyError, ValueError):
+            pa.unregister_extension_type("arrow.uuid")
         return table.to_pyarrow_table(filesystem=self.filesystem)
 
     def vacuum(self, retention: timedelta, dry_run: bool = False,

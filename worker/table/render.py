@@ -2,11 +2,14 @@
 
 Whatever a table holds must print: timestamps finer than a microsecond and dates
 outside Python's years 1-9999 have no Python object, so every date, time and
-timestamp column is rendered by Arrow itself, as an ISO 8601 string.
+timestamp column is rendered by Arrow itself, as an ISO 8601 string. A binary column
+tagged as Arrow's uuid (as older versions committed UUIDs) prints its values as
+canonical UUID text, or as the bytes when a value is not 16 bytes long.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,12 +29,27 @@ def _iso(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
     return text
 
 
+def _tagged_uuid(field: pa.Field) -> bool:
+    return (pa.types.is_binary(field.type) or pa.types.is_fixed_size_binary(field.type)) \
+        and (field.metadata or {}).get(b"ARROW:extension:name") == b"arrow.uuid"
+
+
+def _uuid_text(b: bytes | None) -> str | None:
+    if b is None:
+        return None
+    return str(uuid.UUID(bytes=b)) if len(b) == 16 else repr(b)
+
+
 def printable(table: pa.Table) -> pa.Table:
-    """`table` with its temporal columns as ISO strings (other columns untouched)."""
+    """`table` with its temporal columns as ISO strings and uuid-tagged binary as UUID
+    text (other columns untouched)."""
     for i, field in enumerate(table.schema):
         if _temporal(field.type):
             table = table.set_column(i, pa.field(field.name, pa.string()),
                                      _iso(table.column(i)))
+        elif _tagged_uuid(field):
+            text = pa.array([_uuid_text(b) for b in table.column(i).to_pylist()], pa.string())
+            table = table.set_column(i, pa.field(field.name, pa.string()), text)
     return table
 
 

@@ -28,7 +28,7 @@ class _EmitFailed(BaseException):
 
 def push_custom(
     stream: ChunkStream, spec: ParserSpec, fn: Callable[..., Any],
-    emit: Callable[[pa.RecordBatch], None], batch_rows: int,
+    emit: Callable[[pa.RecordBatch], None], batch_rows: int, mixed_as_text: bool = False,
 ) -> None:
     # The user's function drives; batches go out from inside onNext. No thread, no
     # queue: one loop, as fast as the user's own code can call onNext.
@@ -43,7 +43,7 @@ def push_custom(
     def sink(chunk: list[dict[str, Any]], first: int) -> None:
         nonlocal failed
         try:
-            batch = columns_to_batch(RowColumns(*columns(chunk, first)))
+            batch = columns_to_batch(RowColumns(*columns(chunk, first)), first, mixed_as_text)
         except (ParseError, TypeError) as e:
             failed = _EmitFailed(ParseError(
                 f"custom: rows {first}-{first + len(chunk) - 1}: {e}"))

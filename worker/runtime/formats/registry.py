@@ -79,4 +79,5 @@ def parse_into(
     from worker.runtime.formats.custom import push_custom
 
     with translate_errors(stream, "custom"):
-        push_custom(stream, parser, custom, emit, batch_rows)
+        push_custom(stream, parser, custom, emit, batch_rows,
+                    mixed_as_text=rejects is not None and bool(rejects.schema.columns))
