@@ -422,3 +422,38 @@ def test_csv_reader_reads_a_bounded_number_of_blocks_ahead_of_its_consumer() -> 
     assert stream.bytes_read <= bound, f"read {stream.bytes_read >> 20} MiB ahead"
     rows = first.num_rows + sum(b.num_rows for b in batches)  # and nothing is lost
     assert rows == total // len(line)
+
+
+def test_custom_mixed_python_types_are_cast_to_the_declared_types_in_process() -> None:
+    import datetime as dt
+    import decimal
+    import uuid
+
+    from worker.runtime.conform import Conformer
+    from worker.runtime.rejects import RowRejects
+    from worker.spec import Schema
+
+    def parser_function(reader: Any, on_next: Any) -> None:
+        on_next({"at": dt.datetime(2026, 1, 2, 3, 4, 5), "amount": decimal.Decimal("1.50"),
+                 "ref": uuid.UUID(int=3), "tags": {"a": 1}})
+        on_next({"at": "2026-01-03T00:00:00+01:00", "amount": 2, "ref": "plain",
+                 "tags": [1, dt.date(2026, 1, 4)]})
+        on_next({"at": "never", "amount": "2.5", "ref": 7, "tags": "x"})
+
+    schema = Schema.model_validate({"on_invalid": "default", "max_errors": 5, "columns": [
+        {"name": "at", "type": "timestamp"}, {"name": "amount", "type": "decimal(10,2)"},
+        {"name": "ref", "type": "string"}, {"name": "tags", "type": "string"}]})
+    spec = ParserSpec(format="custom")
+    log = RowRejects("f", schema, spec)
+    conformer = Conformer(schema, "f", log)
+    out: list[dict[str, Any]] = []
+    parse_into(ChunkStream([b""]), spec, parser_function,
+               lambda b: out.extend(conformer.conform(b).to_pylist()), rejects=log)
+    utc = dt.UTC
+    assert [r["at"] for r in out] == [dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=utc),
+                                      dt.datetime(2026, 1, 2, 23, 0, tzinfo=utc), None]
+    assert [r["amount"] for r in out] == [decimal.Decimal("1.50"), decimal.Decimal("2.00"),
+                                          decimal.Decimal("2.50")]
+    assert [r["ref"] for r in out] == ["00000000-0000-0000-0000-000000000003", "plain", "7"]
+    assert [r["tags"] for r in out] == ['{"a":1}', '[1,"2026-01-04"]', "x"]
+    assert [(rec.row, rec.column, rec.value) for rec in log.records] == [(3, "at", "never")]

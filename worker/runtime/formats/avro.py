@@ -3,8 +3,8 @@
 Codecs: null, deflate, snappy (cramjam) and zstandard (backports.zstd) are installed.
 A union of one type and null is that type, nullable. A union of several non-null
 types (`["string", "int"]`) has no single Arrow type: it is read as a string column
-holding each value's text (strings as they are, anything else as JSON text), which a
-declared schema then casts.
+holding each value's text (`rows.as_text`: strings as they are, numbers and containers
+as JSON, dates and times as ISO 8601), which a declared schema then casts.
 """
 
 from __future__ import annotations
