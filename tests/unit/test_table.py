@@ -428,3 +428,18 @@ def test_show_prints_a_table_whose_column_arrow_cannot_load(connector, cli, tmp_
         r = cli("show", str(c), *args, env={"COLUMNS": "200"})
         assert r.returncode == 0, r.stderr
         assert "00000000-0000-0000-0000-000000000007" in r.stdout, r.stdout
+
+
+def test_a_uuid_column_from_any_parser_is_stored_as_text() -> None:
+    # Whatever a parser hands over, the table never gets Arrow's uuid extension (Delta
+    # would keep it as tagged binary that no Arrow reader loads back).
+    import uuid
+
+    import pyarrow as pa
+
+    from worker.table.schema import for_table
+
+    batch = pa.RecordBatch.from_arrays([pa.array([uuid.UUID(int=9), None])], names=["u"])
+    out = for_table(batch, "f")
+    assert out.schema.field("u").type == pa.string()
+    assert out.column(0).to_pylist() == ["00000000-0000-0000-0000-000000000009", None]

@@ -9,7 +9,8 @@ A fragment's columns must be storable in Delta Lake before its file is written: 
 column names are case-insensitive (`a` and `A` are one name) and some Arrow types have
 no Delta type (time of day, durations, intervals, half floats, 256-bit decimals). Such a
 fragment fails as a data error naming the column; it never reaches a commit, where it
-would leave the dataset with a version that can never be committed.
+would leave the dataset with a version that can never be committed. A UUID column
+(Arrow's uuid extension) is stored as its canonical text.
 
 The schema is part of what a fragment was read with: its read key is the listed
 fingerprint and a hash of the schema, so a changed `schema:` re-reads every fragment.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import uuid
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -108,6 +110,14 @@ def storable_problem(schema: pa.Schema) -> str | None:
     return f"the columns cannot be stored: {_delta_refuses(schema)}"
 
 
+def _uuid_text(col: pa.Array) -> pa.Array:
+    """Arrow's uuid extension as canonical UUID text: Delta Lake would keep it as binary
+    tagged `arrow.uuid`, which no Arrow reader loads back (its storage is 16 bytes fixed,
+    Delta's binary is not), and every engine reads text."""
+    return pa.array([None if b is None else str(uuid.UUID(bytes=b))
+                     for b in col.storage.to_pylist()], pa.string())
+
+
 def for_table(batch: pa.RecordBatch, fragment: str) -> pa.RecordBatch:
     """A batch as the table stores it: Delta-storable types, plus `_fragment`."""
     arrays, fields = [], []
@@ -116,6 +126,8 @@ def for_table(batch: pa.RecordBatch, fragment: str) -> pa.RecordBatch:
             raise FragmentFailure(f"the data has a column named {FRAGMENT_COLUMN!r}, which "
                                   "the host adds; rename it or set CONNECTOR_FRAGMENT_COLUMN=0",
                                   FailureKind.DATA)
+        if isinstance(field.type, pa.UuidType):
+            col, field = _uuid_text(col), field.with_type(pa.string())
         target = _delta_type(field.type)
         if target != field.type:
             col = pc.cast(col, target, safe=False)  # sub-microsecond digits are dropped
