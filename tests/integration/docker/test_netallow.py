@@ -42,11 +42,13 @@ TEST_NAME = "db.connector-test.internal"
 
 SERVER = r'''
 import socket, sys, threading
+lock = threading.Lock()  # print writes text and newline apart: two servers would interleave
 def serve(port):
     s = socket.create_server(("0.0.0.0", port))
     while True:
         c, peer = s.accept()
-        print(f"{c.getsockname()[0]}:{port}", flush=True)
+        with lock:
+            print(f"{c.getsockname()[0]}:{port}", flush=True)
         c.close()
 for p in (8000, 8001):
     threading.Thread(target=serve, args=(p,), daemon=True).start()
