@@ -228,14 +228,18 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
     state.save_refresh(record)
     pool = SessionPool(sandbox, connector, credentials)
     try:
-        try:
-            with pool.session() as s:
-                listed = s.list()
-        except FragmentFailure as e:
-            summary.failed = 1
-            summary.failures.append(e.to_model("(listing)"))
-            return summary
-        plan = diff(listed, state.fingerprints(), schema_tag(connector.spec), full)
+        # The committed fingerprints are read while the sandbox starts and lists: the host
+        # only waits on frames then, and for 100,000 fragments the read is ~0.06 s.
+        with ThreadPoolExecutor(max_workers=1) as side:
+            committed = side.submit(state.fingerprints)
+            try:
+                with pool.session() as s:
+                    listed = s.list()
+            except FragmentFailure as e:
+                summary.failed = 1
+                summary.failures.append(e.to_model("(listing)"))
+                return summary
+            plan = diff(listed, committed.result(), schema_tag(connector.spec), full)
         summary.listed, summary.skipped = plan.listed, plan.skipped
         total = len(plan.to_read)
         if on_progress:
