@@ -34,9 +34,10 @@ from worker.userenv.wheels import DEFAULTS_FILE, IMPORT_CHECK, lock_text, user_w
 READY = ".ready"
 
 
-def base_python() -> str:
-    """The interpreter venvs are made from: CONNECTOR_USER_BASE_PYTHON, else the one
-    this process runs on (its base, not a venv: user envs never see the project's)."""
+def base_python() -> tuple[str, str]:
+    """The interpreter venvs are made from and its version: CONNECTOR_USER_BASE_PYTHON,
+    else the one this process runs on (its base, not a venv: user envs never see the
+    project's). Asked once per session open: the version costs a process start."""
     configured = settings().user_base_python
     python = str(configured) if configured else sys._base_executable
     version = _version(python)
@@ -45,7 +46,7 @@ def base_python() -> str:
                           f"{PY_VERSION} (the wheels the images use), but {python} is "
                           f"Python {version}: set CONNECTOR_USER_BASE_PYTHON to a Python "
                           f"{PY_VERSION} interpreter")
-    return python
+    return python, version
 
 
 def _version(python: str) -> str:
@@ -56,15 +57,15 @@ def _version(python: str) -> str:
     return r.stdout.strip()
 
 
-def env_key(python: str, connector: Connector) -> str:
-    return digest(["userenv", _version(python), platform.machine(), DEFAULTS_FILE.read_text(),
+def env_key(version: str, connector: Connector) -> str:
+    return digest(["userenv", version, platform.machine(), DEFAULTS_FILE.read_text(),
                    *normalize_pins(connector.spec.packages), "--lock--", lock_text(connector)])
 
 
 def user_python(connector: Connector) -> str:
     """The interpreter of the connector's user environment, built if missing."""
-    python = base_python()
-    key = env_key(python, connector)
+    python, version = base_python()
+    key = env_key(version, connector)
     root = settings().build_cache / "userenvs" / key
     if (root / READY).is_file():
         return str(root / "bin" / "python")
