@@ -680,11 +680,10 @@ def test_no_privilege_escalation(probe_run, runtime):
     assert r["pid1"]["Uid"].split()[0] == "10001" and int(r["pid1"]["CapEff"], 16) == 0
 
 
+# runc only: gVisor's sentry implements these syscalls itself (the host kernel never
+# sees them) and applies an OCI seccomp profile only when runsc runs with --oci-seccomp.
+@pytest.mark.parametrize("runtime", ["runc"], indirect=True, scope="module")
 def test_seccomp_denies_io_uring_and_ptrace(probe_run, runtime):
-    if runtime == "runsc":
-        pytest.skip("gVisor's sentry implements these syscalls itself (the host kernel "
-                    "never sees them) and applies an OCI seccomp profile only when runsc "
-                    "runs with --oci-seccomp")
     # Docker 20.10's default profile allows both; ours does not.
     assert probe_run.results["syscalls"] == {"io_uring_setup": "EPERM",
                                              "ptrace_traceme": "EPERM"}
