@@ -52,9 +52,6 @@ if TYPE_CHECKING:
 # `vacuum` use (Progress, the Parquet sink, SQLite state, the Delta table) is imported
 # where they use it.
 
-STATE_FILE = "_connector/state.sqlite"
-
-
 def _default_output() -> str:
     return settings().output
 
@@ -93,17 +90,22 @@ def _credentials(connector: Connector, file: str | None) -> str | None:
         sys.exit(EXIT_BAD)
 
 
-def local_state(output: Output, connector: Connector) -> SqliteState:
-    # Inside the dataset folder (a name Delta's vacuum leaves alone), so a copied or
-    # moved folder brings its own state and a copy's refresh never touches the original.
-    from worker.state.sqlite import SqliteState
+def local_state_file(output: Output, connector: Connector) -> Path:
+    # Inside the dataset folder, so a copied or moved folder brings its own state and a
+    # copy's refresh never touches the original.
+    from worker.table.owner import LOCAL_STATE_FILE
 
     spec = connector.spec
     if output.is_local:
-        return SqliteState(Path(output.dataset_dir(spec.tenant, spec.name)) / STATE_FILE)
-    base = settings().state_dir
+        return Path(output.dataset_dir(spec.tenant, spec.name)) / LOCAL_STATE_FILE
     tenant, name = naming.path_parts(spec.tenant, spec.name)
-    return SqliteState(base / tenant / f"{name}.sqlite")
+    return settings().state_dir / tenant / f"{name}.sqlite"
+
+
+def local_state(output: Output, connector: Connector) -> SqliteState:
+    from worker.state.sqlite import SqliteState
+
+    return SqliteState(local_state_file(output, connector))
 
 
 def rows_table(table, title: str, limit: int) -> Table:  # noqa: ANN001 - pyarrow Table
@@ -322,6 +324,7 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
 
     from worker.refresh import refresh as run_refresh
     from worker.sink import Output
+    from worker.table.owner import SharedDataset, check_local
 
     if (queued or tenant is not None) and mounts:
         err.print("[red]error:[/red] --mount is for local runs only: in queue mode workers "
@@ -336,6 +339,11 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
     creds = _credentials(c, None)
     box = _sandbox(sandbox, c, mounts)
     sink = Output(output or _default_output())
+    try:
+        check_local(sink, c.spec.tenant, c.spec.name, local_state_file(sink, c))
+    except SharedDataset as e:
+        err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
+        sys.exit(EXIT_BAD)
     state = local_state(sink, c)
     # On a terminal only: piped output and --json stay free of control codes.
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -387,13 +395,26 @@ def _show_rejects(path: str, output: str | None, jsonl: bool, limit: int,
 
 
 def _dataset(path: str, output: str | None, tenant: str | None) -> tuple[str, DeltaDataset]:
-    """(name, table) of a connector folder, or of a deployed NAME in queue mode."""
-    name, dataset, _ = _dataset_and_state(path, output, tenant)
-    return name, dataset
+    """(name, table) of a connector folder, or of a deployed NAME in queue mode. Reading
+    opens no state: a local state file in the folder would mark the dataset as a local
+    refresh's (worker.table.owner)."""
+    from worker.sink import Output
+    from worker.table.delta import DeltaDataset
+
+    sink = Output(output or _default_output())
+    if tenant is not None or not Path(path).is_dir():
+        from worker.queue.cli import queued_dataset
+
+        name, dataset, _ = queued_dataset(path, tenant, sink)
+        return name, dataset
+    spec = _load(path).spec
+    return spec.name, DeltaDataset.of(sink, spec.tenant, spec.name)
 
 
 def _dataset_and_state(path: str, output: str | None,
-                       tenant: str | None) -> tuple[str, DeltaDataset, StateStore]:
+                       tenant: str | None) -> tuple[str, DeltaDataset, StateStore | None]:
+    """As `_dataset`, with the state (None: a folder's dataset no local state exists for,
+    such as the workers'; it is not created here)."""
     from worker.sink import Output
     from worker.table.delta import DeltaDataset
 
@@ -404,7 +425,8 @@ def _dataset_and_state(path: str, output: str | None,
         return queued_dataset(path, tenant, sink)
     c = _load(path)
     spec = c.spec
-    return spec.name, DeltaDataset.of(sink, spec.tenant, spec.name), local_state(sink, c)
+    state = local_state(sink, c) if local_state_file(sink, c).exists() else None
+    return spec.name, DeltaDataset.of(sink, spec.tenant, spec.name), state
 
 
 output_option = click.option("--output", default=None,
@@ -508,7 +530,9 @@ def vacuum(path: str, output: str | None, retention: str | None, dry_run: bool,
     name, dataset, state = _dataset_and_state(path, output, tenant)
     # Files no version names are a crashed refresh's, or a running one's not committed
     # yet: while any refresh has staged files, those are left for a later vacuum.
-    files = dataset.vacuum(keep, dry_run=dry_run, orphans=not state.staged_refreshes())
+    # Without a state to ask (the workers' dataset, named by its folder) none are.
+    orphans = state is not None and not state.staged_refreshes()
+    files = dataset.vacuum(keep, dry_run=dry_run, orphans=orphans)
     verb = "would delete" if dry_run else "deleted"
     out.print(f"{name}: {verb} {len(files)} file(s) no version within {text} needs")
     for f in files:

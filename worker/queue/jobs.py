@@ -41,6 +41,7 @@ from worker.sandbox.process import unenforced_network
 from worker.settings import settings
 from worker.spec import Connector
 from worker.state.redis import RedisState
+from worker.table.owner import check_queue
 from worker.table.schema import read_key, schema_tag
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
     if not tr.planned:
         try:
             spec = _connector(ctx, key).spec
+            check_queue(ctx.output, tenant, connector)  # not a local refresh's dataset
             recover(spec, ctx.output, state, running=refresh_id)
             listed = _session(ctx, key).list()
         except FragmentFailure as e:

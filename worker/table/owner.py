@@ -1,0 +1,65 @@
+"""Which state store indexes a dataset: a local refresh's SQLite file or queue mode's Redis.
+
+A dataset's state knows which fragment versions its table holds; it is the only thing a
+refresh diffs against. A local `connector refresh` keeps it in SQLite (beside the table,
+`_connector/state.sqlite`, for a local output; under `CONNECTOR_STATE_DIR` otherwise),
+queue-mode workers keep it in Redis. The two never see each other's commits, so a
+refresh through the other one would read every fragment again and commit its rows
+beside those already there. Both sides check before reading anything:
+
+- workers refuse a dataset folder holding a local refresh's state file;
+- a local refresh refuses a table its state does not exist for (written by workers, or
+  its state file was removed by hand).
+
+Each refusal names the folder, who wrote it and what to do instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from worker.errors import ConfigError
+from worker.models import FragmentFailure
+from worker.sink import Output
+
+# Relative to the dataset folder; a name Delta's vacuum leaves alone.
+LOCAL_STATE_FILE = "_connector/state.sqlite"
+
+
+class SharedDataset(ConfigError):
+    """The dataset belongs to the other mode's state store."""
+
+
+def _exists(output: Output, path: str) -> bool:
+    return output.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def check_local(output: Output, tenant: str, name: str, state_file: Path) -> None:
+    """Before a local refresh opens (and so creates) `state_file`: a table without it was
+    not committed through it."""
+    root = output.dataset_dir(tenant, name)
+    if state_file.exists() or not _exists(output, f"{root}/_delta_log"):
+        return
+    raise SharedDataset(
+        f"{output.dataset_uri(tenant, name)} already holds {tenant}/{name}'s table, but "
+        f"not the local state that wrote it ({state_file} is missing): queue-mode "
+        "workers wrote it, or the state file was removed. A local refresh would read "
+        "every fragment again and add its rows a second time. Refresh it with "
+        f"`connector refresh {name} --tenant {tenant} --queue`, or give this refresh "
+        "another --output (or delete the folder to start over).")
+
+
+def check_queue(output: Output, tenant: str, name: str) -> None:
+    """Before workers refresh: a dataset folder with a local refresh's state is that
+    refresh's (the refresh fails as the user's, like its listing would)."""
+    root = output.dataset_dir(tenant, name)
+    if not _exists(output, f"{root}/{LOCAL_STATE_FILE}"):
+        return
+    raise FragmentFailure(
+        f"{output.dataset_uri(tenant, name)} holds a local `connector refresh`'s dataset "
+        f"of {tenant}/{name} (its state: {LOCAL_STATE_FILE}); queue-mode workers keep "
+        "their own state in Redis and would read every fragment again and add its rows "
+        "a second time. Give the workers another CONNECTOR_OUTPUT (or delete the folder "
+        "to start over).")
