@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.markup import escape
@@ -108,8 +108,15 @@ def local_state(output: Output, connector: Connector) -> SqliteState:
     return SqliteState(local_state_file(output, connector))
 
 
-def rows_table(table, title: str, limit: int) -> Table:  # noqa: ANN001 - pyarrow Table
-    t = Table(title=text(title), show_lines=False)
+def cut_note(shown: int, total: int, more: str = "--limit N for more") -> str | None:
+    """Said whenever rows were left out, so a short print never passes for the data."""
+    return f"first {shown} of {total} rows ({more})" if total > shown else None
+
+
+def rows_table(table, title: str, limit: int,  # noqa: ANN001 - pyarrow Table
+               more: str = "--limit N for more") -> Table:
+    t = Table(title=text(title), show_lines=False,
+              caption=cut_note(max(limit, 0), table.num_rows, more))
     for field in table.schema:
         t.add_column(Text.assemble(text(field.name), "\n", text(field.type, "dim")))
     from worker.table import render
@@ -219,7 +226,8 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
                 continue
             if batches:
                 table = pa.Table.from_batches(batches)
-                out.print(rows_table(table, f"{f.name}: {table.num_rows} row(s)", 20))
+                out.print(rows_table(table, f"{f.name}: {table.num_rows} row(s)", 20,
+                                     "refresh, then connector show --limit N"))
             else:
                 out.print(f"{safe(f.name)}: 0 rows", highlight=False)
             if report and (report.rejected or report.defaulted):
@@ -284,7 +292,9 @@ def _open_and_list(box: Sandbox, c: Connector,
     try:
         session = box.open(c, creds)
     except FragmentFailure as e:
-        _print_failure("context", e)
+        # Opening builds the connector's environment and starts the sandbox before
+        # context() runs; the message says which step failed.
+        _print_failure("starting the connector", e)
         sys.exit(EXIT_FAILED)
     try:
         return session, list(session.list())
@@ -360,13 +370,26 @@ def refresh(path: str, output: str | None, concurrency: int, as_json: bool,
                                                      if p.rejected else "")
             progress.update(task, completed=p.done, total=p.total, rows=p.rows, rate=rate)
 
-        summary = run_refresh(c, box, state, sink, concurrency, on_progress, creds, full)
+        try:
+            summary = run_refresh(c, box, state, sink, concurrency, on_progress, creds, full)
+        except KeyboardInterrupt:
+            progress.stop()
+            _interrupted(state)
     if as_json:
         print(json.dumps(summary.counts()))
     else:
         print_summary(c.spec.name, summary)
     print_failures(summary.failures)
     sys.exit(EXIT_FAILED if summary.failed else EXIT_OK)
+
+
+def _interrupted(state: StateStore) -> NoReturn:
+    """Ctrl-C in a local refresh: what it leaves is staged, and the next refresh's
+    recovery commits it (worker.table.ledger), so say so and exit as shells expect."""
+    kept = sum(len(state.staged(r)) for r in state.staged_refreshes())
+    err.print(f"[yellow]interrupted:[/yellow] {kept} fragment(s) read so far are kept; the "
+              "next refresh commits them and reads the rest", highlight=False)
+    sys.exit(128 + signal.SIGINT)
 
 
 def _show_rejects(path: str, output: str | None, jsonl: bool, limit: int,
@@ -385,6 +408,8 @@ def _show_rejects(path: str, output: str | None, jsonl: bool, limit: int,
     if jsonl:
         for row in render.rows(table, limit) if table is not None else ():
             sys.stdout.write(json.dumps(row, default=str) + "\n")
+        if table is not None and (note := cut_note(max(limit, 0), table.num_rows)):
+            err.print(note, highlight=False)
         return
     if table is None:
         out.print(f"{name}: none in {store.directory(tenant or 'default', path)}")
@@ -469,6 +494,8 @@ def show(path: str, output: str | None, jsonl: bool, limit: int, version: int | 
     if jsonl:
         for row in render.rows(table, limit):
             sys.stdout.write(json.dumps(row, default=str) + "\n")
+        if note := cut_note(max(limit, 0), table.num_rows):
+            err.print(note, highlight=False)
         return
     fragments = (table.column(FRAGMENT_COLUMN).unique().__len__()
                  if FRAGMENT_COLUMN in table.schema.names else None)

@@ -39,8 +39,15 @@ def normalise(type_name: str) -> str:
     if v in _TABLE:
         return v
     m = _DECIMAL.match(v)
-    if m and 0 < int(m.group(1)) <= MAX_DECIMAL_PRECISION and int(m.group(2)) <= int(m.group(1)):
-        return f"decimal({m.group(1)},{m.group(2)})"
+    if m:
+        precision, scale = int(m.group(1)), int(m.group(2))
+        if not 0 < precision <= MAX_DECIMAL_PRECISION:
+            raise ValueError(f"{v}: precision {precision} is not 1 to "
+                             f"{MAX_DECIMAL_PRECISION}")
+        if scale > precision:
+            raise ValueError(f"{v}: scale {scale} is larger than its precision {precision} "
+                             "(precision counts every digit, scale those after the point)")
+        return f"decimal({precision},{scale})"
     raise ValueError(
         f"unknown type {v!r}; expected one of {', '.join(SIMPLE_TYPES)} or decimal(p,s)"
     )

@@ -31,13 +31,20 @@ class InferredColumn(BaseModel):
 
 
 def _text_type(values: pa.Array) -> str:
+    from worker.runtime.convert import ARROW_ERRORS, converter
+    from worker.spec import Column
+
     present = pc.utf8_trim_whitespace(values.drop_null())
     if len(present) == 0:
         return "string"
     for name, target in _TEXT_CANDIDATES:
         try:
-            pc.cast(present, target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            if name == "timestamp":
+                # conformance's own rules: values with and without an offset may mix
+                converter(Column(name="_", type=name), target)(present)
+            else:
+                pc.cast(present, target)
+        except ARROW_ERRORS:
             continue
         return name
     return "string"

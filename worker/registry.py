@@ -66,9 +66,15 @@ def _credentials(connector: Connector, credentials_ref: bool) -> StoredCredentia
                               f"to seal {declared.env}'s value from this machine)")
         return StoredCredentials(file=declared.file)
     if not secrets.can_seal():
+        # --credentials-ref is offered only where it works: env references are refused.
+        ref = ("" if declared.file is None else
+               "; or pass --credentials-ref to store only the file reference, read on the "
+               f"workers from CONNECTOR_CREDENTIALS_DIR/{connector.spec.tenant}/"
+               f"{connector.spec.name}/{declared.file}")
         raise DeployError(f"{secrets.KEY_ENV} is not set: refusing to store credentials "
-                          f"for {who} (set it, or pass --credentials-ref to store only the "
-                          "env/file reference, resolved on the worker)")
+                          f"for {who} (set it to a Fernet key, the same on every worker: "
+                          "python -c 'from cryptography.fernet import Fernet; "
+                          f"print(Fernet.generate_key().decode())'{ref})")
     plaintext = connector.read_credentials()  # SpecError names what is missing
     assert plaintext is not None
     return StoredCredentials(sealed=secrets.seal(plaintext, connector.spec.tenant,

@@ -468,9 +468,32 @@ def _format_validation(path: Path, err: ValidationError, raw: Any = None) -> str
     lines = []
     for e in err.errors():
         loc = _loc(e["loc"], raw) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = (_unknown_field(e["loc"]) if e["type"] == "extra_forbidden"
+               else e["msg"].removeprefix("Value error, "))
         lines.append(f"{path}: {loc}: {msg}")
     return "\n".join(lines)
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    """The mapping a key of connector.yaml sits in, by the key above it."""
+    return {"": ConnectorSpec, "credentials": Credentials, "parser": ParserSpec,
+            "schema": Schema, "schema_": Schema, "columns": Column, "limits": Limits,
+            "network": NetworkAllow, "schedule": Schedule}
+
+
+def _unknown_field(loc: tuple[Any, ...]) -> str:
+    """A key no model has (a typo, usually): the one it resembles, else the choices."""
+    import difflib
+
+    above = [p for p in loc[:-1] if isinstance(p, str) and p not in _UNION_TAGS]
+    model = _sections().get(above[-1] if above else "")
+    if model is None:
+        return "unknown field"
+    known = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if close:
+        return f"unknown field (did you mean {close[0]!r}?)"
+    return f"unknown field (expected one of {', '.join(known)})"
 
 
 def _loc(loc: tuple[Any, ...], raw: Any) -> str:
@@ -520,13 +543,28 @@ def _too_many_values(raw: Any, limit: int) -> bool:
     return False
 
 
+def _yaml_problem(e: Exception) -> str:
+    """PyYAML's report on one line: where and what (its own text spans several lines,
+    quoting the source with a caret, which a terminal-safe print shows as `\\n`)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(e).split())
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and context_mark is not None:
+        return (f"{where}: {problem} ({context} that starts at line "
+                f"{context_mark.line + 1}, column {context_mark.column + 1})")
+    return f"{where}: {problem}"
+
+
 def parse_spec(path: Path, text: str) -> ConnectorSpec:
     import yaml  # host only: the sandbox runtime never parses YAML
 
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from None
+        raise SpecError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
     except RecursionError:
         raise SpecError(f"{path}: nested too deeply") from None
     if _too_many_values(raw, MAX_SPEC_VALUES):

@@ -22,7 +22,7 @@ GOOD_SPEC = "name: good\n"
     ("name: x\nparser: {format: xml}\n", "connector.yaml: parser.format"),
     ("name: x\nschema: [{name: a, type: integer}]\n", "unknown type 'integer'"),
     ("name: x\nlimits: {memory: lots}\n", "limits.memory: not a size"),
-    ("name: x\nbogus: 1\n", "bogus: Extra inputs are not permitted"),
+    ("name: x\nbogus: 1\n", "bogus: unknown field (expected one of name, tenant"),
     ("name: x\nparser: {delimiter: ';;'}\n", "parser.delimiter: must be a single character"),
     ("name: [unclosed\n", "not valid YAML"),
     ("name: x\npackages: ['pandas; rm -rf /']\n", "not a pip requirement"),

@@ -270,7 +270,8 @@ def test_require_field_type_match_schema() -> None:
 def test_validation_error_names_the_column(tmp_path) -> None:
     from worker.spec import SpecError, parse_spec
 
-    with pytest.raises(SpecError, match=r"schema\.columns\[amount\]\.nulable: Extra inputs"):
+    with pytest.raises(SpecError, match=r"schema\.columns\[amount\]\.nulable: unknown field "
+                                        r"\(did you mean 'nullable'\?\)"):
         parse_spec(tmp_path / "connector.yaml",
                    "name: x\nschema:\n  - {name: id}\n  - {name: amount, nulable: false}\n")
     with pytest.raises(SpecError, match=r"schema\.columns\[p\]: default 0.5 cannot be "

@@ -223,11 +223,11 @@ class Conformer:
                 what = (f"fragment {self.fragment!r}: column {c.name!r}"
                         + (f" (source {c.source_name!r})" if c.source else "")
                         + " is declared but not in the data")
+                instead = "its default" if c.default is not None else "null"
                 if self.schema.require_no_missing_fields:
                     raise DataError(what + " (require_no_missing_fields; set it to false "
-                                    "to read the column as null)")
-                self.log.note(what + ": read as " + ("its default" if c.default is not None
-                                                     else "null"))
+                                    f"to read the column as {instead})")
+                self.log.note(what + ": read as " + instead)
         self.log.finish()
 
     # ------------------------------------------------------------------ helpers
