@@ -2,7 +2,10 @@
 
 One walk for both, so a folder deploys exactly as it builds. It yields regular files only,
 in a stable order (each directory's files sorted, then its subdirectories sorted), without
-caches, VCS data, virtualenvs and bytecode.
+caches, VCS data, virtualenvs and bytecode, and without datasets this project wrote (a
+directory holding `_delta_log`): `connector refresh .` run inside the folder writes its
+default output, `./data`, there, and a table, its state and rejects are not the
+connector's files (each refresh would change the image and grow the deploy bundle).
 
 Links are refused, whatever they point at, never followed: a link is how a folder's author
 would copy a host file (`/etc/hostname`, another tenant's folder, the worker's keys) into an
@@ -66,6 +69,11 @@ def _refusal(root: Path, p: Path, mode: int) -> FolderError:
                        "files only)")
 
 
+def _is_dataset(d: Path) -> bool:
+    """A Delta table (a dataset a refresh wrote), not part of the connector."""
+    return (d / "_delta_log").is_dir() and not (d / "_delta_log").is_symlink()
+
+
 def _raise(e: OSError) -> None:
     raise FolderError(f"{e.filename}: cannot be read: {e.strerror}") from None
 
@@ -84,7 +92,8 @@ def walk_folder(root: Path, exclude: Iterable[Path] = (), *, max_files: int | No
         for n in dirs:
             if os.path.islink(here / n) and n not in SKIP_DIRS:
                 raise _refusal(root, here / n, os.lstat(here / n).st_mode)
-        dirs[:] = sorted(n for n in dirs if n not in SKIP_DIRS)
+        dirs[:] = sorted(n for n in dirs
+                         if n not in SKIP_DIRS and not _is_dataset(here / n))
         for n in sorted(names):
             p = here / n
             if n.endswith(SKIP_SUFFIXES) or (skip and p.resolve() in skip):

@@ -156,3 +156,16 @@ def test_readme_commands_are_the_cli_commands():
     for path in ("tests/integration/docker/test_hostile.py", "worker/sandbox/seccomp.json"):
         assert path in readme and (ROOT / path).exists(), path
     assert "tests/test_hostile.py" not in readme
+
+
+def test_a_dataset_written_inside_the_connector_folder_is_not_packed(connector, cli):
+    """`cd orders && connector refresh .` writes ./data inside the folder: its table,
+    state and rejects are not the connector's files (every refresh would otherwise
+    change the image's code layer and grow the deploy bundle)."""
+    from worker.folder import walk_folder
+
+    c = connector(CODE, "name: x\nschema: [{name: id, type: int64, on_invalid: skip}]\n")
+    r = cli("refresh", str(c), "--sandbox", "process", env={"CONNECTOR_OUTPUT": str(c / "data")})
+    assert r.returncode == 0, r.stderr
+    assert (c / "data" / "default" / "x" / "_delta_log").is_dir()
+    assert [f.name for f in walk_folder(c)] == ["connector.py", "connector.yaml"]
