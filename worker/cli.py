@@ -429,8 +429,14 @@ def _dataset(path: str, output: str | None, tenant: str | None) -> tuple[str, De
     sink = Output(output or _default_output())
     if tenant is not None or not Path(path).is_dir():
         from worker.queue.cli import queued_dataset
+        from worker.table.owner import SharedDataset, check_queue_read
 
         name, dataset, _ = queued_dataset(path, tenant, sink)
+        try:
+            check_queue_read(sink, tenant or "default", name)
+        except SharedDataset as e:
+            err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
+            sys.exit(EXIT_BAD)
         return name, dataset
     spec = _load(path).spec
     return spec.name, DeltaDataset.of(sink, spec.tenant, spec.name)

@@ -11,7 +11,9 @@ beside those already there. Both sides check before reading anything:
 - a local refresh refuses a table its state does not exist for (written by workers, or
   its state file was removed by hand).
 
-Each refusal names the folder, who wrote it and what to do instead.
+Each refusal names the folder, who wrote it and what to do instead. Reading a deployed
+connector's rows (`show NAME --tenant T`) refuses a local refresh's folder the same way:
+those rows are not the workers'.
 """
 
 from __future__ import annotations
@@ -63,3 +65,14 @@ def check_queue(output: Output, tenant: str, name: str) -> None:
         "their own state in Redis and would read every fragment again and add its rows "
         "a second time. Give the workers another CONNECTOR_OUTPUT (or delete the folder "
         "to start over).")
+
+
+def check_queue_read(output: Output, tenant: str, name: str) -> None:
+    """Before showing a deployed connector's rows from `output`."""
+    root = output.dataset_dir(tenant, name)
+    if not _exists(output, f"{root}/{LOCAL_STATE_FILE}"):
+        return
+    raise SharedDataset(
+        f"{output.dataset_uri(tenant, name)} holds a local `connector refresh`'s dataset "
+        f"(its state: {LOCAL_STATE_FILE}), not the workers' rows of {tenant}/{name}: set "
+        "CONNECTOR_OUTPUT (or --output) to where the workers write.")

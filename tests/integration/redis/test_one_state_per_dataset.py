@@ -46,6 +46,10 @@ def test_workers_refuse_a_local_refreshs_dataset_and_add_nothing(queue_env, tmp_
     assert "CONNECTOR_OUTPUT" in r.stderr, r.stderr
     assert _local_rows(queue_env, c.folder) == [0, 1, 2]  # nothing duplicated
     assert len(c.reads()) == 3  # nothing read again
+    # nor are the local refresh's rows shown as the deployed connector's
+    r = queue_env.cli("show", "plan", "--tenant", "acme")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "_connector/state.sqlite" in r.stderr and "CONNECTOR_OUTPUT" in r.stderr, r.stderr
 
 
 def test_a_local_refresh_refuses_the_workers_dataset_and_adds_nothing(queue_env, tmp_path):
