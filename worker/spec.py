@@ -179,6 +179,13 @@ class Column(_Strict):
         return self.source or self.name
 
     @model_validator(mode="after")
+    def _format_is_for_dates(self) -> Column:
+        if self.format is not None and self.type not in ("date", "timestamp"):
+            raise ValueError(f"format applies to date and timestamp columns only (this "
+                             f"column is {self.type})")
+        return self
+
+    @model_validator(mode="after")
     def _default_converts(self) -> Column:
         if self.default is None:
             return self

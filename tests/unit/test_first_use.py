@@ -40,6 +40,9 @@ def read_bytes(context, metadata):
      ["decimal(2,5)", "scale 5 is larger than its precision 2"]),
     ("name: x\nschema: [{name: a, type: 'decimal(40,2)'}]\n",
      ["decimal(40,2)", "precision 40 is not 1 to 38"]),
+    # a strptime format on a column that never parses one is not silently ignored
+    ("name: x\nschema: [{name: n, type: int64, format: '%Y'}]\n",
+     ["schema.columns[n]", "format applies to date and timestamp columns only"]),
 ])
 def test_spec_mistakes_say_what_and_why(connector, cli, spec, needles):
     r = cli("validate", str(connector(CODE, spec)))
@@ -169,3 +172,12 @@ def test_a_dataset_written_inside_the_connector_folder_is_not_packed(connector, 
     assert r.returncode == 0, r.stderr
     assert (c / "data" / "default" / "x" / "_delta_log").is_dir()
     assert [f.name for f in walk_folder(c)] == ["connector.py", "connector.yaml"]
+
+
+def test_a_bad_date_is_reported_against_the_date_type(connector, cli):
+    code = CODE.replace('yield "id\\n1\\n"', 'yield "day\\nnot a date\\n"')
+    c = connector(code, "name: x\nschema: [{name: day, type: date}]\n")
+    r = cli("test", str(c), "--sandbox", "process")
+    assert r.returncode == 1
+    assert "column 'day' (date): cannot convert 'not a date'" in r.stderr, r.stderr
+    assert "timestamp" not in r.stderr, r.stderr

@@ -137,8 +137,11 @@ def _date_converter(fmt: str | None) -> Converter:
                 return pc.cast(ts, pa.date32())
             try:
                 return pc.cast(arr, pa.date32())
-            except pa.ArrowInvalid:
-                ts = pc.cast(arr, pa.timestamp("us"))  # '2024-01-02T03:04:05'
+            except pa.ArrowInvalid as date_error:
+                try:
+                    ts = pc.cast(arr, pa.timestamp("us"))  # '2024-01-02T03:04:05'
+                except pa.ArrowInvalid:
+                    raise date_error from None  # the message names the type declared
                 return pc.cast(ts, pa.date32())
         if pa.types.is_timestamp(t):
             return pc.cast(arr, options=pc.CastOptions(pa.date32(), allow_time_truncate=True))
