@@ -38,6 +38,10 @@ def _exists(output: Output, path: str) -> bool:
     return output.fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def _local_refresh_wrote(output: Output, tenant: str, name: str) -> bool:
+    return _exists(output, f"{output.dataset_dir(tenant, name)}/{LOCAL_STATE_FILE}")
+
+
 def check_local(output: Output, tenant: str, name: str, state_file: Path) -> None:
     """Before a local refresh opens (and so creates) `state_file`: a table without it was
     not committed through it."""
@@ -56,8 +60,7 @@ def check_local(output: Output, tenant: str, name: str, state_file: Path) -> Non
 def check_queue(output: Output, tenant: str, name: str) -> None:
     """Before workers refresh: a dataset folder with a local refresh's state is that
     refresh's (the refresh fails as the user's, like its listing would)."""
-    root = output.dataset_dir(tenant, name)
-    if not _exists(output, f"{root}/{LOCAL_STATE_FILE}"):
+    if not _local_refresh_wrote(output, tenant, name):
         return
     raise FragmentFailure(
         f"{output.dataset_uri(tenant, name)} holds a local `connector refresh`'s dataset "
@@ -69,8 +72,7 @@ def check_queue(output: Output, tenant: str, name: str) -> None:
 
 def check_queue_read(output: Output, tenant: str, name: str) -> None:
     """Before showing a deployed connector's rows from `output`."""
-    root = output.dataset_dir(tenant, name)
-    if not _exists(output, f"{root}/{LOCAL_STATE_FILE}"):
+    if not _local_refresh_wrote(output, tenant, name):
         return
     raise SharedDataset(
         f"{output.dataset_uri(tenant, name)} holds a local `connector refresh`'s dataset "
