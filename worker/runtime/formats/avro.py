@@ -16,7 +16,7 @@ from typing import Any
 import fastavro
 import pyarrow as pa
 
-from worker.runtime.formats.rows import as_text, rows_to_batch
+from worker.runtime.formats.rows import as_text, rows_to_batch, text_for_mixed
 from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
@@ -120,14 +120,17 @@ def parse_avro(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
             )
     except (ValueError, KeyError, TypeError):
         schema = None
+    mixed = text_for_mixed(rejects)
     rows: list[dict[str, Any]] = []
+    first = 1
     for rec in reader:
         if fix is not None:
             rec = fix(rec)
         rows.append(rec if isinstance(rec, dict) else {"value": rec})
         if len(rows) >= batch_rows:
-            yield rows_to_batch(rows, schema)
+            yield rows_to_batch(rows, first, mixed, schema, fmt="avro")
+            first += len(rows)
             rows = []
     if rows:
-        yield rows_to_batch(rows, schema)
+        yield rows_to_batch(rows, first, mixed, schema, fmt="avro")
 

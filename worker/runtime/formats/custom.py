@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 
 from worker.runtime.formats.errors import ParseError
-from worker.runtime.formats.rows import RowColumns, columns_to_batch
-from worker.runtime.shim import columns, row_batcher
+from worker.runtime.formats.rows import rows_to_batch
+from worker.runtime.shim import row_batcher
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
 
@@ -43,10 +43,13 @@ def push_custom(
     def sink(chunk: list[dict[str, Any]], first: int) -> None:
         nonlocal failed
         try:
-            batch = columns_to_batch(RowColumns(*columns(chunk, first)), first, mixed_as_text)
-        except (ParseError, TypeError) as e:
+            batch = rows_to_batch(chunk, first, mixed_as_text)
+        except TypeError as e:  # a key that is not a string
             failed = _EmitFailed(ParseError(
                 f"custom: rows {first}-{first + len(chunk) - 1}: {e}"))
+            raise failed from None
+        except ParseError as e:
+            failed = _EmitFailed(e)
             raise failed from None
         try:
             emit(batch)

@@ -19,7 +19,7 @@ import pyarrow.json as pajson
 
 from worker.runtime.adapters import BLOCK_SIZE, utf8_chunks
 from worker.runtime.formats.errors import ParseError
-from worker.runtime.formats.rows import rows_to_batch
+from worker.runtime.formats.rows import rows_to_batch, text_for_mixed
 from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
@@ -42,8 +42,9 @@ def parse_json(
         first = first[3:].lstrip()
     rest = _chain([first], chunks)
     is_array = first[:1] == b"["
-    batches = (_json_array(rest, batch_rows) if is_array
-               else _json_lines(rest, batch_rows, rejects))
+    as_text = text_for_mixed(rejects)
+    batches = (_json_array(rest, batch_rows, as_text) if is_array
+               else _json_lines(rest, batch_rows, rejects, as_text))
     for batch in batches:
         yield _flatten(batch, spec.separator) if spec.flatten else batch
 
@@ -53,10 +54,11 @@ def _chain(head: list[bytes], tail: Iterator[bytes]) -> Iterator[bytes]:
     yield from tail
 
 
-def _json_lines(chunks: Iterator[bytes], batch_rows: int,
-                rejects: RowRejects | None) -> Iterator[pa.RecordBatch]:
+def _json_lines(chunks: Iterator[bytes], batch_rows: int, rejects: RowRejects | None,
+                as_text: bool) -> Iterator[pa.RecordBatch]:
     carry = b""
     line_no = 0  # lines before the current block
+    rows = 0  # rows yielded before it: row numbers in errors count rows, not lines
     pending: list[bytes] = []
     size = 0
     for chunk in chunks:
@@ -69,12 +71,14 @@ def _json_lines(chunks: Iterator[bytes], batch_rows: int,
         if size >= BLOCK_SIZE:
             blob = b"".join(pending)
             pending, size = [], 0
-            yield from _json_block(blob, line_no, batch_rows, rejects)
+            for batch in _json_block(blob, line_no, rows + 1, batch_rows, rejects, as_text):
+                rows += batch.num_rows
+                yield batch
             line_no += blob.count(b"\n")
     pending.append(carry)
     blob = b"".join(pending)
     if blob.strip():
-        yield from _json_block(blob, line_no, batch_rows, rejects)
+        yield from _json_block(blob, line_no, rows + 1, batch_rows, rejects, as_text)
 
 
 # A line that does not start with '{': pyarrow's reader crashes the process on some
@@ -82,8 +86,8 @@ def _json_lines(chunks: Iterator[bytes], batch_rows: int,
 _NOT_AN_OBJECT = re.compile(rb"(?:^|\n)[ \t\r]*[^{ \t\r\n]")
 
 
-def _json_block(blob: bytes, line_no: int, batch_rows: int,
-                rejects: RowRejects | None) -> Iterator[pa.RecordBatch]:
+def _json_block(blob: bytes, line_no: int, first: int, batch_rows: int,
+                rejects: RowRejects | None, as_text: bool) -> Iterator[pa.RecordBatch]:
     if not blob.strip():
         return
     if _NOT_AN_OBJECT.search(blob) is None:
@@ -97,13 +101,15 @@ def _json_block(blob: bytes, line_no: int, batch_rows: int,
         else:
             yield from table.combine_chunks().to_batches()
             return
-    yield from _json_lines_slow(blob, line_no, batch_rows, rejects)
+    yield from _json_lines_slow(blob, line_no, first, batch_rows, rejects, as_text)
 
 
-def _json_lines_slow(blob: bytes, line_no: int, batch_rows: int,
-                     rejects: RowRejects | None) -> Iterator[pa.RecordBatch]:
-    """Line by line with json.loads: a repeated key keeps its last value, a column whose
-    values change type becomes text, and a line that is not an object is malformed."""
+def _json_lines_slow(blob: bytes, line_no: int, first: int, batch_rows: int,
+                     rejects: RowRejects | None, as_text: bool) -> Iterator[pa.RecordBatch]:
+    """Line by line with json.loads: a repeated key keeps its last value, a line that is
+    not an object is malformed, and the rows become columns as custom-parser rows do
+    (`rows_to_batch`: a column whose values change type is text for declared columns to
+    cast, else an error naming it). `first` numbers the block's first row."""
     rows: list[dict[str, Any]] = []
     for i, line in enumerate(blob.split(b"\n"), start=line_no + 1):
         if not line.strip():
@@ -118,10 +124,11 @@ def _json_lines_slow(blob: bytes, line_no: int, batch_rows: int,
             continue
         rows.append(value)
         if len(rows) >= batch_rows:
-            yield rows_to_batch(rows, mixed_as_text=True)
+            yield rows_to_batch(rows, first, as_text, fmt="json")
+            first += len(rows)
             rows = []
     if rows:
-        yield rows_to_batch(rows, mixed_as_text=True)
+        yield rows_to_batch(rows, first, as_text, fmt="json")
 
 
 def _malformed(line: int, text: bytes, detail: str, rejects: RowRejects | None) -> None:
@@ -136,7 +143,8 @@ def _kind(value: Any) -> str:
     return kinds.get(type(value), type(value).__name__)
 
 
-def _json_array(chunks: Iterator[bytes], batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _json_array(chunks: Iterator[bytes], batch_rows: int,
+                as_text: bool) -> Iterator[pa.RecordBatch]:
     """A top-level JSON array, decoded element by element over a growing buffer."""
     decoder = json.JSONDecoder()
     text_decoder = codecs.getincrementaldecoder("utf-8")()
@@ -202,7 +210,7 @@ def _json_array(chunks: Iterator[bytes], batch_rows: int) -> Iterator[pa.RecordB
         element += 1
         rows.append(value)
         if len(rows) >= batch_rows:
-            yield rows_to_batch(rows)
+            yield rows_to_batch(rows, element - len(rows) + 1, as_text, fmt="json")
             rows = []
         skip_ws()
         while pos >= len(buf) and more():
@@ -211,7 +219,7 @@ def _json_array(chunks: Iterator[bytes], batch_rows: int) -> Iterator[pa.RecordB
             raise ParseError(f"json: array element {element}: expected ',' or ']', got "
                              f"{buf[pos:pos + 20]!r}")
     if rows:
-        yield rows_to_batch(rows)
+        yield rows_to_batch(rows, element - len(rows) + 1, as_text, fmt="json")
 
 
 def _flatten(batch: pa.RecordBatch, sep: str) -> pa.RecordBatch:

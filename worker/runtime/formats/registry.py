@@ -77,7 +77,8 @@ def parse_into(
     if custom is None:
         raise ValueError("parser.format is 'custom' but no parser_function was given")
     from worker.runtime.formats.custom import push_custom
+    from worker.runtime.formats.rows import text_for_mixed
 
     with translate_errors(stream, "custom"):
         push_custom(stream, parser, custom, emit, batch_rows,
-                    mixed_as_text=rejects is not None and bool(rejects.schema.columns))
+                    mixed_as_text=text_for_mixed(rejects))

@@ -1,5 +1,14 @@
-"""Python rows (dicts) or columns (lists) -> one Arrow record batch: the row-at-a-time
-parsers' last step."""
+"""Python rows (dicts) or columns (lists) -> one Arrow record batch: the last step of the
+row-at-a-time parsers (JSON arrays and lines pyarrow's reader refuses, Avro, a custom
+`parser_function`), one path for all of them.
+
+Each column is one `pa.array` over its values (of the writer's type when the format
+declares one, as Avro does). Only a column Arrow refuses pays for more: UUIDs as their
+canonical text, then a column of several Python types as text when a declared schema
+will cast it (so conformance rejects only the values that do not convert, by row and
+column), else a ParseError naming the column, both types and their rows, or the row of
+the value Arrow cannot hold.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +17,15 @@ import decimal
 import json
 import uuid
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 
 from worker.runtime.formats.errors import ParseError
+from worker.runtime.shim import columns
+
+if TYPE_CHECKING:
+    from worker.runtime.rejects import RowRejects
 
 
 def as_text(v: Any) -> str | None:
@@ -40,46 +53,6 @@ def _inner_text(v: Any) -> Any:
     return str(v)
 
 
-def rows_to_batch(
-    rows: list[dict[str, Any]], schema: pa.Schema | None = None, mixed_as_text: bool = False
-) -> pa.RecordBatch:
-    """Python dicts -> a batch; columns are the union of keys in first-seen order.
-
-    A column whose values have no common type is an error, or with `mixed_as_text`
-    a string column (see `as_text`): a declared schema then casts it."""
-    if schema is not None:
-        try:
-            return pa.RecordBatch.from_pylist(rows, schema=schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-            pass  # fall back to inference
-    if rows and not any(rows):
-        # Only empty objects: keep the row count (from_pylist would make zero rows).
-        return pa.RecordBatch.from_struct_array(pa.array(rows, pa.struct([])))
-    if rows:
-        # Fast path: every row's keys are the first row's (the union is no bigger), so
-        # pyarrow's own conversion (which takes its columns from the first row) is exact.
-        try:
-            if len(set().union(*rows)) == len(rows[0]):
-                return pa.RecordBatch.from_pylist(rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-            pass  # the slow path below names the column
-    keys: dict[str, None] = {}
-    for r in rows:
-        keys.update(dict.fromkeys(r))
-    arrays: list[pa.Array] = []
-    for k in keys:
-        values = [r.get(k) for r in rows]
-        try:
-            arrays.append(pa.array(values))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
-            if mixed_as_text:
-                arrays.append(pa.array([as_text(v) for v in values], pa.string()))
-                continue
-            raise ParseError(f"column {k!r}: values of mixed or unsupported types: {e}") from e
-    return pa.RecordBatch.from_arrays(arrays, names=list(keys))
-
-
-
 class RowColumns(NamedTuple):
     """A batch of custom-parser rows as columns: `rows` rows, one list per name."""
 
@@ -100,27 +73,48 @@ _KINDS: dict[type, str] = {
 }
 
 
-def columns_to_batch(batch: RowColumns, first: int = 1,
-                     mixed_as_text: bool = False) -> pa.RecordBatch:
-    """One Arrow array per column, its type inferred from its values (as
+def text_for_mixed(rejects: RowRejects | None) -> bool:
+    """Whether a column of several Python types is read as text: only when declared
+    columns will cast it (a type to convert to is what makes the text meaningful)."""
+    return rejects is not None and bool(rejects.schema.columns)
+
+
+def rows_to_batch(rows: list[dict[str, Any]], first: int = 1, mixed_as_text: bool = False,
+                  types: pa.Schema | None = None, fmt: str = "custom") -> pa.RecordBatch:
+    """Python dicts -> a batch: the union of their keys in first-seen order, None where a
+    row lacks a key, each column as `columns_to_batch` builds it."""
+    return columns_to_batch(RowColumns(*columns(rows, first)), first, mixed_as_text, types,
+                            fmt)
+
+
+def columns_to_batch(batch: RowColumns, first: int = 1, mixed_as_text: bool = False,
+                     types: pa.Schema | None = None, fmt: str = "custom") -> pa.RecordBatch:
+    """One Arrow array per column: of its type in `types` (the format's own schema, e.g.
+    Avro's writer schema) when that takes the values, else inferred from them (as
     `RecordBatch.from_pylist` does per column). UUIDs become their canonical text (Delta
     Lake has no UUID type, and Arrow's uuid extension does not survive a table round
     trip). A column whose values are of several types is, with `mixed_as_text` (a
     declared schema will cast it), a string column of each value's text (`as_text`);
-    without, a ParseError naming the column, both types and their rows (`first` numbers
-    the batch's first row). Only a column Arrow cannot build pays for any of this."""
+    without, a ParseError `<fmt>: rows <first>-<last>: ...` naming the column, both types
+    and their rows. Only a column Arrow cannot build pays for any of this."""
     if not batch.names:
         # Only empty rows: keep the row count (a batch of no arrays has no rows).
         return pa.RecordBatch.from_struct_array(
             pa.array([{}] * batch.rows, pa.struct([])))
+    declared = dict(zip(types.names, types.types, strict=True)) if types is not None else {}
     arrays: list[pa.Array] = []
     for name, values in zip(batch.names, batch.columns, strict=True):
+        typ = declared.get(name)
         try:
-            arr = pa.array(values)
+            arr = pa.array(values, typ)
         except MemoryError:
             raise
         except _UNCONVERTIBLE as e:
-            arr = _slow_column(name, values, first, mixed_as_text, e)
+            try:
+                arr = _slow_column(name, values, first, mixed_as_text, typ, e)
+            except ParseError as why:
+                raise ParseError(
+                    f"{fmt}: rows {first}-{first + batch.rows - 1}: {why}") from why.__cause__
         if isinstance(arr.type, pa.UuidType):  # every value a UUID or None
             arr = pa.array([None if v is None else str(v) for v in values], pa.string())
         arrays.append(arr)
@@ -128,13 +122,17 @@ def columns_to_batch(batch: RowColumns, first: int = 1,
 
 
 def _slow_column(name: str, values: list[Any], first: int, mixed_as_text: bool,
-                 error: Exception) -> pa.Array:
-    """The column the fast `pa.array` refused: UUIDs nested in lists or dicts as text
-    (Arrow cannot nest its uuid type), then mixed types as text or an error."""
+                 typ: pa.DataType | None, error: Exception) -> pa.Array:
+    """The column the fast `pa.array` refused: UUIDs (also nested in lists and dicts,
+    where Arrow cannot nest its uuid type) as text, then the type inferred when the
+    format's own type did not take the values, then mixed types as text or an error."""
     plain = _uuids_as_text(values)
-    if plain is not values:
+    attempts = [(plain, typ)] if plain is not values else []
+    if typ is not None:
+        attempts.append((plain, None))
+    for vals, t in attempts:
         try:
-            return pa.array(plain)
+            return pa.array(vals, t)
         except MemoryError:
             raise
         except _UNCONVERTIBLE:
@@ -148,8 +146,36 @@ def _slow_column(name: str, values: list[Any], first: int, mixed_as_text: bool,
             f"column {name!r} holds {a} (row {first + i}) and {b} (row {first + j}); "
             "declare its type under schema.columns to convert every value to it (a value "
             "that does not convert is then rejected per on_invalid)") from error
+    bad = _first_unconvertible(plain)
+    if bad is not None:
+        i, why = bad
+        v = plain[i]
+        raise ParseError(f"column {name!r} row {first + i}: {type(v).__name__} {_short(v)} "
+                         f"cannot be stored ({why}); declare its type under schema.columns "
+                         "to read it as text") from error
     raise ParseError(f"column {name!r}: values of mixed or unsupported types: "
                      f"{error}") from error
+
+
+def _first_unconvertible(values: list[Any]) -> tuple[int, str] | None:
+    """(index, Arrow's reason) of the first value Arrow refuses on its own, or None when
+    each converts alone (the values only clash together, e.g. inside lists)."""
+    for i, v in enumerate(values):  # only on the way to an error
+        try:
+            pa.array([v])
+        except MemoryError:
+            raise
+        except _UNCONVERTIBLE as e:
+            return i, str(e) or type(e).__name__
+    return None
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    try:
+        text = repr(v)
+    except ValueError:  # an int past Python's own limit on digits as text
+        return "(too long to show)"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _uuids_as_text(values: list[Any]) -> list[Any]:
