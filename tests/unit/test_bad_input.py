@@ -105,7 +105,7 @@ def read_bytes(c, m):
 
 
 @pytest.mark.parametrize(("fmt", "payload", "needle"), [
-    ("xsv", "a,b\n1,2\n3,4,5\n", "line 3: expected 2 fields, got 3"),
+    ("xsv", "a,b\n1,2\n3,4,5\n", "line 3 (row 2): expected 2 fields, got 3"),
     ("json", '{"a": 1}\n{"a": \n', "json: line 2"),
     ("avro", "Obj\x01 definitely not avro", "avro"),
 ])

@@ -161,11 +161,11 @@ def test_parquet_int96_far_future_read_as_microseconds() -> None:
 
 def test_ragged_row_names_its_line() -> None:
     # the file's own line numbers: empty, comment and skipped header lines count
-    with pytest.raises(ParseError, match=r"xsv: line 4: expected 2 fields, got 3"):
+    with pytest.raises(ParseError, match=r"xsv: line 4 \(row 2\): expected 2 fields, got 3"):
         read(b"a,b\n1,2\n\n3,4,5\n")
     data = b"title\n\na,b\n# c\n1,2\n\n\n# c\n3,4,5\n"
     for chunk in (1, 4, 100):
-        with pytest.raises(ParseError, match=r"xsv: line 9: expected 2 fields, got 3"):
+        with pytest.raises(ParseError, match=r"xsv: line 9 \(row 2\): expected 2 fields, got 3"):
             read(data, chunk=chunk, parser={"header_line_count": 1, "comment": "#"})
 
 

@@ -104,8 +104,24 @@ def test_csv_streams_many_small_chunks_and_large_input() -> None:
 
 
 def test_csv_ragged_row_is_parse_error() -> None:
-    with pytest.raises(ParseError, match=r"xsv: line 3: expected 2 fields, got 3: .3,4,5."):
+    with pytest.raises(ParseError,
+                       match=r"xsv: line 3 \(row 2\): expected 2 fields, got 3: .3,4,5."):
         rows(b"a,b\n1,2\n3,4,5\n")
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 7, 1000])
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+@pytest.mark.parametrize("comment", [None, "#"])
+def test_csv_malformed_row_after_quoted_newlines_names_its_line_and_row(
+        chunk: int, end: str, comment: str | None) -> None:
+    lines = ['id,note,x', '1,"a', 'b",2', '', '3,"c', '', '""d', '",4',
+             '# note' if comment else '5,"""e""",6', '7,bad', '8,y,9']
+    data = end.join(lines).encode() + end.encode()
+    spec: dict[str, Any] = {"comment": comment} if comment else {}
+    row = 3 if comment else 4
+    with pytest.raises(ParseError, match=rf"^xsv: line 10 \(row {row}\): expected 3 fields, "
+                                         r"got 2: .7,bad."):
+        rows(data, chunk=chunk, **spec)
 
 
 def test_csv_duplicate_header_names_kept() -> None:

@@ -106,8 +106,22 @@ def test_quotes_later_in_the_fragment_hand_over_to_the_streaming_reader() -> Non
     with blocks_of(128):
         got = run(data, 50, parser={"max_error_count": 1})
     assert got == run(data, 50, parser={"max_error_count": 1}, typed=False)
-    assert [r["value"] for r in got[2]] == ["51,1"]
+    assert [(r["line"], r["value"]) for r in got[2]] == [(53, "51,1")]
     assert got[0][40]["s"] == "two\nlines" and len(got[0]) == 58
+
+
+def test_a_malformed_row_after_a_quoted_newline_names_its_line_and_row() -> None:
+    rows = [f"{i},{i}.5,true,x".encode() for i in range(1, 60)]
+    rows[20] = b'21,1,true,"two\n\nlines"'  # a blank line inside the quotes, too
+    rows[40] = b'41,1,true,"two\nlines"'
+    rows[50] = b"51,1"
+    data = b"id,v,ok,s\n" + b"\n".join(rows) + b"\n"
+    for size in (128, 1 << 20):
+        with blocks_of(size):
+            got = run(data, 50)
+        assert got == run(data, 50, typed=False)
+        assert got[0] == "error" and got[2].startswith(
+            "xsv: line 55 (row 51): expected 4 fields, got 2"), got
 
 
 def test_the_readers_own_errors_count_rows_from_the_start_of_the_file() -> None:
@@ -156,3 +170,42 @@ def test_typed_parsing_never_changes_what_the_user_sees(
         # value of the batch before (or a count that includes it).
         return
     assert typed == text
+
+
+_CELLS = st.sampled_from(["1", "x", "", '"q"', '"a\nb"', '"\n\n"', '"say ""hi""\n"', '"#x"',
+                          '"a\r\nb"', '"\n# c\n"'])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.lists(_CELLS, min_size=4, max_size=4),  # a record
+                          st.lists(_CELLS, min_size=2, max_size=3),  # a ragged one
+                          st.sampled_from(["", "# note"])), max_size=25),
+       st.integers(1, 30), st.sampled_from([256, 1 << 20]),
+       st.sampled_from(["\n", "\r\n"]), st.booleans())
+def test_skipped_rows_name_the_line_they_start_on(
+        items: list[Any], chunk: int, block: int, end: str, comment: bool) -> None:
+    # Each ragged row's line is known from how the text was put together: the lines of
+    # the items before it, quoted newlines included.
+    text, line, expected = "id,v,ok,s" + end, 2, []
+    for item in items:
+        if isinstance(item, str):
+            if item and not comment:
+                continue  # "# note" is a row of one field without a comment marker
+            text += item + end
+            line += 1
+            continue
+        row = ",".join(cell.replace("\n", end) if end == "\n" or "\r" not in cell
+                       else cell for cell in item)
+        if len(item) != 4:
+            expected.append(line)
+        text += row + end
+        line += row.count("\n") + 1
+    parser: dict[str, Any] = {"max_error_count": 100}
+    if comment:
+        parser["comment"] = "#"
+    with blocks_of(block):
+        got = run(text.encode(), chunk, parser=parser, on_invalid="skip",
+                  require_no_missing_fields=False)
+    assert got[0] != "error", got
+    assert [r["line"] for r in got[2] if r["line"] is not None] == expected

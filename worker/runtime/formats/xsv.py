@@ -35,17 +35,22 @@ class _RaggedRows:
         self.lines: LineFilter | None = None  # maps pyarrow's line numbers to the file's
         self.head_lines = 0  # counted lines read before the first record
         self.rows_before = 0  # records before the current reader's first one
+        self.header = 0  # records that are the header (numbered as rows by pyarrow)
         self.skipped = 0  # rows skipped by the current reader
         self.first_bad: str | None = None
         self.error: BaseException | None = None
 
     def __call__(self, row: Any) -> str:
-        line = None
-        if row.number is not None and row.number >= 0 and self.lines is not None:
-            line = self.lines.physical(row.number + self.rows_before + self.head_lines)
+        line = record = None
+        if row.number is not None and row.number >= 0:
+            record = row.number + self.rows_before
+            if self.lines is not None:
+                line = self.lines.physical(record + self.head_lines)
         detail = f"expected {row.expected_columns} fields, got {row.actual_columns}"
         if self.rejects is None or not self.rejects.skips_malformed:
             where = f"line {line}" if line is not None else "a row"
+            if record is not None:
+                where += f" (row {record - self.header})"
             self.first_bad = f"xsv: {where}: {detail}: {row.text[:200]!r}"
             return "error"
         try:
@@ -73,12 +78,16 @@ class _RaggedRows:
 def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
               rejects: RowRejects | None = None) -> Iterator[pa.RecordBatch]:
     marker = spec.comment_marker
-    lines = LineFilter(stream, None if marker is None else marker.encode(spec.encoding))
+    quoting = spec.quote is not None  # else a newline always ends a row
+    lines = LineFilter(stream, None if marker is None else marker.encode(spec.encoding),
+                       spec.quote.encode(spec.encoding) if quoting else None,
+                       spec.escape.encode(spec.encoding) if quoting and spec.escape else None)
     # Without a comment marker LineFilter passes the user's chunks through whole.
     source: io.RawIOBase | io.BufferedIOBase = (
         lines if marker is None else io.BufferedReader(lines, buffer_size=1 << 20))
     ragged = _RaggedRows(rejects)
     ragged.lines = lines
+    ragged.header = 1 if spec.header else 0
     parse_args: dict[str, Any] = {
         "delimiter": spec.delimiter,
         "quote_char": spec.quote if spec.quote is not None else False,
