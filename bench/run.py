@@ -22,12 +22,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import e2e, feedback, incremental, memory, overhead, scale, stages, throughput  # noqa: E402
+from bench import (  # noqa: E402
+    e2e,
+    feedback,
+    formats,
+    incremental,
+    memory,
+    overhead,
+    scale,
+    stages,
+    throughput,
+)
 from bench.common import Report, Workdir, cpu_info  # noqa: E402
 from worker.spec import parse_size  # noqa: E402
 
-ALL = ["e2e", "stages", "throughput", "custom", "overhead", "memory", "incremental",
-       "feedback", "scale"]
+ALL = ["e2e", "stages", "throughput", "custom", "formats", "overhead", "memory",
+       "incremental", "feedback", "scale"]
 # scale runs minutes of 2 GiB fragments and thousands of one-row fragments: asked for
 DEFAULT = [x for x in ALL if x != "scale"]
 
@@ -97,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         if "custom" in only:
             throughput.run_custom(report, work, fragments=fragments, rows=rows,
                                   repeats=repeats, concurrency=args.concurrency)
+        if "formats" in only:
+            formats.run(report, rows=rows, repeats=max(3, repeats))
         if "overhead" in only:
             overhead.run(report, work, fragments=tiny, repeats=repeats,
                          concurrency=args.tiny_concurrency, sandboxes=sandboxes,
