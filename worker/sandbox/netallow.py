@@ -12,7 +12,9 @@ such a connector gets a network of its own, fenced by rules of its own:
    link-local/metadata, multicast or reserved space or to one of this host's own
    addresses, fails the start as the user's error naming the name and the address
    (a hostile or rebinding resolver gains nothing). An entry that IS one of the host's
-   addresses is refused the same way.
+   addresses is refused the same way, and so is one that is (or a name that resolves
+   to) the deployment's own Redis (REDIS_URL's host): it holds every tenant's state and
+   the RQ jobs workers unpickle, so reaching it is reaching every worker.
 
 2. **A network per session.** A bridge network `connector-allow-<id>` whose Linux
    bridge is `cxa-<id>` (so rules can match the interface), IPv4 only, ICC off,
@@ -25,7 +27,8 @@ such a connector gets a network of its own, fenced by rules of its own:
    - chain `CONN-ALLOW-<id>`, jumped to from the top of DOCKER-USER for packets coming
      in on `cxa-<id>`: packets out to another sandbox or Docker bridge (`cxa-+`,
      `br-+`, `docker0`) are dropped (the host's containers are never reachable, even
-     inside an allowed range); then one ACCEPT per pinned network and TCP port; then
+     inside an allowed range); so are packets to the deployment's Redis (a listed
+     network may hold it); then one ACCEPT per pinned network and TCP port; then
      DROP for everything else (other ports, other addresses, UDP, DNS, the internet);
    - INPUT: everything coming in on `cxa-<id>` is dropped: the host's own addresses
      (the bridge's gateway, eth0's address, an address inside an allowed range) are
@@ -53,6 +56,7 @@ import secrets
 import socket
 import subprocess
 from collections.abc import Callable, Iterable
+from urllib.parse import urlparse
 
 import docker
 import docker.errors
@@ -117,9 +121,37 @@ def resolve(name: str) -> ipaddress.IPv4Address:
                        "address on this worker")
 
 
-def pin(targets: Iterable[AllowTarget], host_ips: set[ipaddress.IPv4Address]) -> list[Pinned]:
+def operator_services() -> dict[ipaddress.IPv4Address, str]:
+    """The addresses of the deployment's own services no sandbox may reach, each with
+    what it is: Redis (every IPv4 address REDIS_URL's host has). Loopback ones are
+    refused anyway and left out."""
+    url = settings().redis_url
+    try:
+        host = urlparse(url).hostname
+    except ValueError:
+        host = None
+    if not host:
+        return {}
+    found: set[ipaddress.IPv4Address] = set()
+    try:
+        found.add(ipaddress.IPv4Address(host))
+    except ValueError:
+        with contextlib.suppress(OSError, UnicodeError):
+            for family, _, _, _, addr in socket.getaddrinfo(host, None, socket.AF_INET,
+                                                            socket.SOCK_STREAM):
+                if family == socket.AF_INET:
+                    found.add(ipaddress.IPv4Address(addr[0]))
+    return {a: f"this deployment's Redis ({host}, REDIS_URL)"
+            for a in found if not a.is_loopback}
+
+
+def pin(targets: Iterable[AllowTarget], host_ips: set[ipaddress.IPv4Address],
+        services: dict[ipaddress.IPv4Address, str] | None = None) -> list[Pinned]:
     """Entries -> pinned networks; AllowRefused naming the entry (and what a name
-    resolved to) when it would open something no entry may."""
+    resolved to) when it would open something no entry may. `services`: the
+    operator's own addresses (`operator_services`), refused as entries; a listed
+    network that holds one still never reaches it (the chain drops it first)."""
+    services = services or {}
     pinned = []
     for t in targets:
         if t.is_name:
@@ -128,6 +160,8 @@ def pin(targets: Iterable[AllowTarget], host_ips: set[ipaddress.IPv4Address]) ->
             problem = forbidden_reason(net)
             if problem is None and address in host_ips:
                 problem = "this host's own address"
+            if problem is None and address in services:
+                problem = services[address]
             if problem is None and (outside := outside_operator_networks(net)):
                 problem = outside
             if problem is not None:
@@ -139,13 +173,19 @@ def pin(targets: Iterable[AllowTarget], host_ips: set[ipaddress.IPv4Address]) ->
         if net.prefixlen == 32 and net.network_address in host_ips:
             raise AllowRefused(f"limits.network.allow: {t.entry!r} is this host's own "
                                "address; the worker's host is never reachable from a sandbox")
+        if net.prefixlen == 32 and net.network_address in services:
+            raise AllowRefused(f"limits.network.allow: {t.entry!r} is "
+                               f"{services[net.network_address]}; the deployment's own "
+                               "services are never reachable from a sandbox")
         pinned.append(Pinned(entry=t.entry, network=str(net), port=t.port))
     return pinned
 
 
-def chain_rules(session_id: str, pinned: Iterable[Pinned]) -> list[list[str]]:
+def chain_rules(session_id: str, pinned: Iterable[Pinned],
+                services: Iterable[ipaddress.IPv4Address] = ()) -> list[list[str]]:
     """The session chain's rules, in order."""
     rules = [["-o", bridge, "-j", "DROP"] for bridge in OTHER_BRIDGES]
+    rules += [["-d", f"{a}/32", "-j", "DROP"] for a in sorted(services)]
     rules += [["-d", p.network, "-p", "tcp", "--dport", str(p.port), "-j", "ACCEPT"]
               for p in pinned]
     rules.append(["-j", "DROP"])
@@ -157,7 +197,8 @@ def _jumps(session_id: str) -> list[tuple[str, list[str]]]:
     return [("DOCKER-USER", ["-i", bridge, "-j", chain]), ("INPUT", ["-i", bridge, "-j", "DROP"])]
 
 
-def _install_rules(session_id: str, pinned: list[Pinned]) -> None:
+def _install_rules(session_id: str, pinned: list[Pinned],
+                   services: Iterable[ipaddress.IPv4Address] = ()) -> None:
     ipt = firewall.tool("iptables")
     if ipt is None:
         raise EgressUnavailable(
@@ -167,7 +208,7 @@ def _install_rules(session_id: str, pinned: list[Pinned]) -> None:
     chain = CHAIN_PREFIX + session_id
     firewall.ensure_chain(ipt, chain)
     firewall.run(ipt, "-F", chain)  # a fresh id, but never trust leftovers
-    for rule in chain_rules(session_id, pinned):
+    for rule in chain_rules(session_id, pinned, services):
         firewall.ensure_rule(ipt, chain, rule)
     firewall.ensure_chain(ipt, "DOCKER-USER")
     for parent, rule in _jumps(session_id):
@@ -254,12 +295,13 @@ class AllowSession:
 def open_session(client: docker.DockerClient, allow: NetworkAllow, owner: str) -> AllowSession:
     """A fenced network for one session of a connector with this allowlist. Raises
     AllowRefused (the user's) or EgressUnavailable (no fence here: never unfenced)."""
-    pinned = pin(allow.targets, host_addresses())
+    services = operator_services()
+    pinned = pin(allow.targets, host_addresses(), services)
     session_id = secrets.token_hex(5)
     session = AllowSession(session_id, pinned)
     with firewall.host_lock():
         subnet = _pick_subnet(client, pinned)
-        _install_rules(session_id, pinned)  # before the network exists: never unfenced
+        _install_rules(session_id, pinned, services)  # before the network: never unfenced
         try:
             ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
                 subnet=str(subnet), gateway=str(next(subnet.hosts())))])

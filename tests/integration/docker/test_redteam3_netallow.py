@@ -1,0 +1,109 @@
+"""An allowlist must never open the deployment's own Redis.
+
+Redis holds every tenant's deployments, state and RQ jobs (pickles a worker runs): a
+sandbox that reaches it owns every worker. Workers on one host and Redis on another
+private address is the multi-host layout (deploy/README.md); with no
+CONNECTOR_NETWORK_ALLOW_WITHIN set, any private address may be listed. Here the "Redis"
+is a TCP server in a network namespace this test creates, and REDIS_URL points at it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from tests.integration.docker.test_netallow import SERVER, ip, probe, probe_folder
+from worker.models import FailureKind, FragmentFailure
+from worker.sandbox.docker import DockerSandbox
+from worker.settings import settings
+from worker.spec import load_connector
+
+pytestmark = pytest.mark.docker
+
+HOST_SIDE = "10.213.19.1"
+SERVICE = "10.213.19.10"    # a listed database
+REDIS = "10.213.19.11"      # the deployment's Redis, inside the same listed network
+
+
+class Namespace:
+    def __init__(self) -> None:
+        tag = f"{os.getpid() % 100000}"
+        self.name, self.veth = f"cxrt3{tag}", f"vrt3{tag}"
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"{self.veth}h"], capture_output=True)
+        ip("netns", "add", self.name)
+        ip("link", "add", f"{self.veth}h", "type", "veth", "peer", "name", f"{self.veth}n")
+        ip("link", "set", f"{self.veth}n", "netns", self.name)
+        ip("addr", "add", f"{HOST_SIDE}/24", "dev", f"{self.veth}h")
+        ip("link", "set", f"{self.veth}h", "up")
+        for addr in (SERVICE, REDIS):
+            ip("-n", self.name, "addr", "add", f"{addr}/24", "dev", f"{self.veth}n")
+        ip("-n", self.name, "link", "set", f"{self.veth}n", "up")
+        self.accepted: list[str] = []
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.name, sys.executable, "-c", SERVER],
+            stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "ready"
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def _collect(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.accepted.append(line.strip())
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"{self.veth}h"], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def ns() -> Iterator[Namespace]:
+    n = Namespace()
+    try:
+        yield n
+    finally:
+        n.close()
+
+
+@pytest.fixture(scope="module")
+def client() -> docker.DockerClient:
+    return docker.from_env()
+
+
+@pytest.fixture
+def redis_there(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The worker's REDIS_URL names the namespace's server on 8000."""
+    monkeypatch.setenv("REDIS_URL", f"redis://{REDIS}:8000/0")
+    settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    settings.cache_clear()
+
+
+def test_a_network_holding_redis_reaches_everything_in_it_but_redis(client, ns, tmp_path,
+                                                                    redis_there):
+    before = list(ns.accepted)
+    folder = probe_folder(tmp_path, "allow_redis_net", ["10.213.19.0/24:8000"],
+                          [(SERVICE, 8000), (REDIS, 8000)])
+    info = probe(client, folder)
+    assert info["connect"][f"{SERVICE}:8000"] == "connected", info
+    assert info["connect"][f"{REDIS}:8000"] != "connected", info
+    assert sorted(set(ns.accepted) - set(before)) == [f"{SERVICE}:8000"]
+
+
+def test_listing_the_redis_address_is_refused_naming_it(client, ns, tmp_path, redis_there):
+    folder = probe_folder(tmp_path, "allow_redis", [f"{REDIS}:8000"], [])
+    conn = load_connector(folder)
+    with pytest.raises(FragmentFailure) as e:
+        DockerSandbox(client).open(conn, conn.read_credentials())
+    assert e.value.kind == FailureKind.USER
+    assert f"'{REDIS}:8000'" in str(e.value) and "REDIS_URL" in str(e.value), str(e.value)
