@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     """`docker` or `process`; unset: docker when an engine answers."""
     session_idle: float = 300.0
     """Seconds a warm sandbox session may sit idle on a worker."""
+    warm_sessions: int = Field(4, gt=0)
+    """Warm sandbox sessions one worker process keeps at most (least recently used out)."""
     retry_intervals: Annotated[tuple[int, ...], NoDecode] = (5, 15, 30)
     """Backoff (s) between retries of a job that failed for infrastructure reasons."""
     batch_max: int = 50

@@ -14,9 +14,9 @@ session start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,7 @@ from worker import naming
 from worker.folder import FolderError, FolderFile, walk_folder
 from worker.images.base import LABEL_KIND, base_image
 from worker.images.cache import wheel_cache_dir
+from worker.images.checkrun import check_imports
 from worker.images.context import (
     FILES_DIR,
     build_context,
@@ -66,10 +67,14 @@ def packages_tag(base_id: str, pins: Sequence[str], lock: str = "") -> str:
 
 def connector_tag(base_id: str, connector: Connector,
                   files: Sequence[FolderFile] | None = None) -> str:
-    """hash(base image id, sorted pins, code): the code covers connector.code_hash and
-    every other file of the folder (helper modules, data files), since all are copied."""
-    parts: list[str | bytes] = ["connector", base_id, *normalize_pins(connector.spec.packages),
-                                "--code--", connector.code_hash]
+    """hash(packages tag, code): the code covers connector.code_hash and every other
+    file of the folder (helper modules, data files), since all are copied. The packages
+    tag (base id, defaults, its Dockerfile, pins, lock) is an input, so a change to the
+    default packages or to how environments are built reaches every code image."""
+    from worker.userenv.wheels import lock_text
+
+    pkgs = packages_tag(base_id, normalize_pins(connector.spec.packages), lock_text(connector))
+    parts: list[str | bytes] = ["connector", base_id, pkgs, "--code--", connector.code_hash]
     parts.extend(tree_parts(connector_files(connector) if files is None else files))
     return f"{image_repo(connector)}:{digest(parts)}"
 
@@ -91,7 +96,7 @@ def packages_image(client: docker.DockerClient, connector: Connector, base: str,
                    wheel_cache: Path) -> str:
     """`connector-pkgs:<hash>`: the base plus the user environment (/opt/user). Every
     connector has one, pins or not: the defaults live there, not in the base."""
-    from worker.userenv.wheels import IMPORT_CHECK, lock_text, user_wheels
+    from worker.userenv.wheels import lock_text, user_wheels
 
     base_img = client.images.get(base)
     pins = normalize_pins(connector.spec.packages)
@@ -100,23 +105,25 @@ def packages_image(client: docker.DockerClient, connector: Connector, base: str,
     def build() -> None:
         wheels = user_wheels(connector, wheel_cache)
         with build_context("pkgs", "packages.Dockerfile") as ctx:
-            shutil.copyfile(IMPORT_CHECK, ctx / "importcheck.py")
-            (ctx / "pins.txt").write_text(" ".join(pins) + "\n")
             link_wheels(wheels.defaults, ctx / "defaults")
             link_wheels(wheels.pins, ctx / "pins")
-            try:
-                docker_build(client, ctx, tag, f"connector {connector.spec.name!r}: packages",
-                             buildargs={"BASE": base},
-                             labels={LABEL_KIND: "packages",
-                                     "io.connector.pins": json.dumps(pins)})
-            except ImageBuildError as e:
-                found = [ln.split("import check: ", 1)[1] for ln in str(e).splitlines()
-                         if "import check: " in ln]
-                if not found:
-                    raise
-                raise ImageBuildError(f"connector {connector.spec.name!r}: the environment "
-                                      f"of its packages does not import: "
-                                      f"{'; '.join(found)}") from None
+            # Untagged until the import check passes: a tag is only ever a checked image.
+            image_id = docker_build(client, ctx, None,
+                                    f"connector {connector.spec.name!r}: packages",
+                                    buildargs={"BASE": base},
+                                    labels={LABEL_KIND: "packages",
+                                            "io.connector.pins": json.dumps(pins)})
+        try:
+            check_imports(client, image_id, pins, connector)
+        except BaseException:
+            # Only an image no tag names: the build cache can hand back the very image
+            # another (checked) tag already names, which must stay.
+            with contextlib.suppress(Exception):
+                if not client.api.inspect_image(image_id).get("RepoTags"):
+                    client.api.remove_image(image_id)
+            raise
+        repository, _, name = tag.partition(":")
+        client.api.tag(image_id, repository, name)
 
     return build_once(client, tag, build)
 

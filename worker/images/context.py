@@ -57,7 +57,7 @@ def link_wheels(wheels: Sequence[Path], dst: Path) -> None:
             shutil.copyfile(w, dst / w.name)
 
 
-def docker_build(client: docker.DockerClient, context: Path, tag: str, what: str,
+def docker_build(client: docker.DockerClient, context: Path, tag: str | None, what: str,
                  buildargs: dict[str, str] | None = None,
                  labels: dict[str, str] | None = None) -> str:
     """Build `context` as `tag` with no network; ImageBuildError with the log's tail."""

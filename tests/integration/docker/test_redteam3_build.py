@@ -1,0 +1,121 @@
+"""A pinned package's code runs at build time (the import check imports it): it must run
+inside the sandbox's wall, not as root with the host's whole memory, pids and time.
+
+The hostile package is a wheel this test makes (anyone can publish one to an index) and
+puts in a wheel cache of its own, which the build resolves pins from (`--find-links`).
+Its import reports what it can see and fails, so the build's error carries the report.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import docker
+import pytest
+
+from worker import naming
+from worker.images import ImageBuildError, build_connector_image
+from worker.spec import load_connector
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+PROBE = '''
+import json, os
+
+def read(*paths):
+    for p in paths:
+        try:
+            return open(p).read().strip()
+        except OSError:
+            pass
+    return "unreadable"
+
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines()
+              if ":\\t" in line)
+facts = {
+    "uid": os.getuid(),
+    "memory": read("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max"),
+    "pids": read("/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"),
+    "caps": status.get("CapEff", "?").strip(),
+}
+raise RuntimeError("PROBE" + json.dumps(facts) + "EBORP")
+'''
+
+HANG = "import time\ntime.sleep(10 ** 6)\n"
+
+
+def _record_line(name: str, body: bytes) -> str:
+    h = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={h},{len(body)}"
+
+
+def make_wheel(cache: Path, dist: str, init: str) -> None:
+    """`cache/<dist>-1.0-py3-none-any.whl` whose package `<dist>` runs `init` on import."""
+    cache.mkdir(parents=True, exist_ok=True)
+    info = f"{dist}-1.0.dist-info"
+    files = {
+        f"{dist}/__init__.py": init.encode(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                         b"Tag: py3-none-any\n",
+        f"{info}/top_level.txt": f"{dist}\n".encode(),
+    }
+    record = [_record_line(n, b) for n, b in files.items()] + [f"{info}/RECORD,,"]
+    files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    with zipfile.ZipFile(cache / f"{dist}-1.0-py3-none-any.whl", "w") as z:
+        for name, body in files.items():
+            z.writestr(name, body)
+
+
+def hostile_connector(folder: Path, name: str, dist: str, limits: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "connector.yaml").write_text(
+        f"name: {name}\ntenant: redteam3\npackages: ['{dist}==1.0']\nlimits: {limits}\n")
+    (folder / "connector.py").write_text(
+        "def list_objects(context, metadata):\n    return []\n\n"
+        "def read_bytes(context, metadata):\n    yield b''\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = docker.from_env(timeout=600)
+    yield c
+    c.close()
+
+
+def test_a_pins_import_at_build_time_runs_inside_the_sandbox_wall(client, tmp_path):
+    cache = tmp_path / "wheels"
+    make_wheel(cache, "cxrt3probe", PROBE)
+    folder = hostile_connector(tmp_path / "c", "probe", "cxrt3probe",
+                               "{memory: 256m, pids: 64}")
+    with pytest.raises(ImageBuildError) as e:
+        build_connector_image(client, load_connector(folder), wheel_cache=cache)
+    text = str(e.value)
+    assert "'cxrt3probe==1.0'" in text and "import cxrt3probe failed" in text, text
+    facts = json.loads(re.search(r"PROBE(.*?)EBORP", text).group(1))
+    assert facts["uid"] == 10001, facts          # not root
+    assert int(facts["caps"], 16) == 0, facts    # no capabilities
+    assert int(facts["memory"]) <= 256 << 20, facts  # the connector's memory, not the host's
+    assert facts["pids"] == "64", facts          # the connector's pids, not unbounded
+
+
+def test_a_pin_whose_import_never_returns_fails_the_build_at_the_connectors_timeout(
+        client, tmp_path):
+    cache = tmp_path / "wheels"
+    make_wheel(cache, "cxrt3hang", HANG)
+    folder = hostile_connector(tmp_path / "c", "hang", "cxrt3hang", "{timeout: 5}")
+    with pytest.raises(ImageBuildError) as e:
+        build_connector_image(client, load_connector(folder), wheel_cache=cache)
+    text = str(e.value)
+    assert "'cxrt3hang==1.0'" in text and "did not finish within 5 s" in text, text
+    assert e.value.kind.value == "limit", e.value.kind
+    # nothing of the check is left running
+    left = client.containers.list(all=True, filters={"label": [
+        f"{naming.LABEL_TENANT}=redteam3", f"{naming.LABEL_NAME}=hang"]})
+    assert left == []
