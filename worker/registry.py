@@ -81,11 +81,16 @@ def _credentials(connector: Connector, credentials_ref: bool) -> StoredCredentia
                                                  connector.spec.name))
 
 
-def deploy(redis: Redis, folder: str | os.PathLike[str],
-           credentials_ref: bool = False) -> Deployment:
-    """Store the folder's connector for its tenant; returns the deployment."""
+def deploy(redis: Redis, folder: str | os.PathLike[str], credentials_ref: bool = False,
+           tenant: str | None = None) -> Deployment:
+    """Store the folder's connector for its tenant; returns the deployment. `tenant`:
+    the tenant deploying, checked against the spec this deploy read (the folder is read
+    once for its spec: a check on an earlier read could be raced by a writer)."""
     connector = load_connector(folder)
     spec = connector.spec
+    if tenant is not None and spec.tenant != tenant:
+        raise DeployError(f"{folder}: connector belongs to tenant '{spec.tenant}', "
+                          f"not '{tenant}'")
     ceilings.enforce(connector, ceilings.tenant_ceilings(redis, spec.tenant))
     locked_requirements(connector)  # a broken or stale connector.lock: refused now
     exclude = []

@@ -17,9 +17,8 @@ from redis import Redis
 from worker.models import Commit, RefreshRecord
 from worker.queue.enqueue import RefreshHandle, arm_schedule, start_refresh
 from worker.queue.tracker import Tracker
-from worker.registry import DeployError, Deployment, deploy, get_deployment
+from worker.registry import Deployment, deploy, get_deployment
 from worker.sink import Output
-from worker.spec import load_connector
 from worker.state.redis import RedisState
 from worker.table.delta import DeltaDataset
 
@@ -30,11 +29,7 @@ class TenantClient:
         self.tenant = tenant
 
     def deploy(self, folder: str | os.PathLike[str], credentials_ref: bool = False) -> Deployment:
-        spec = load_connector(folder).spec
-        if spec.tenant != self.tenant:
-            raise DeployError(f"{folder}: connector belongs to tenant '{spec.tenant}', "
-                              f"not '{self.tenant}'")
-        d = deploy(self.redis, folder, credentials_ref)
+        d = deploy(self.redis, folder, credentials_ref, tenant=self.tenant)
         arm_schedule(self.redis, d)
         return d
 
