@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from worker.errors import ConnectorError, FailureKind
 
@@ -80,12 +80,35 @@ class FragmentFailure(ConnectorError):
                               traceback=self.traceback, log=self.log)
 
 
+# Characters of a failure's message, traceback and log that are kept (stored in the
+# refresh's record, shown by `status`). They are the tenant's text: an exception message
+# of hundreds of MiB must not reach the shared state store whole.
+MAX_FAILURE_TEXT = 8000
+
+
+def cut_text(text: str, keep: int = MAX_FAILURE_TEXT) -> str:
+    """`text`, or its head and tail (where the cause usually is) around a note of how
+    much was cut when it is longer than `keep` characters."""
+    if len(text) <= keep:
+        return text
+    half = keep // 2
+    return (f"{text[:half]}\n[... {len(text) - 2 * half:,} characters cut ...]\n"
+            f"{text[-half:]}")
+
+
 class FailedFragment(BaseModel):
+    """A fragment's (or the listing's) failure as records keep it: every text bounded."""
+
     name: str
     kind: FailureKind
     message: str
     traceback: str = ""
     log: str = ""
+
+    @field_validator("message", "traceback", "log")
+    @classmethod
+    def _bounded(cls, v: str) -> str:
+        return cut_text(v)
 
 
 class RejectedRow(BaseModel):
