@@ -531,23 +531,37 @@ def _loc(loc: tuple[Any, ...], raw: Any) -> str:
 # share one object, but validation, JSON defaults and the stored deployment copy it
 # per reference: a few hundred bytes of nested aliases would stand for billions.
 MAX_SPEC_VALUES = 200_000
+# Characters of text it may stand for, aliases expanded: the spec is stored in Redis as
+# the deployment record, uncompressed and outside the tenant's bundle quota (which counts
+# the compressed bundle), so 2,000 references to one 60 KB string would store 120 MB.
+MAX_SPEC_CHARS = 1 << 20
+# Bytes of the file itself, checked before YAML parses it (the parser holds many times
+# a document's size; a file of one repeated letter packs into a bundle of almost nothing).
+MAX_SPEC_BYTES = 256 << 10
 
 
-def _too_many_values(raw: Any, limit: int) -> bool:
-    """Whether `raw`, with shared objects counted at every reference, holds more than
-    `limit` values (stops counting there, so a bomb costs O(limit))."""
-    stack, seen = [raw], 0
+def _expansion_problem(raw: Any, max_values: int, max_chars: int) -> str | None:
+    """What `raw`, with shared objects counted at every reference, holds too much of
+    (values, or characters of text), or None. Stops counting at a limit, so a bomb
+    costs O(limit)."""
+    stack, seen, chars = [raw], 0, 0
     while stack:
         v = stack.pop()
         seen += 1
-        if seen > limit:
-            return True
-        if isinstance(v, dict):
+        if seen > max_values:
+            return (f"expands to more than {max_values} values (YAML aliases repeat what "
+                    "they point at)")
+        if isinstance(v, str):
+            chars += len(v)
+            if chars > max_chars:
+                return (f"expands to more than {max_chars} characters of text (YAML "
+                        "aliases repeat what they point at); keep data in other files")
+        elif isinstance(v, dict):
             stack.extend(v.keys())
             stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
-    return False
+    return None
 
 
 def _yaml_problem(e: Exception) -> str:
@@ -574,9 +588,9 @@ def parse_spec(path: Path, text: str) -> ConnectorSpec:
         raise SpecError(f"{path}: not valid YAML: {_yaml_problem(e)}") from None
     except RecursionError:
         raise SpecError(f"{path}: nested too deeply") from None
-    if _too_many_values(raw, MAX_SPEC_VALUES):
-        raise SpecError(f"{path}: expands to more than {MAX_SPEC_VALUES} values (YAML "
-                        "aliases repeat what they point at)")
+    problem = _expansion_problem(raw, MAX_SPEC_VALUES, MAX_SPEC_CHARS)
+    if problem is not None:
+        raise SpecError(f"{path}: {problem}")
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
     try:
@@ -618,6 +632,11 @@ def load_connector(folder: str | os.PathLike[str]) -> Connector:
     for p in (spec_path, code_path):
         if not p.is_file():
             raise SpecError(f"{p}: missing")
+    spec_size = spec_path.stat().st_size
+    if spec_size > MAX_SPEC_BYTES:
+        raise SpecError(f"{spec_path}: connector.yaml is {spec_size} bytes, over the "
+                        f"{MAX_SPEC_BYTES} byte limit (keep data in other files of the "
+                        "folder)")
     spec = parse_spec(spec_path, spec_path.read_text())
     size = code_path.stat().st_size
     if size > MAX_CODE_BYTES:
