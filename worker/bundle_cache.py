@@ -2,7 +2,9 @@
 
 Layout: `<CONNECTOR_BUNDLE_CACHE>/<tenant>/<connector>/<digest>/`. Every use of a
 version touches its folder's mtime; after a new version is unpacked, the oldest
-folders are deleted until the cache holds at most CONNECTOR_BUNDLE_CACHE_BYTES. A
+folders are deleted until the cache holds at most CONNECTOR_BUNDLE_CACHE_BYTES, each
+file and folder counted in whole 4 KiB blocks (at least one: an empty file still takes
+an inode and a block). A
 folder used within the last `idle` seconds (CONNECTOR_SESSION_IDLE: another worker
 process on this machine may hold a warm session over it) is never deleted, nor the one
 just unpacked, so the bound is exceeded only by versions in use. A deleted version is
@@ -31,12 +33,19 @@ def _versions(root: Path) -> list[Path]:
     return [p for p in root.glob("*/*/*") if p.is_dir() and not p.name.startswith(".")]
 
 
+# What one file or folder costs at least on disk (a block, and an inode): a version of
+# 10,000 empty files is not free, or versions of them would never be evicted.
+ENTRY_BYTES = 4096
+
+
 def _size(folder: Path) -> int:
-    total = 0
+    """Disk bytes `folder` takes: each entry's size rounded up to whole blocks, at
+    least one block each."""
+    total = ENTRY_BYTES
     for p in folder.rglob("*"):
         with contextlib.suppress(OSError):
-            if p.is_file():
-                total += p.stat().st_size
+            size = p.stat().st_size if p.is_file() else 0
+            total += max(ENTRY_BYTES, -(-size // ENTRY_BYTES) * ENTRY_BYTES)
     return total
 
 
