@@ -253,6 +253,13 @@ def _taken(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
 
 def _pick_subnet(client: docker.DockerClient, pinned: list[Pinned]) -> ipaddress.IPv4Network:
     pool = ipaddress.IPv4Network(settings().allow_bridge_pool)
+    for p in pinned:
+        # The allowlist alone leaves no room: the connector's doing, never retried as infra.
+        if ipaddress.IPv4Network(p.network).supernet_of(pool):
+            raise AllowRefused(
+                f"limits.network.allow: {p.entry!r} covers the whole network sandbox "
+                f"sessions get their own networks from (CONNECTOR_ALLOW_BRIDGE_POOL, {pool}); "
+                "list narrower networks")
     avoid = _taken(client) + [ipaddress.IPv4Network(p.network) for p in pinned]
     candidates = list(pool.subnets(new_prefix=max(SUBNET_PREFIX, pool.prefixlen)))
     start = random.randrange(len(candidates))  # concurrent hosts rarely try the same one

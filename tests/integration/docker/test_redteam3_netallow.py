@@ -107,3 +107,15 @@ def test_listing_the_redis_address_is_refused_naming_it(client, ns, tmp_path, re
         DockerSandbox(client).open(conn, conn.read_credentials())
     assert e.value.kind == FailureKind.USER
     assert f"'{REDIS}:8000'" in str(e.value) and "REDIS_URL" in str(e.value), str(e.value)
+
+
+def test_an_entry_covering_the_bridge_pool_is_the_tenants_error_not_infra(client, tmp_path):
+    # 172.16.0.0/12 holds the whole default pool (172.31.0.0/16): no session network can
+    # be placed apart from it. That is the entry's doing, not the platform's: not retried.
+    folder = probe_folder(tmp_path, "allow_pool", ["172.16.0.0/12:5432"], [])
+    conn = load_connector(folder)
+    with pytest.raises(FragmentFailure) as e:
+        DockerSandbox(client).open(conn, conn.read_credentials())
+    assert e.value.kind == FailureKind.USER, (e.value.kind, str(e.value))
+    assert "'172.16.0.0/12:5432'" in str(e.value) and "CONNECTOR_ALLOW_BRIDGE_POOL" in \
+        str(e.value), str(e.value)
