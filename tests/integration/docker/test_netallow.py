@@ -63,23 +63,28 @@ def ip(*args: str) -> None:
 
 class Namespace:
     """A network namespace with TCP servers on 8000 and 8001 on every address; records
-    which address:port each accepted connection was made to."""
+    which address:port each accepted connection was made to. `addresses` (CIDR-suffixed)
+    are the namespace's; `routed` ones are also routed to it from the host."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "cx", host_side: str = HOST_SIDE,
+                 addresses: tuple[str, ...] = (f"{LISTED}/24", f"{UNLISTED}/24",
+                                               f"{IN_CIDR}/24", f"{PUBLIC}/32"),
+                 routed: tuple[str, ...] = (PUBLIC,)) -> None:
         tag = f"{os.getpid() % 100000}"
-        self.name, self.veth = f"cxna{tag}", f"vcx{tag}"
+        self.name, self.veth = f"{prefix}na{tag}", f"v{prefix}{tag}"
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
         subprocess.run(["ip", "link", "del", f"{self.veth}h"], capture_output=True)
         ip("netns", "add", self.name)
         ip("link", "add", f"{self.veth}h", "type", "veth", "peer", "name", f"{self.veth}n")
         ip("link", "set", f"{self.veth}n", "netns", self.name)
-        ip("addr", "add", f"{HOST_SIDE}/24", "dev", f"{self.veth}h")
+        ip("addr", "add", f"{host_side}/24", "dev", f"{self.veth}h")
         ip("link", "set", f"{self.veth}h", "up")
-        for addr in (f"{LISTED}/24", f"{UNLISTED}/24", f"{IN_CIDR}/24", f"{PUBLIC}/32"):
+        for addr in addresses:
             ip("-n", self.name, "addr", "add", addr, "dev", f"{self.veth}n")
         ip("-n", self.name, "link", "set", f"{self.veth}n", "up")
         ip("-n", self.name, "link", "set", "lo", "up")
-        ip("route", "add", f"{PUBLIC}/32", "dev", f"{self.veth}h")
+        for address in routed:
+            ip("route", "add", f"{address}/32", "dev", f"{self.veth}h")
         self.accepted: list[str] = []
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.name, sys.executable, "-c", SERVER],

@@ -9,16 +9,12 @@ is a TCP server in a network namespace this test creates, and REDIS_URL points a
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 
 import docker
 import pytest
 
-from tests.integration.docker.test_netallow import SERVER, ip, probe, probe_folder
+from tests.integration.docker.test_netallow import Namespace, probe, probe_folder
 from worker.models import FailureKind, FragmentFailure
 from worker.sandbox.docker import DockerSandbox
 from worker.settings import settings
@@ -31,51 +27,16 @@ SERVICE = "10.213.19.10"    # a listed database
 REDIS = "10.213.19.11"      # the deployment's Redis, inside the same listed network
 
 
-class Namespace:
-    def __init__(self) -> None:
-        tag = f"{os.getpid() % 100000}"
-        self.name, self.veth = f"cxrt3{tag}", f"vrt3{tag}"
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
-        subprocess.run(["ip", "link", "del", f"{self.veth}h"], capture_output=True)
-        ip("netns", "add", self.name)
-        ip("link", "add", f"{self.veth}h", "type", "veth", "peer", "name", f"{self.veth}n")
-        ip("link", "set", f"{self.veth}n", "netns", self.name)
-        ip("addr", "add", f"{HOST_SIDE}/24", "dev", f"{self.veth}h")
-        ip("link", "set", f"{self.veth}h", "up")
-        for addr in (SERVICE, REDIS):
-            ip("-n", self.name, "addr", "add", f"{addr}/24", "dev", f"{self.veth}n")
-        ip("-n", self.name, "link", "set", f"{self.veth}n", "up")
-        self.accepted: list[str] = []
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, sys.executable, "-c", SERVER],
-            stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline().strip() == "ready"
-        threading.Thread(target=self._collect, daemon=True).start()
-
-    def _collect(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.accepted.append(line.strip())
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
-        subprocess.run(["ip", "link", "del", f"{self.veth}h"], capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def ns() -> Iterator[Namespace]:
-    n = Namespace()
-    try:
-        yield n
-    finally:
-        n.close()
+    """The other host: a database and the deployment's Redis on one private network."""
+    n = Namespace("rt3", HOST_SIDE, (f"{SERVICE}/24", f"{REDIS}/24"), ())
+    yield n
+    n.close()
 
 
 @pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
+def engine() -> docker.DockerClient:
     return docker.from_env()
 
 
@@ -89,33 +50,33 @@ def redis_there(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     settings.cache_clear()
 
 
-def test_a_network_holding_redis_reaches_everything_in_it_but_redis(client, ns, tmp_path,
+def test_a_network_holding_redis_reaches_everything_in_it_but_redis(engine, ns, tmp_path,
                                                                     redis_there):
     before = list(ns.accepted)
     folder = probe_folder(tmp_path, "allow_redis_net", ["10.213.19.0/24:8000"],
                           [(SERVICE, 8000), (REDIS, 8000)])
-    info = probe(client, folder)
+    info = probe(engine, folder)
     assert info["connect"][f"{SERVICE}:8000"] == "connected", info
     assert info["connect"][f"{REDIS}:8000"] != "connected", info
     assert sorted(set(ns.accepted) - set(before)) == [f"{SERVICE}:8000"]
 
 
-def test_listing_the_redis_address_is_refused_naming_it(client, ns, tmp_path, redis_there):
+def test_listing_the_redis_address_is_refused_naming_it(engine, ns, tmp_path, redis_there):
     folder = probe_folder(tmp_path, "allow_redis", [f"{REDIS}:8000"], [])
     conn = load_connector(folder)
     with pytest.raises(FragmentFailure) as e:
-        DockerSandbox(client).open(conn, conn.read_credentials())
+        DockerSandbox(engine).open(conn, conn.read_credentials())
     assert e.value.kind == FailureKind.USER
     assert f"'{REDIS}:8000'" in str(e.value) and "REDIS_URL" in str(e.value), str(e.value)
 
 
-def test_an_entry_covering_the_bridge_pool_is_the_tenants_error_not_infra(client, tmp_path):
+def test_an_entry_covering_the_bridge_pool_is_the_tenants_error_not_infra(engine, tmp_path):
     # 172.16.0.0/12 holds the whole default pool (172.31.0.0/16): no session network can
     # be placed apart from it. That is the entry's doing, not the platform's: not retried.
     folder = probe_folder(tmp_path, "allow_pool", ["172.16.0.0/12:5432"], [])
     conn = load_connector(folder)
     with pytest.raises(FragmentFailure) as e:
-        DockerSandbox(client).open(conn, conn.read_credentials())
+        DockerSandbox(engine).open(conn, conn.read_credentials())
     assert e.value.kind == FailureKind.USER, (e.value.kind, str(e.value))
     assert "'172.16.0.0/12:5432'" in str(e.value) and "CONNECTOR_ALLOW_BRIDGE_POOL" in \
         str(e.value), str(e.value)
