@@ -374,13 +374,21 @@ class Limits(_Strict):
         return parse_size(v)
 
 
+# A refresh re-armed at once (0s) loops on the shared workers; a year is the longest
+# interval a date can be computed from without overflowing, with room to spare.
+MIN_SCHEDULE_SECONDS = 1
+MAX_SCHEDULE_SECONDS = 365 * 86400
+
+
 class Schedule(_Strict):
     every: str
 
     @field_validator("every")
     @classmethod
     def _every(cls, v: str) -> str:
-        parse_interval(v)
+        seconds = parse_interval(v)
+        if not MIN_SCHEDULE_SECONDS <= seconds <= MAX_SCHEDULE_SECONDS:
+            raise ValueError(f"{v!r} is out of range: from 1s to 365d")
         return v
 
     @property
