@@ -31,6 +31,11 @@ from worker.userenv.importcheck import dist_name
 
 LOCK_FILE = "connector.lock"
 _HEADER = "# packages: "
+# Every locked line reaches pip's command line on the host: a lock of a few hundred
+# distributions is already a large environment, and far more would end in "Argument list
+# too long" (an infrastructure failure) after seconds of parsing on every worker.
+MAX_LOCK_BYTES = 64 << 10
+MAX_LOCKED = 1000
 log = logging.getLogger("worker.userenv")
 
 # What `connector lock` writes: a name (PEP 508) and a public or local PEP 440 version.
@@ -52,6 +57,10 @@ def read_lock(connector: Connector) -> Lock | None:
     path = lock_path(connector)
     if not path.is_file():
         return None
+    size = path.stat().st_size
+    if size > MAX_LOCK_BYTES:
+        raise ConfigError(f"{path}: {size} bytes; a lock holds at most {MAX_LOCK_BYTES} "
+                          "bytes (run `connector lock` again)")
     lines = [ln.strip() for ln in path.read_text().splitlines()]
     header = [ln for ln in lines if ln.startswith(_HEADER)]
     try:
@@ -70,6 +79,9 @@ def read_lock(connector: Connector) -> Lock | None:
                               "lock holds exact versions only, no options, paths or URLs):"
                               " run `connector lock` again")
         resolved.append(line)
+        if len(resolved) > MAX_LOCKED:
+            raise ConfigError(f"{path}: more than {MAX_LOCKED} locked distributions; a "
+                              f"lock holds at most {MAX_LOCKED}")
     return Lock(packages=packages, resolved=resolved)
 
 
