@@ -188,18 +188,19 @@ def finalize(spec: ConnectorSpec, refresh_id: str, plan_deleted: list[str], outp
     table = dataset(spec, output)
     root = output.dataset_dir(spec.tenant, spec.name)
     recover(spec, output, state, running=refresh_id)
-    names = list(state.staged(refresh_id)) + plan_deleted
-    before = state.lookup(names)
+    staged = state.staged(refresh_id)  # read once: the commit and its apply reuse it
+    before = state.lookup(staged.names + plan_deleted)
     gone = [n for n in plan_deleted if n in before]
     summary.deleted = len(gone)
     try:
         ledger.commit_refresh(state, table, output, root, refresh_id, plan_deleted,
-                              declared(spec), summary)
+                              declared(spec), summary, staged=staged, committed=before)
     except FragmentFailure as e:
         summary.failed += 1
         summary.failures.append(e.to_model("(commit)"))
         return 0
-    after = state.lookup(names)
+    # Only names committed before can have rejects to remove, or have left the dataset.
+    after = state.lookup(list(before))
     rejects = ParquetRejects(output)
     for name, old in before.items():
         new = after.get(name)

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     """`connector vacuum` keeps files any table version younger than this needs."""
     fragment_column: bool = True
     """Add `_fragment` (the row's fragment name) to every row."""
+    state_batch: int = Field(5000, ge=1)
+    """Staged fragment versions applied to state per transaction when a refresh commits."""
     crash_at: str | None = None
     """Tests only: end the process at this named commit step (worker.table.crash)."""
 

@@ -109,3 +109,31 @@ def test_concurrent_commits_of_distinct_fragments_all_land(make_store):
     for t in threads:
         t.join()
     assert len(s.committed()) == 200
+
+
+def test_commit_many_lands_every_version_once(make_store):
+    s = make_store()
+    s.commit(c("a", "1"))
+    batch = [c("a", "2", rows=5), c("b"), Commit(name="e", fingerprint="1", path="", rows=0)]
+    s.commit_many(batch)
+    s.commit_many(batch)  # applied again after a crash: still one version each
+    assert s.committed() == {x.name: x for x in batch}
+    assert s.fingerprints() == {"a": "2", "b": "1", "e": "1"}
+
+
+def test_staged_versions_read_whole_or_by_name(make_store):
+    s = make_store()
+    s.stage("r1", c("a", rows=3))
+    s.stage("r1", Commit(name="e", fingerprint="1", path="", rows=0, rejected=2))
+    s.stage("r1", c("a", "2", rows=4))  # staging again replaces
+    s.stage("r2", c("z"))
+    staged = s.staged("r1")
+    assert sorted(staged.names) == ["a", "e"] and staged.rows == 4
+    assert staged.get("a") == c("a", "2", rows=4)
+    assert staged.get("e") == Commit(name="e", fingerprint="1", path="", rows=0, rejected=2)
+    assert staged.get("z") is None
+    assert [f.path for f in staged.files()] == [c("a", "2").path]
+    some = s.staged("r1", ["e", "missing"])
+    assert some.names == ["e"]
+    assert len(s.staged("r1", [])) == 0 and len(s.staged("nothing")) == 0
+    assert sorted(s.staged_refreshes()) == ["r1", "r2"]

@@ -136,6 +136,27 @@ def test_a_crash_at_any_step_loses_and_duplicates_nothing(connector, cli, step):
     assert (s["read"], s["deleted"], s["skipped"]) == (0, 0, 3)
 
 
+def test_a_crash_midway_through_applying_state_resumes_exactly_once(connector, cli):
+    # State is applied in batches (one transaction each); a crash after the first of
+    # several batches leaves the table committed and state half applied.
+    c = connector(PLAN_CODE, PLAN_SPEC)
+    set_plan(c, {"a": {"fp": "1", "rows": [1]}, "gone": {"fp": "1", "rows": [9]}})
+    cli.refresh(c)
+    set_plan(c, {"a": {"fp": "2", "rows": [10]}, **{f"n{i}": {"fp": "1", "rows": [100 + i]}
+                                                    for i in range(5)}})
+    env = {"CONNECTOR_CRASH_AT": "state-batch-applied", "CONNECTOR_STATE_BATCH": "2"}
+    r, _ = cli.refresh(c, "--concurrency", "1", env=env)
+    assert r.returncode == 77, r.stderr
+    assert ids(cli.rows(c)) == [10, 100, 101, 102, 103, 104]  # the table holds it all
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert (s["read"], s["deleted"], s["skipped"]) == (0, 0, 6)  # nothing read twice
+    assert ids(cli.rows(c)) == [10, 100, 101, 102, 103, 104]
+    assert len(table_files(cli.output, "default", "plan")) == 6
+    r, s = cli.refresh(c)
+    assert (s["read"], s["deleted"], s["skipped"]) == (0, 0, 6)
+
+
 WIDER_SPEC = """
 name: plan
 schema:

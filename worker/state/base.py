@@ -6,7 +6,7 @@ truth when the two disagree after a crash (worker.table.ledger reconciles them).
 
 A refresh `stage`s each fragment version it wrote; once its table version is decided it
 records a `PendingCommit`, commits the table, then applies the staged versions with
-`commit`/`remove` and clears the pending record. `commit` is atomic per fragment
+`commit_many`/`remove` and clears the pending record. `commit` is atomic per fragment
 (fingerprint, path, rows together) and idempotent, so re-applying after a crash is safe.
 SQLite backs the embedded mode, Redis the hosted one; refresh code sees only this protocol.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from worker.models import Commit, PendingCommit, RefreshRecord
+from worker.state.staged import Staged
 
 
 class StateStore(Protocol):
@@ -38,6 +39,12 @@ class StateStore(Protocol):
         (its file can then be removed). Committing the same version twice is a no-op."""
         ...
 
+    def commit_many(self, commits: list[Commit]) -> None:
+        """Record these versions in one transaction (all or none of them), replacing
+        the fragments' previous versions; idempotent like `commit`. A refresh applies
+        its staged versions this way, a batch at a time."""
+        ...
+
     def remove(self, names: list[str]) -> list[Commit]:
         """Drop fragments from the dataset; returns what was removed."""
         ...
@@ -47,8 +54,9 @@ class StateStore(Protocol):
         Staging the same fragment again replaces the earlier entry."""
         ...
 
-    def staged(self, refresh_id: str) -> dict[str, Commit]:
-        """The fragment versions this refresh staged, by name."""
+    def staged(self, refresh_id: str, names: list[str] | None = None) -> Staged:
+        """The fragment versions this refresh staged (of `names` only, when given), as
+        columns: a refresh's commit reads 100,000 of them without a model each."""
         ...
 
     def drop_staged(self, refresh_id: str) -> None: ...

@@ -12,6 +12,7 @@ from redis import Redis
 
 from worker.models import Commit, PendingCommit, RefreshRecord
 from worker.state.keys import ConnectorKeys
+from worker.state.staged import Staged
 
 KEEP_REFRESHES = 100
 
@@ -24,6 +25,16 @@ if old == ARGV[2] then return false end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return old
+"""
+
+# KEYS[1] fragments hash, KEYS[2] fingerprints hash; ARGV (name, commit JSON,
+# fingerprint) triples.
+_COMMIT_MANY = """
+for i = 1, #ARGV, 3 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+end
+return #ARGV / 3
 """
 
 # KEYS[1] fragments hash, KEYS[2] fingerprints hash; ARGV names. Returns the removed
@@ -63,6 +74,7 @@ class RedisState:
         self._r = redis
         self.keys = ConnectorKeys(tenant, connector)
         self._commit = redis.register_script(_COMMIT)
+        self._commit_many = redis.register_script(_COMMIT_MANY)
         self._remove = redis.register_script(_REMOVE)
         self._save = redis.register_script(_SAVE_REFRESH)
 
@@ -93,6 +105,14 @@ class RedisState:
         previous = Commit.model_validate_json(old)
         return None if previous.path == commit.path else previous
 
+    def commit_many(self, commits: list[Commit]) -> None:
+        # One script: Redis runs it whole, so the batch lands entirely or not at all.
+        args: list[str] = []
+        for c in commits:
+            args += [c.name, c.model_dump_json(), c.fingerprint]
+        if args:
+            self._commit_many(keys=[self.keys.fragments, self.keys.fingerprints], args=args)
+
     def remove(self, names: list[str]) -> list[Commit]:
         if not names:
             return []
@@ -105,9 +125,13 @@ class RedisState:
         pipe.hset(self.keys.staged(refresh_id), commit.name, commit.model_dump_json())
         pipe.execute()
 
-    def staged(self, refresh_id: str) -> dict[str, Commit]:
-        raw = self._r.hgetall(self.keys.staged(refresh_id))
-        return {_text(k): Commit.model_validate_json(v) for k, v in raw.items()}
+    def staged(self, refresh_id: str, names: list[str] | None = None) -> Staged:
+        key = self.keys.staged(refresh_id)
+        if names is None:
+            docs = list(self._r.hgetall(key).values())
+        else:
+            docs = [v for v in self._r.hmget(key, names) if v is not None] if names else []
+        return Staged.from_json(docs)
 
     def drop_staged(self, refresh_id: str) -> None:
         pipe = self._r.pipeline(transaction=True)

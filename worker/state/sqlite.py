@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from worker.models import Commit, PendingCommit, RefreshRecord
+from worker.state.staged import Staged
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fragments (
@@ -29,6 +30,8 @@ CREATE TABLE IF NOT EXISTS pending (
   id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL
 );
 """
+
+_STAGED_FIELDS = ("fingerprint", "path", "rows", "size", "rejected", "defaulted")
 
 
 class SqliteState:
@@ -86,6 +89,18 @@ class SqliteState:
         return Commit(name=commit.name, fingerprint=row[0], path=row[1], rows=row[2],
                       size=row[3])
 
+    def commit_many(self, commits: list[Commit]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO fragments VALUES (?, ?, ?, ?, ?)",
+                    [(c.name, c.fingerprint, c.path, c.rows, c.size) for c in commits])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def remove(self, names: list[str]) -> list[Commit]:
         gone = []
         with self._lock:
@@ -106,12 +121,22 @@ class SqliteState:
             self._db.execute("INSERT OR REPLACE INTO staged VALUES (?, ?, ?)",
                              (refresh_id, commit.name, commit.model_dump_json()))
 
-    def staged(self, refresh_id: str) -> dict[str, Commit]:
+    def staged(self, refresh_id: str, names: list[str] | None = None) -> Staged:
+        # The JSON is taken apart by SQLite: no model (or dict) per staged version.
+        select = ("SELECT name, " + ", ".join(f"json_extract(commit_json, '$.{f}')"
+                                              for f in _STAGED_FIELDS)
+                  + " FROM staged WHERE refresh = ?")
         with self._lock:
-            rows = self._db.execute("SELECT commit_json FROM staged WHERE refresh = ?",
-                                    (refresh_id,)).fetchall()
-        commits = (Commit.model_validate_json(r[0]) for r in rows)
-        return {c.name: c for c in commits}
+            if names is None:
+                rows = self._db.execute(select, (refresh_id,)).fetchall()
+            else:
+                rows = []
+                for i in range(0, len(names), 500):
+                    chunk = names[i:i + 500]
+                    rows += self._db.execute(
+                        f"{select} AND name IN ({','.join('?' * len(chunk))})",
+                        (refresh_id, *chunk)).fetchall()
+        return Staged.from_rows(rows)
 
     def drop_staged(self, refresh_id: str) -> None:
         with self._lock:

@@ -9,7 +9,7 @@ import os
 from worker.settings import settings
 
 STEPS = ("fragment-written", "fragment-staged", "pending-recorded", "table-committed",
-         "state-applied")
+         "state-batch-applied", "state-applied")
 
 
 def point(step: str) -> None:

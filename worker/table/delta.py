@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from worker.models import Commit
 from worker.sink import Output
+from worker.state.staged import DataFile
 
 APP_ID = "connector-host"
 META_PREFIX = "connector."
@@ -91,7 +92,7 @@ class DeltaDataset:
         table = table or self.table()
         return None if table is None else pa.schema(table.schema().to_arrow())
 
-    def commit(self, table: DeltaTable | None, *, adds: list[Commit], removes: list[Commit],
+    def commit(self, table: DeltaTable | None, *, adds: list[DataFile], removes: list[Commit],
                schema: pa.Schema, overwrite: bool, seq: int,
                metadata: dict[str, str | int]) -> None:
         """One version on top of `table` (None: create it): `adds` joined, `removes`

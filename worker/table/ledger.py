@@ -22,8 +22,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from worker.models import Commit, FailureKind, FragmentFailure, PendingCommit, RefreshSummary
+from worker.settings import settings
 from worker.sink import Output
 from worker.state.base import StateStore
+from worker.state.staged import DataFile, Staged
 from worker.table import crash
 from worker.table.delta import DeltaDataset, same_schema
 from worker.table.schema import storable_problem
@@ -34,19 +36,25 @@ class SchemaConflict(FragmentFailure):
         super().__init__(message, FailureKind.DATA)
 
 
-def _apply(state: StateStore, pending: PendingCommit) -> None:
-    for c in state.staged(pending.refresh_id).values():
-        state.commit(c)
+def _apply(state: StateStore, pending: PendingCommit, staged: Staged | None = None) -> None:
+    """Step 4: the staged versions into state, a batch per transaction (a crash between
+    batches leaves `pending` recorded, and `recover` applies them all again: committing
+    a version twice is a no-op)."""
+    staged = staged if staged is not None else state.staged(pending.refresh_id)
+    for batch in staged.batches(settings().state_batch):
+        state.commit_many(batch)
+        crash.point("state-batch-applied")
     state.remove(pending.deleted)
     state.drop_staged(pending.refresh_id)
     state.set_pending(None)
     crash.point("state-applied")
 
 
-def _drop(state: StateStore, output: Output, root: str, refresh_id: str) -> None:
-    for c in state.staged(refresh_id).values():
-        if c.path:
-            output.delete(f"{root}/{c.path}")
+def _drop(state: StateStore, output: Output, root: str, refresh_id: str,
+          staged: Staged | None = None) -> None:
+    staged = staged if staged is not None else state.staged(refresh_id)
+    for f in staged.files():
+        output.delete(f"{root}/{f.path}")
     state.drop_staged(refresh_id)
 
 
@@ -72,23 +80,26 @@ def recover(state: StateStore, table: DeltaDataset, output: Output, root: str,
     for refresh_id in state.staged_refreshes():
         if refresh_id == running:
             continue
-        staged = list(state.staged(refresh_id).values())
-        present = [c for c in staged if not c.path or _exists(output, f"{root}/{c.path}")]
-        if len(present) < len(staged):
+        staged = state.staged(refresh_id)
+        missing = {f.path for f in staged.files() if not _exists(output, f"{root}/{f.path}")}
+        if missing:
             # A file went missing (removed by hand): its fragment is read again instead.
+            present = [c for batch in staged.batches(len(staged)) for c in batch
+                       if c.path not in missing]
             state.drop_staged(refresh_id)
             for c in present:
                 state.stage(refresh_id, c)
-            staged = present
+            staged = state.staged(refresh_id)
         deleted = pending.deleted if pending and pending.refresh_id == refresh_id else []
-        summary = RefreshSummary(read=len(staged), rows=sum(c.rows for c in staged))
+        summary = RefreshSummary(read=len(staged), rows=staged.rows)
         try:
-            commit_refresh(state, table, output, root, refresh_id, deleted, declared, summary)
+            commit_refresh(state, table, output, root, refresh_id, deleted, declared, summary,
+                           staged=staged)
         except SchemaConflict:
-            _drop(state, output, root, refresh_id)
+            _drop(state, output, root, refresh_id, staged)
 
 
-def _data_schema(output: Output, root: str, adds: list[Commit],
+def _data_schema(output: Output, root: str, adds: list[DataFile],
                  current: pa.Schema | None) -> pa.Schema | None:
     """Undeclared schema: the table's columns widened by the new files' (in order)."""
     schemas = [current] if current is not None else []
@@ -109,38 +120,44 @@ def _data_schema(output: Output, root: str, adds: list[Commit],
 
 def commit_refresh(state: StateStore, table: DeltaDataset, output: Output, root: str,
                    refresh_id: str, deleted: list[str], declared: pa.Schema | None,
-                   summary: RefreshSummary) -> int | None:
+                   summary: RefreshSummary, staged: Staged | None = None,
+                   committed: dict[str, Commit] | None = None) -> int | None:
     """Commit what `refresh_id` staged, and drop `deleted`, as one table version.
-    Returns the new version, or None when the table did not change.
+    Returns the new version, or None when the table did not change. `staged` and
+    `committed` (the committed versions of the staged and deleted names): what the
+    caller already read, so that a commit reads each once.
 
     A refresh that changes the schema replaces every file; if any fragment failed, it
     commits nothing (the table keeps its schema and rows, and the next refresh tries
     again) rather than leave rows of two schemas."""
-    staged = state.staged(refresh_id)
-    committed = state.lookup(list(staged) + deleted)
-    deleted = [n for n in deleted if n in committed and n not in staged]
-    adds = [c for c in staged.values() if c.path]
-    removes = [committed[n] for n in list(staged) + deleted
-               if n in committed and committed[n].path]
+    staged = staged if staged is not None else state.staged(refresh_id)
+    names = staged.names
+    if committed is None:
+        committed = state.lookup(names + deleted)
+    replaced = [n for n in names if n in committed]
+    deleted = [n for n in deleted if n in committed and n not in set(replaced)]
+    adds = staged.files()
+    removes = [committed[n] for n in replaced + deleted if committed[n].path]
     current = table.table()
     current_schema = table.schema(current) if current is not None else None
     schema = declared if declared is not None else _data_schema(output, root, adds,
                                                                  current_schema)
     changed = (current_schema is not None and schema is not None
                and not same_schema(current_schema, schema))
-    kept: list[Commit] = []
+    kept: list[DataFile] = []
     if changed:
-        kept = [c for n, c in state.committed().items()
-                if c.path and n not in staged and n not in deleted]
+        leaving = set(names) | set(deleted)
+        kept = [DataFile(c.path, c.size, c.rows) for n, c in state.committed().items()
+                if c.path and n not in leaving]
         if declared is not None and (summary.failed or kept):
-            _drop(state, output, root, refresh_id)
+            _drop(state, output, root, refresh_id, staged)
             return None
     if current is None and schema is None:
         # Nothing with a column yet (no declared schema, no rows): state only.
-        _apply(state, PendingCommit(refresh_id=refresh_id, seq=0, deleted=deleted))
+        _apply(state, PendingCommit(refresh_id=refresh_id, seq=0, deleted=deleted), staged)
         return None
     if current is not None and not adds and not removes and not changed:
-        _apply(state, PendingCommit(refresh_id=refresh_id, seq=0, deleted=deleted))
+        _apply(state, PendingCommit(refresh_id=refresh_id, seq=0, deleted=deleted), staged)
         return None
     assert schema is not None
     pending = PendingCommit(refresh_id=refresh_id, seq=table.seq(current) + 1, deleted=deleted)
@@ -153,5 +170,5 @@ def commit_refresh(state: StateStore, table: DeltaDataset, output: Output, root:
                      "rows": summary.rows, "files_added": len(adds),
                      "files_removed": len(removes)})
     crash.point("table-committed")
-    _apply(state, pending)
+    _apply(state, pending, staged)
     return (current.version() + 1) if current is not None else 0
