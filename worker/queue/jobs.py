@@ -168,18 +168,22 @@ def read_job(tenant: str, connector: str, refresh_id: str, bundle: str,
     done = {"read": 0, "failed": 0, "unread": 0, "already": 0}
     last = False
     fragments = tr.fragments(names)
-    staged = state.staged(refresh_id) if fragments else {}
+    # Only this batch's staged versions: reading the whole refresh's here made every
+    # job cost more as the refresh went on (quadratic in the fragment count).
+    staged = state.staged(refresh_id, [f.name for f in fragments]) if fragments else None
     tag = schema_tag(_connector(ctx, key).spec) if fragments else ""
+    halted = tr.stopped if fragments else False
     for fragment in fragments:
-        tr.extend()  # a long batch keeps the connector's refresh lock
-        if tr.stopped:
+        tr.keep()  # a long batch keeps the connector's refresh lock
+        if halted:  # as the last report (or the check above) saw it
             last |= tr.account(fragment.name, Outcome.UNREAD)
             done["unread"] += 1
             continue
-        existing = staged.get(fragment.name)
+        existing = staged.get(fragment.name) if staged is not None else None
         if existing is not None and existing.fingerprint == read_key(fragment.fingerprint, tag):
             # Staged by an earlier attempt of this job that died before reporting.
             last |= tr.account(fragment.name, Outcome.READ, existing.rows)
+            halted = tr.halted
             done["already"] += 1
             continue
         try:
@@ -193,11 +197,13 @@ def read_job(tenant: str, connector: str, refresh_id: str, bundle: str,
             if not ctx.sessions.usable(key):
                 ctx.sessions.discard(key)
             last |= tr.account(fragment.name, Outcome.FAILED, failure=_excerpt(e, fragment.name))
+            halted = tr.halted
             done["failed"] += 1
             continue
         ctx.sessions.touch(key)
         last |= tr.account(fragment.name, Outcome.READ, commit.rows, rejected=commit.rejected,
                            defaulted=commit.defaulted)
+        halted = tr.halted
         done["read"] += 1
     if last or (not fragments and tr.counts().pending == 0):
         # The second case: an earlier attempt accounted everything and died before

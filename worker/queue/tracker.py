@@ -12,6 +12,7 @@ refresh's id, with a TTL its jobs extend, released when the refresh closes.
 from __future__ import annotations
 
 import json
+import time
 from enum import StrEnum
 
 from pydantic import BaseModel
@@ -23,6 +24,7 @@ from worker.state.keys import ConnectorKeys
 RUN_TTL = 7 * 86400       # a running refresh's bookkeeping outlives any sane refresh
 DONE_TTL = 3600           # kept briefly after close for late readers
 LOCK_TTL = 900            # extended by every job of the refresh
+EXTEND_EVERY = 30.0       # seconds between a job's extensions of the lock
 
 
 class Outcome(StrEnum):
@@ -50,7 +52,8 @@ class Counts(BaseModel):
 
 # KEYS pending, counts, failures, stop, finalize; ARGV name, outcome, rows, failure JSON,
 # ttl, rejected, defaulted.
-# Returns 1 when this report emptied `pending` first (the caller finalizes).
+# Returns {1 when this report emptied `pending` first (the caller finalizes), 1 when
+# the refresh is stopped}: the reporter learns both in the round trip it makes anyway.
 _ACCOUNT = """
 if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
@@ -66,11 +69,12 @@ if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
     redis.call('SET', KEYS[4], '1', 'EX', tonumber(ARGV[5]))
   end
 end
+local stopped = redis.call('EXISTS', KEYS[4])
 if redis.call('SCARD', KEYS[1]) == 0 and redis.call('SET', KEYS[5], '1', 'NX', 'EX',
                                                     tonumber(ARGV[5])) then
-  return 1
+  return {1, stopped}
 end
-return 0
+return {0, stopped}
 """
 
 # KEYS lock; ARGV id, ttl
@@ -99,6 +103,8 @@ class Tracker:
         self._deleted, self._planned = k(refresh_id, "deleted"), k(refresh_id, "planned")
         self._batches = k(refresh_id, "batches")
         self._account = redis.register_script(_ACCOUNT)
+        self._extended = -EXTEND_EVERY
+        self.halted = False  # the stop flag as the last report saw it
 
     # --- the lock ------------------------------------------------------------------
 
@@ -111,7 +117,14 @@ class Tracker:
         return holder.decode() if holder else self.acquire()
 
     def extend(self) -> bool:
+        self._extended = time.monotonic()
         return bool(self._r.eval(_EXTEND, 1, self.keys.lock, self.id, LOCK_TTL))
+
+    def keep(self) -> None:
+        """Extend the lock if this tracker has not for EXTEND_EVERY seconds: a batch of
+        one-row fragments keeps it without a round trip per fragment."""
+        if time.monotonic() - self._extended >= EXTEND_EVERY:
+            self.extend()
 
     def release(self) -> None:
         self._r.eval(_RELEASE, 2, self.keys.lock, self.keys.bundle_pin, self.id)
@@ -171,11 +184,14 @@ class Tracker:
     def account(self, name: str, outcome: Outcome, rows: int = 0,
                 failure: FailedFragment | None = None, rejected: int = 0,
                 defaulted: int = 0) -> bool:
-        """Report one fragment's outcome; True if this report completed the refresh."""
-        return bool(self._account(
+        """Report one fragment's outcome; True if this report completed the refresh.
+        Updates `halted`."""
+        won, stopped = self._account(
             keys=[self._pending, self._counts, self._failures, self._stop, self._finalize],
             args=[name, outcome.value, rows, failure.model_dump_json() if failure else "",
-                  RUN_TTL, rejected, defaulted]))
+                  RUN_TTL, rejected, defaulted])
+        self.halted = bool(stopped)
+        return bool(won)
 
     def halt(self) -> None:
         """The refresh is being closed from outside (worker.queue.watchdog): jobs still
@@ -191,7 +207,8 @@ class Tracker:
 
     @property
     def stopped(self) -> bool:
-        return bool(self._r.exists(self._stop))
+        self.halted = bool(self._r.exists(self._stop))
+        return self.halted
 
     def counts(self) -> Counts:
         raw = {k.decode(): int(v) for k, v in self._r.hgetall(self._counts).items()}
