@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -90,6 +91,19 @@ class ProcWatch:
                 elif not self.root_is_host:  # queue mode: the workers, VmHWM spans warm-up
                     self.host = max(self.host, rss << 10)
         return self.host
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + sys) the live processes under `pid` have used so far: the
+    queue workers run every job in their own process, so a refresh's host CPU is the
+    difference across it (containers are not counted)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 @dataclass
@@ -201,11 +215,15 @@ def run(report: Report, work: Workdir, *, counts: list[int], sizes: list[int],
                 return
             prev = {}
             for what, conn, rows, unit in cases:
+                cpu0 = tree_cpu(q.pid)
                 r = watched(lambda conn=conn, rows=rows: q.run(conn, rows), lambda: q.pid,
                             False, conn.spec.name)
+                cpu = tree_cpu(q.pid) - cpu0
                 report.add(Result(f"scale, queue docker x{queue_workers}: {what}", r.seconds,
                                   "s", note=_per(what, unit, r.seconds, rows, prev) + "; "
-                                  + _fmt(r)))
+                                  + _fmt(r) + f"; workers' CPU {cpu:.1f} s"
+                                  + (f" ({cpu / unit * 1e3:.2f} ms/fragment)"
+                                     if "one-row" in what else "")))
 
 
 def _per(what: str, unit: int, secs: float, rows: int,

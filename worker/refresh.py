@@ -106,17 +106,10 @@ class SessionPool:
             self._all.clear()
 
 
-def read_fragment(session: Session, connector: Connector, fragment: Fragment,
-                  output: Output, state: StateStore, refresh_id: str) -> Commit:
-    """Read one fragment to Parquet, then stage it: durable first, recorded second."""
-    return stage_stream(session.read(fragment), connector, fragment, output, state,
-                        refresh_id)
-
-
 def stage_stream(stream: ReadStream, connector: Connector, fragment: Fragment,
                  output: Output, state: StateStore, refresh_id: str) -> Commit:
-    """Write one fragment's stream to a new Parquet file in the dataset and stage it for
-    this refresh's table version (see read_fragment).
+    """Write one fragment's stream to a new Parquet file in the dataset, then stage it
+    for this refresh's table version: durable first, recorded second.
 
     The rows the read rejected or defaulted are written to the rejects dataset first,
     so a committed fragment never has rejects that were not kept; the replaced

@@ -15,11 +15,13 @@ finalize    commits the refresh's one table version (staged files added, replace
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -29,12 +31,12 @@ from rq.job import Job
 from worker import ceilings
 from worker.bundle_cache import touch
 from worker.errors import ConnectorError
-from worker.models import FailedFragment, FailureKind, FragmentFailure, RefreshRecord
+from worker.models import FailedFragment, FailureKind, Fragment, FragmentFailure, RefreshRecord
 from worker.queue import enqueue
 from worker.queue.context import WorkerContext, current
 from worker.queue.sessions import SessionKey
 from worker.queue.tracker import Outcome, Tracker
-from worker.refresh import diff, finalize, read_fragment, recover
+from worker.refresh import diff, finalize, recover, stage_stream
 from worker.registry import get_deployment, materialize, open_credentials
 from worker.sandbox.base import Session
 from worker.sandbox.process import unenforced_network
@@ -172,39 +174,65 @@ def read_job(tenant: str, connector: str, refresh_id: str, bundle: str,
     # job cost more as the refresh went on (quadratic in the fragment count).
     staged = state.staged(refresh_id, [f.name for f in fragments]) if fragments else None
     tag = schema_tag(_connector(ctx, key).spec) if fragments else ""
-    halted = tr.stopped if fragments else False
+    todo: collections.deque[Fragment] = collections.deque()
     for fragment in fragments:
-        tr.keep()  # a long batch keeps the connector's refresh lock
-        if halted:  # as the last report (or the check above) saw it
-            last |= tr.account(fragment.name, Outcome.UNREAD)
-            done["unread"] += 1
-            continue
         existing = staged.get(fragment.name) if staged is not None else None
         if existing is not None and existing.fingerprint == read_key(fragment.fingerprint, tag):
             # Staged by an earlier attempt of this job that died before reporting.
             last |= tr.account(fragment.name, Outcome.READ, existing.rows)
-            halted = tr.halted
             done["already"] += 1
-            continue
+        else:
+            todo.append(fragment)
+    halted = tr.halted if done["already"] else (tr.stopped if todo else False)
+
+    def feed() -> Iterator[Fragment]:
+        # Pulled lazily by read_many, at most its window ahead: once a report says the
+        # refresh stopped, nothing new is requested.
+        while todo and not halted:
+            tr.keep()  # a long batch keeps the connector's refresh lock
+            yield todo.popleft()
+
+    while todo and not halted:
         try:
             session = _session(ctx, key)
-            commit = read_fragment(session, _connector(ctx, key), fragment, ctx.output, state,
-                                   refresh_id)
         except FragmentFailure as e:
             if e.kind == FailureKind.INFRA:
-                ctx.sessions.discard(key)
                 raise
-            if not ctx.sessions.usable(key):
-                ctx.sessions.discard(key)
+            # Setup failed (a bad bundle or credentials): charged to the next fragment.
+            fragment = todo.popleft()
             last |= tr.account(fragment.name, Outcome.FAILED, failure=_excerpt(e, fragment.name))
             halted = tr.halted
             done["failed"] += 1
             continue
-        ctx.sessions.touch(key)
-        last |= tr.account(fragment.name, Outcome.READ, commit.rows, rejected=commit.rejected,
-                           defaulted=commit.defaulted)
-        halted = tr.halted
-        done["read"] += 1
+        never_started: list[Fragment] = []
+        # Pipelined: the runtime reads the next fragment while this one is written.
+        for fragment, stream in session.read_many(feed()):
+            if stream is None:  # requested, but the session broke first
+                never_started.append(fragment)
+                continue
+            try:
+                commit = stage_stream(stream, _connector(ctx, key), fragment, ctx.output,
+                                      state, refresh_id)
+            except FragmentFailure as e:
+                if e.kind == FailureKind.INFRA:
+                    ctx.sessions.discard(key)
+                    raise
+                last |= tr.account(fragment.name, Outcome.FAILED,
+                                   failure=_excerpt(e, fragment.name))
+                halted = tr.halted
+                done["failed"] += 1
+                continue
+            ctx.sessions.touch(key)
+            last |= tr.account(fragment.name, Outcome.READ, commit.rows,
+                               rejected=commit.rejected, defaulted=commit.defaulted)
+            halted = tr.halted
+            done["read"] += 1
+        todo.extendleft(reversed(never_started))
+        if not ctx.sessions.usable(key):
+            ctx.sessions.discard(key)
+    for fragment in todo:  # not started: the refresh stopped on a failure
+        last |= tr.account(fragment.name, Outcome.UNREAD)
+        done["unread"] += 1
     if last or (not fragments and tr.counts().pending == 0):
         # The second case: an earlier attempt accounted everything and died before
         # enqueueing finalize; finalize is unique per refresh, so this is safe.
