@@ -44,8 +44,29 @@ class Listing:
         objs = [f.metadata() for f in fragments]
         return cls.from_batches([listing_batch(objs)] if objs else [])
 
+    @classmethod
+    def _checked(cls, table: pa.Table) -> Listing:
+        """Rows of a listing already checked (a selection keeps its properties)."""
+        out = cls.__new__(cls)
+        out.table = table
+        return out
+
     def __len__(self) -> int:
         return self.table.num_rows
+
+    def select(self, indices: pa.Array) -> Listing:
+        """The fragments at these row positions, still as columns."""
+        return Listing._checked(self.table.take(indices))
+
+    @property
+    def names(self) -> list[str]:
+        return self.table.column("name").to_pylist()
+
+    def chunks(self, size: int) -> Iterator[list[Fragment]]:
+        """The fragments as models, `size` at a time: a refresh of 100,000 holds one
+        chunk of models, not 100,000."""
+        for i in range(0, len(self), max(1, size)):
+            yield self.take(range(i, min(i + size, len(self))))
 
     def __iter__(self) -> Iterator[Fragment]:
         return iter(self.take(range(len(self))))

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pyarrow.compute as pc
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from worker.arrays import string_scalar, strings
 from worker.listing import Listing
@@ -44,10 +44,18 @@ from worker.table.schema import declared, for_table, listed_fingerprint, read_ke
 
 
 class Plan(BaseModel):
+    """What a refresh reads (as the listing's columns) and deletes."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     listed: int
-    to_read: list[Fragment]
+    reads: Listing
     skipped: int
     deleted: list[str]
+
+    @property
+    def to_read(self) -> list[Fragment]:
+        return [f for chunk in self.reads.chunks(1024) for f in chunk]
 
 
 def diff(listed: Listing, committed: Mapping[str, str], tag: str = "",
@@ -55,8 +63,8 @@ def diff(listed: Listing, committed: Mapping[str, str], tag: str = "",
     """New names and changed read keys are read; names no longer listed leave.
     `committed` maps name -> read key (StateStore.fingerprints()); a listed fragment's
     key is its fingerprint under schema `tag` (worker.table.schema.read_key). `full`
-    reads every listed fragment. Computed on the listing's columns: only the fragments
-    to read become models."""
+    reads every listed fragment. Computed on the listing's columns; the fragments to
+    read stay columns too, and become models a chunk at a time as they are read."""
     names = listed.table.column("name")
     known = strings(committed)
     old = strings(committed.values())
@@ -68,9 +76,9 @@ def diff(listed: Listing, committed: Mapping[str, str], tag: str = "",
     changed = pc.or_kleene(pc.is_null(at), pc.not_equal(keys, pc.take(old, at)))
     if full:
         changed = pc.is_valid(names)  # every name is valid (Listing checks): all true
-    to_read = listed.take(pc.indices_nonzero(changed).to_pylist())
+    reads = listed.select(pc.indices_nonzero(changed))
     gone = pc.filter(known, pc.invert(pc.is_in(known, value_set=names))).to_pylist()
-    return Plan(listed=len(listed), to_read=to_read, skipped=len(listed) - len(to_read),
+    return Plan(listed=len(listed), reads=reads, skipped=len(listed) - len(reads),
                 deleted=sorted(gone))
 
 
@@ -138,28 +146,37 @@ def stage_stream(stream: ReadStream, connector: Connector, fragment: Fragment,
 
 
 class _Feeder:
-    """The fragments still to read, shared by the lanes; dry once `stop` is set."""
+    """The fragments still to read, shared by the lanes; dry once `stop` is set. Models
+    are made from the listing's columns a chunk at a time, as the lanes pull them."""
 
-    def __init__(self, fragments: list[Fragment], stop: threading.Event) -> None:
-        self._todo: collections.deque[Fragment] = collections.deque(fragments)
+    CHUNK = 256
+
+    def __init__(self, todo: Listing, stop: threading.Event) -> None:
+        self._chunks = todo.chunks(self.CHUNK)
+        self._left = len(todo)
+        self._ready: collections.deque[Fragment] = collections.deque()
         self._stop = stop
         self._lock = threading.Lock()
 
     def more(self) -> bool:
-        return bool(self._todo)
+        return bool(self._ready) or self._left > 0
 
     def unread(self, fragment: Fragment) -> None:
         with self._lock:
-            self._todo.appendleft(fragment)
+            self._ready.appendleft(fragment)
 
     def __iter__(self) -> Iterator[Fragment]:
         return self
 
     def __next__(self) -> Fragment:
         with self._lock:
-            if self._stop.is_set() or not self._todo:
+            if self._stop.is_set() or not self.more():
                 raise StopIteration
-            return self._todo.popleft()
+            if not self._ready:
+                chunk = next(self._chunks)
+                self._left -= len(chunk)
+                self._ready.extend(chunk)
+            return self._ready.popleft()
 
 
 def dataset(spec: ConnectorSpec, output: Output) -> DeltaDataset:
@@ -235,12 +252,12 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                 return summary
             plan = diff(listed, committed.result(), schema_tag(connector.spec), full)
         summary.listed, summary.skipped = plan.listed, plan.skipped
-        total = len(plan.to_read)
+        total = len(plan.reads)
         if on_progress:
             on_progress(Progress(stage="read", done=0, total=total))
         lock = threading.Lock()
         stop = threading.Event()
-        feeder = _Feeder(plan.to_read, stop)
+        feeder = _Feeder(plan.reads, stop)
 
         def done(fragment: Fragment, commit: Commit | None, exc: BaseException | None) -> None:
             with lock:
@@ -285,7 +302,7 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                         done(fragment, None, e)
                     stop.set()
 
-        lanes = max(1, min(concurrency, len(plan.to_read)))
+        lanes = max(1, min(concurrency, len(plan.reads)))
         with ThreadPoolExecutor(max_workers=lanes) as lanes_pool:
             futures = [lanes_pool.submit(lane, i) for i in range(lanes)]
             try:

@@ -149,7 +149,7 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
         plan = diff(listed, state.fingerprints(), schema_tag(spec))
         record.summary.listed, record.summary.skipped = plan.listed, plan.skipped
         state.save_refresh(record)
-        tr.plan(plan.to_read, plan.deleted, enqueue.split([f.name for f in plan.to_read]))
+        tr.plan(plan.reads, plan.deleted, enqueue.split(plan.reads.names))
     batches = tr.batches()
     if not batches:
         if tr.claim_finalize():

@@ -18,6 +18,7 @@ from enum import StrEnum
 from pydantic import BaseModel
 from redis import Redis
 
+from worker.listing import Listing
 from worker.models import FailedFragment, Fragment, RefreshSummary
 from worker.state.keys import ConnectorKeys
 
@@ -131,7 +132,7 @@ class Tracker:
 
     # --- the plan ------------------------------------------------------------------
 
-    def plan(self, to_read: list[Fragment], deleted: list[str],
+    def plan(self, to_read: Listing, deleted: list[str],
              batches: list[list[str]]) -> None:
         """Record what this refresh must read (split into read-job batches) and delete,
         in one transaction, once: a retried list job finds the same plan."""
@@ -143,8 +144,7 @@ class Tracker:
             p.delete(self._todo, self._pending, self._deleted, self._batches)
             for i in range(0, len(batches), 500):
                 p.rpush(self._batches, *[json.dumps(b) for b in batches[i:i + 500]])
-            for i in range(0, len(to_read), 1000):
-                chunk = to_read[i:i + 1000]
+            for chunk in to_read.chunks(1000):
                 p.hset(self._todo, mapping={f.name: f.model_dump_json() for f in chunk})
                 p.sadd(self._pending, *[f.name for f in chunk])
             if deleted:

@@ -66,6 +66,7 @@ def test_lost_finalize_job_is_reenqueued_and_the_refresh_closes(queue_env, tmp_p
     """Every fragment accounted for, but no finalize job: the watchdog enqueues it again
     rather than failing a refresh that did all its work."""
     from worker import naming
+    from worker.listing import Listing
     from worker.queue.tracker import Tracker
     from worker.state import keys
 
@@ -79,7 +80,7 @@ def test_lost_finalize_job_is_reenqueued_and_the_refresh_closes(queue_env, tmp_p
     (list_job,) = [j.decode() for j in redis_client.lrange(queue_key, 0, -1)]
     assert list_job == naming.job_id("acme", "nofin", rid, "list")
     redis_client.delete(queue_key, f"{rq_prefix}:job:{list_job}")
-    Tracker(redis_client, "acme", "nofin", rid).plan([], [], [])
+    Tracker(redis_client, "acme", "nofin", rid).plan(Listing.of([]), [], [])
 
     worker = queue_env.start_workers(1, env=WATCH)
     r, s = queue_env.refresh("nofin", "acme", timeout=60)
