@@ -324,9 +324,11 @@ class QueueCli:
 
 @contextlib.contextmanager
 def queue_cli(report: Report, work: Workdir, workers: int, sandbox: str,
-              conns: list[Connector]) -> Iterator[QueueCli | None]:
+              conns: list[Connector],
+              cold: frozenset[str] = frozenset()) -> Iterator[QueueCli | None]:
     """Workers for `sandbox` running and warmed on every connector (image, bundle, a
-    warm session in each worker process)."""
+    warm session in each worker process) but those named in `cold` (a warm-up refresh
+    of 100,000 fragments would take as long as the measured one)."""
     from bench import queued
 
     qb = queued.open_bench(report, work, workers)
@@ -337,6 +339,8 @@ def queue_cli(report: Report, work: Workdir, workers: int, sandbox: str,
         names = {c.spec.name: qb.deploy(c) for c in conns}
         with qb.workers(sandbox, workers) as proc:
             for c in conns:
+                if c.spec.name in cold:
+                    continue
                 qb.reset(names[c.spec.name])
                 qb.refresh(names[c.spec.name])
 
