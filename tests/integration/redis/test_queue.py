@@ -95,6 +95,36 @@ def test_user_failure_fails_refresh_without_retry_then_fix_completes(queue_env, 
     assert ids(queue_env.rows("flaky", "acme")) == [0, 1, 2, 3, 4, 5]
 
 
+def test_a_failure_inside_a_batch_names_its_fragment_and_a_rerun_reads_the_rest_once(
+        queue_env, tmp_path):
+    # 100 fragments go in read jobs of 4, read pipelined through one session; f041 is
+    # the second of its batch.
+    c = PlanConnector(tmp_path, "batched", "acme")
+    plan = {f"f{i:03d}": {"fp": "1", "rows": [i]} for i in range(100)}
+    plan["f041"] = {"fp": "1", "rows": "FAIL"}
+    c.set(plan)
+    queue_env.deploy(c.folder)
+    queue_env.start_workers(1)
+
+    r, s = queue_env.refresh("batched", "acme")
+    assert r.returncode == 1, r.stderr + queue_env.logs()
+    assert "f041" in r.stderr and "remote said no for f041" in r.stderr
+    first = c.reads()
+    assert first.count("f041") == 1 and len(set(first)) == len(first)
+    # the batches before it were read; none after its own batch (f040-f043) started
+    assert {f"f{i:03d}" for i in range(41)} <= set(first) <= {f"f{i:03d}" for i in range(44)}
+    assert s["failed"] == 1 and s["read"] == s["rows"] == len(first) - 1
+
+    plan["f041"] = {"fp": "1", "rows": [41]}
+    c.set(plan)
+    r, s = queue_env.refresh("batched", "acme")
+    assert r.returncode == 0, r.stderr + queue_env.logs()
+    assert (s["read"], s["skipped"], s["failed"]) == (101 - len(first), len(first) - 1, 0)
+    reads = c.reads()
+    assert sorted(set(reads)) == sorted(plan) and len(reads) == 101  # f041 twice, rest once
+    assert ids(queue_env.rows("batched", "acme")) == list(range(100))
+
+
 def test_tenants_are_isolated(queue_env, tmp_path, redis_client):
     a = PlanConnector(tmp_path, "shared", "ta")
     b = PlanConnector(tmp_path, "shared", "tb")
