@@ -8,7 +8,8 @@
 Each is a first refresh (everything read) of `connector refresh` as a subprocess:
 local with `--sandbox process` and `--sandbox docker`, and queue mode (docker, 2
 workers, `refresh --queue --wait`, workers warmed by one untimed refresh of the same
-connector, up to WARM_MAX fragments). Peak memory, sampled every 50 ms from /proc and the container's cgroup:
+connector, up to WARM_MAX fragments). Peak memory, sampled every 50 ms from /proc and
+the container's cgroup:
 - local: host = the CLI process (VmHWM at its last sample and sampled VmRSS); sandbox =
   the largest runtime process (process sandbox, VmHWM) or the container's cgroup peak
   (docker; cgroup v1's peak counts page cache too, so its anon share is noted);

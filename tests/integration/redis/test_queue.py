@@ -58,17 +58,24 @@ def test_queued_refresh_equals_local_and_is_incremental(queue_env, cli, tmp_path
     assert "8 fragment(s)" in st.stdout
 
 
-def test_user_failure_fails_refresh_without_retry_then_fix_completes(queue_env, tmp_path,
-                                                                      redis_client):
-    c = PlanConnector(tmp_path, "flaky", "acme")
-    plan = {f"f{i}": {"fp": "1", "rows": [i]} for i in range(6)}
-    plan["f3"] = {"fp": "1", "rows": "FAIL"}
+def _failing_refresh(queue_env, tmp_path, name: str, names: list[str], failing: str):
+    """One worker refreshes `names` (fragment i has the row i), of which `failing`
+    raises; the refresh fails. Returns the connector, its plan and the refresh's result."""
+    c = PlanConnector(tmp_path, name, "acme")
+    plan = {n: {"fp": "1", "rows": [i]} for i, n in enumerate(names)}
+    plan[failing] = {"fp": "1", "rows": "FAIL"}
     c.set(plan)
     queue_env.deploy(c.folder)
     queue_env.start_workers(1)
-
-    r, s = queue_env.refresh("flaky", "acme")
+    r, s = queue_env.refresh(name, "acme")
     assert r.returncode == 1, r.stderr + queue_env.logs()
+    return c, plan, r, s
+
+
+def test_user_failure_fails_refresh_without_retry_then_fix_completes(queue_env, tmp_path,
+                                                                      redis_client):
+    c, plan, r, s = _failing_refresh(queue_env, tmp_path, "flaky", [f"f{i}" for i in range(6)],
+                                     "f3")
     # one worker, one fragment per job, in listing order: f3 fails, f4 and f5 never start
     assert s == {"listed": 6, "read": 3, "skipped": 0, "deleted": 0, "failed": 1, "rows": 3,
                  "rejected": 0, "defaulted": 0}
@@ -99,15 +106,8 @@ def test_a_failure_inside_a_batch_names_its_fragment_and_a_rerun_reads_the_rest_
         queue_env, tmp_path):
     # 100 fragments go in read jobs of 4, read pipelined through one session; f041 is
     # the second of its batch.
-    c = PlanConnector(tmp_path, "batched", "acme")
-    plan = {f"f{i:03d}": {"fp": "1", "rows": [i]} for i in range(100)}
-    plan["f041"] = {"fp": "1", "rows": "FAIL"}
-    c.set(plan)
-    queue_env.deploy(c.folder)
-    queue_env.start_workers(1)
-
-    r, s = queue_env.refresh("batched", "acme")
-    assert r.returncode == 1, r.stderr + queue_env.logs()
+    c, plan, r, s = _failing_refresh(queue_env, tmp_path, "batched",
+                                     [f"f{i:03d}" for i in range(100)], "f041")
     assert "f041" in r.stderr and "remote said no for f041" in r.stderr
     first = c.reads()
     assert first.count("f041") == 1 and len(set(first)) == len(first)
