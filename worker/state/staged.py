@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from worker.arrays import int64s, strings
+from worker.arrays import int64s, string_scalar, strings
 from worker.models import Commit
 
 COLUMNS = ("name", "fingerprint", "path", "rows", "size", "rejected", "defaulted")
@@ -63,7 +63,8 @@ class Staged:
         opts = pajson.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
         table = pajson.read_json(pa.BufferReader(data), parse_options=opts)
         # a field an older document lacks (size, rejected, defaulted) counts as 0
-        cols = [table.column(n) if i < _TEXT else pc.fill_null(table.column(n), 0)
+        zero = int64s([0])[0]  # not pa.scalar(0): it would ask whether 0 is pandas'
+        cols = [table.column(n) if i < _TEXT else pc.fill_null(table.column(n), zero)
                 for i, n in enumerate(COLUMNS)]
         return cls(pa.Table.from_arrays(cols, schema=SCHEMA))
 
@@ -91,15 +92,10 @@ class Staged:
 
     def files(self) -> list[DataFile]:
         """The versions with rows (a version without rows has no file)."""
-        t = self.table.filter(pc.not_equal(self.table.column("path"), ""))
+        t = self.table.filter(pc.not_equal(self.table.column("path"), string_scalar("")))
         return [DataFile(*r) for r in zip(t.column("path").to_pylist(),
                                           t.column("size").to_pylist(),
                                           t.column("rows").to_pylist(), strict=True)]
-
-    def only(self, names: Iterable[str]) -> Staged:
-        """The versions of these names."""
-        return Staged(self.table.filter(pc.is_in(self.table.column("name"),
-                                                 value_set=strings(names))))
 
     @staticmethod
     def _commit(row: dict[str, object]) -> Commit:
