@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     """Fernet key sealing credentials at deploy and opening them on workers."""
     sandbox: str | None = None
     """`docker` or `process`; unset: docker when an engine answers."""
+    docker_link: Literal["socket", "attach"] = "socket"
+    """Docker sandbox: how frames cross to the runtime: `socket`, a private unix socket
+    per session (gVisor and remote engines use `attach` whatever this says), or
+    `attach`, the container's attached stdin/stdout through the engine."""
     session_idle: float = 300.0
     """Seconds a warm sandbox session may sit idle on a worker."""
     warm_sessions: int = Field(4, gt=0)

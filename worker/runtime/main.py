@@ -4,7 +4,8 @@ Runs INSIDE the sandbox (a child process or a container), never in the worker, i
 project's own environment (pyarrow, fastavro, pydantic). The user's code runs in a
 second process under the user's interpreter (see worker/runtime/userproc.py): this one
 asks it for listings, bytes and custom-parser rows. It talks to the host only through
-frames on its original stdout (see worker.protocol); its stderr and both processes'
+frames on its original stdin/stdout, or on the session socket the host names with
+`--connect` (see worker.protocol, worker/sandbox/links.py); its stderr and both processes'
 prints are redirected into a pipe that a thread forwards as `log` frames, so nothing the
 user writes can corrupt a frame.
 """
@@ -16,6 +17,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import sys
 import threading
 import traceback
@@ -33,6 +35,8 @@ from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.runtime.userproc import UserError, UserProcess
 from worker.spec import ParserSpec, Schema
+
+SEND_BUFFER = 4 << 20
 
 
 def _describe(exc: BaseException) -> str:
@@ -231,16 +235,43 @@ class Runtime:
         self.send("error", kind=kind, message=message, traceback=tb)
 
 
+def protocol_fds(connect: str | None) -> tuple[int, int]:
+    """(input, output) descriptors of the protocol: private copies of stdin and stdout
+    (made before fd 1 is handed to the log pump), or a connection to the host's session
+    socket. Connecting comes before the user's process starts, so the host's one
+    accepted connection is always this one. Both are close-on-exec: the user process
+    never inherits them."""
+    if connect is None:
+        return os.dup(0), os.dup(1)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # a bigger send queue: fewer wake-ups per MiB of Arrow (capped by the kernel)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        sock.connect(connect)
+    except OSError:
+        sock.close()
+        raise
+    fd = sock.detach()
+    return os.dup(fd), fd
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m worker.runtime")
     ap.add_argument("--user-python", required=True,
                     help="the interpreter of the user's environment, for the user process")
     ap.add_argument("--cpus", type=int, default=1, help="the sandbox's CPU limit")
+    ap.add_argument("--connect", metavar="SOCKET",
+                    help="frames over this unix socket instead of stdin/stdout")
     args = ap.parse_args(argv)
     limits.apply(args.cpus)
-    # Keep the protocol on a private copy of stdout before fd 1 is handed to the log pump.
-    proto_out = os.fdopen(os.dup(1), "wb", buffering=1 << 20)
-    proto_in = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
+    try:
+        in_fd, out_fd = protocol_fds(args.connect)
+    except OSError as e:
+        print(f"runtime: cannot connect to the session socket {args.connect}: {e}",
+              file=sys.stderr)
+        return 2
+    proto_out = os.fdopen(out_fd, "wb", buffering=1 << 20)
+    proto_in = os.fdopen(in_fd, "rb", buffering=1 << 16)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # user code reading stdin must not eat frames
     os.close(devnull)

@@ -6,9 +6,11 @@ its own per session, netallow.py, removed with the container), read-only root, a
 for /tmp, every capability dropped, no-new-privileges, a seccomp profile, a non-root
 user, pids, memory (swap included) and CPU limits, and no log driver (we read stdout
 ourselves, and a json-file log would grow without bound). Nothing from the host is
-mounted (the code is a layer of the image) unless a developer runs `connector
-test/refresh --mount`: then those folders, read-only. Credentials cross once, over the
-attached stdin.
+mounted (the code is a layer of the image) but the session's own socket directory,
+read-only (session_socket.py), unless a developer runs `connector test/refresh
+--mount`: then those folders too, read-only. Frames, credentials among them, cross over
+that socket, or over the attached stdin/stdout where the engine cannot connect a host
+socket (gVisor, a remote engine): see links.py.
 
 The seccomp profile (seccomp.json) is Docker's default (moby/profiles v0.2.3) with
 `ptrace` removed and no `io_uring_*` syscalls: io_uring has been the source of a run of
@@ -29,12 +31,9 @@ user code would never be reaped and would eat the pids limit of a warm session. 
 tini the runtime is an ordinary process: it dies like one ("container exited 137"),
 and when it exits tini exits and the kernel kills everything left in the container.
 
-The host never buffers more of the runtime's output than the read-ahead's bound
-(`ReadAhead` over `DockerDemux`): user code can write to the protocol's file descriptor,
-and a forged header announcing a 500 MiB frame must not make the worker hold 500 MiB
-before the cap is checked.
 Containers still running when the worker's interpreter exits are removed (atexit); a
-worker killed outright leaves them to `reap`, which runs whenever a sandbox starts.
+worker killed outright leaves them (and their session directories) to `reap`, which
+runs whenever a sandbox starts.
 """
 
 from __future__ import annotations
@@ -45,8 +44,8 @@ import importlib.resources
 import json
 import os
 import socket
-import struct
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -58,11 +57,14 @@ from docker.types import LogConfig
 
 from worker import naming
 from worker.models import FailureKind, FragmentFailure
+from worker.protocol import ByteSource
+from worker.sandbox import session_socket
 from worker.sandbox.base import runtime_cpus
 from worker.sandbox.exits import classify_exit
+from worker.sandbox.links import AttachLink, Link, SocketLink
 from worker.sandbox.mounts import Mount
-from worker.sandbox.readahead import ReadAhead
 from worker.sandbox.session import FramedSession
+from worker.settings import settings
 from worker.spec import Connector, NetworkAllow
 
 if TYPE_CHECKING:
@@ -78,8 +80,6 @@ SCRATCH_DIR = "/scratch"
 SECCOMP = json.dumps(json.loads(
     (importlib.resources.files("worker.sandbox") / "seccomp.json").read_text()),
     separators=(",", ":"))
-STDERR_CAP = 64 << 10
-_MUX = struct.Struct(">BxxxL")
 
 
 class Containers:
@@ -133,38 +133,6 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class DockerDemux:
-    """Undoes Docker's stream multiplexing (8-byte headers) of an attached container
-    socket: `recv()` returns the stdout bytes of one read (for `ReadAhead`), stderr is
-    kept, bounded, for the exit reason."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._raw = b""  # undemuxed bytes: a partial mux header or payload
-        self.stderr = bytearray()
-
-    def recv(self) -> bytes:
-        data = self._sock.recv(1 << 20)
-        if not data:
-            raise EOFError
-        raw = self._raw + data if self._raw else data
-        view = memoryview(raw)
-        pos = 0
-        out: list[memoryview] = []
-        while len(raw) - pos >= 8:
-            kind, size = _MUX.unpack_from(raw, pos)
-            if len(raw) - pos - 8 < size:
-                break
-            payload = view[pos + 8: pos + 8 + size]
-            pos += 8 + size
-            if kind == 1:
-                out.append(payload)
-            elif kind == 2 and len(self.stderr) < STDERR_CAP:
-                self.stderr += payload[: STDERR_CAP - len(self.stderr)]
-        self._raw = raw[pos:]
-        return b"".join(out)
-
-
 class DockerChannel:
     def __init__(self, client: docker.DockerClient, image: str, connector: Connector,
                  labels: dict[str, str], mounts: Sequence[Mount] = ()) -> None:
@@ -191,6 +159,27 @@ class DockerChannel:
                 mounts: Sequence[Mount], network_mode: str) -> None:
         limits = connector.spec.limits
         networked = network_mode != "none"
+        self._socket = (session_socket.SessionSocket()
+                        if uses_session_socket(self._client, limits.runtime) else None)
+        binds = {str(m.host): {"bind": m.container, "mode": "ro"} for m in mounts}
+        command = ["python", "-m", "worker.runtime", "--user-python", USER_PYTHON,
+                   "--cpus", str(runtime_cpus(limits.cpus))]
+        if self._socket is not None:
+            binds.update(self._socket.bind())
+            command += ["--connect", self._socket.container_path]
+        try:
+            self._create_container(image, connector, labels, network_mode, networked,
+                                   binds, command)
+        except BaseException:
+            if self._socket is not None and not hasattr(self, "id"):
+                self._socket.close()
+            raise
+
+    def _create_container(self, image: str, connector: Connector, labels: dict[str, str],
+                          network_mode: str, networked: bool,
+                          binds: dict[str, dict[str, str]], command: list[str]) -> None:
+        limits = connector.spec.limits
+        attached = self._socket is None  # frames over the attach stream
         host_config = self._api.create_host_config(
             network_mode=network_mode,
             read_only=True,
@@ -207,14 +196,13 @@ class DockerChannel:
             init=True,
             sysctls=egress_sysctls() if networked else None,
             extra_hosts=(self._allow.extra_hosts or None) if self._allow else None,
-            binds={str(m.host): {"bind": m.container, "mode": "ro"} for m in mounts} or None,
+            binds=binds or None,
         )
         spec = connector.spec
         container = self._api.create_container(
             image,
-            command=["python", "-m", "worker.runtime", "--user-python", USER_PYTHON,
-                     "--cpus", str(runtime_cpus(limits.cpus))],
-            stdin_open=True,
+            command=command,
+            stdin_open=attached,
             tty=False,
             user=SANDBOX_USER,
             working_dir="/tmp",
@@ -235,31 +223,47 @@ class DockerChannel:
         try:
             # Attach before start, or the runtime's first bytes can be lost.
             sock = self._api.attach_socket(self.id, params={
-                "stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-            self._sock: socket.socket = sock._sock  # the raw socket under SocketIO
+                "stdin": int(attached), "stdout": int(attached), "stderr": 1, "stream": 1})
+            attach: socket.socket = sock._sock  # the raw socket under SocketIO
+            attach.setblocking(True)
+            self._link: Link = AttachLink(attach) if attached else SocketLink(attach)
             self._api.start(self.id)
         except BaseException:
             self.kill()
             raise
-        self._sock.setblocking(True)
-        self._demux = DockerDemux(self._sock)
-        self.source = ReadAhead(self._demux.recv, self._sock, name="container-stdout")
+        if isinstance(self._link, SocketLink):
+            self._connect(self._link, limits.timeout)
+        self.source: ByteSource = self._link.source
+
+    def _connect(self, link: SocketLink, timeout: float) -> None:
+        """Take the runtime's one connection to the session socket; a runtime that
+        does not connect within the session's timeout, or ends first, fails the open."""
+        assert self._socket is not None
+        try:
+            link.connected(self._socket.accept(time.monotonic() + timeout, link.ended.is_set))
+        except session_socket.NotConnected as e:
+            if e.timed_out:
+                self.kill()
+                raise FragmentFailure(
+                    f"container runtime did not connect to its session socket within "
+                    f"{timeout:g} s", FailureKind.INFRA) from None
+            msg, kind = self.exit_reason()
+            self.kill()
+            raise FragmentFailure(f"{msg} (before connecting to its session socket)",
+                                  kind) from None
+        except BaseException:
+            self.kill()
+            raise
 
     def send(self, data: bytes) -> None:
-        self._sock.sendall(data)
+        self._link.send(data)
 
     def kill(self) -> None:
-        # shutdown() first: close() alone leaves the connection open while the SDK's
-        # SocketIO still references the socket, and then a runtime that is writing
-        # (an output flood) blocks the engine's attach copy, which blocks the removal
-        # below forever: the worker hung at "output exceeded" before this.
-        if hasattr(self, "source"):
-            self.source.close()
-        with contextlib.suppress(Exception):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
-            self._sock.close()
+        if hasattr(self, "_link"):
+            self._link.close()
         CONTAINERS.remove(self._api, self)
+        if self._socket is not None:
+            self._socket.close()  # the container (the mount's user) is gone
         if self._allow is not None:
             self._allow.close(self._client)  # after the container: never an unfenced one
         self._killed = True
@@ -278,7 +282,7 @@ class DockerChannel:
             # shows then is the kill's 137, not the user's doing; worth a retry.
             return "container was removed while running", FailureKind.INFRA
         code = state.get("ExitCode")
-        stderr = bytes(self._demux.stderr)
+        stderr = self._link.stderr()
         if code == 2 and not stderr.strip() and self._runtime == "runsc" and not state.get(
                 "OOMKilled"):
             # gVisor's sentry (Go) dies with 2 when it cannot get host threads: under the
@@ -287,6 +291,15 @@ class DockerChannel:
                     f"threads for the pids limit of {self._pids} does this)"), FailureKind.USER
         return classify_exit("container", code, stderr, self._memory,
                              oom_killed=bool(state.get("OOMKilled")))
+
+
+def uses_session_socket(client: docker.DockerClient, runtime: str) -> bool:
+    """Frames over a session socket (links.SocketLink) unless the operator chose the
+    attach stream, the runtime is gVisor (its sandbox does not connect host unix
+    sockets by default) or the engine is not on this machine (it would bind-mount its own
+    machine's directory)."""
+    return (settings().docker_link == "socket" and runtime != "runsc"
+            and client.api.base_url == "http+docker://localhost")
 
 
 def scratch_tmpfs(memory: int) -> str:
@@ -379,8 +392,8 @@ def _owner_alive(owner: str) -> bool:
 
 def reap(client: docker.DockerClient, everything: bool = False) -> int:
     """Remove sandbox containers left by dead owners (a killed worker or work horse),
-    and their allowlist networks and rules: a container outlives the process that
-    started it unless someone removes it."""
+    their allowlist networks and rules and their session directories: a container
+    outlives the process that started it unless someone removes it."""
     from worker.sandbox import netallow
 
     n = 0
@@ -390,6 +403,9 @@ def reap(client: docker.DockerClient, everything: bool = False) -> int:
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_container(c["Id"], force=True)
                 n += 1
-    # then the per-session networks and firewall rules those containers left behind
+    # then the per-session networks and firewall rules those containers left behind,
+    # and their session socket directories
     netallow.reap(client, _owner_alive, everything)
+    session_socket.reap(lambda pid: not everything and _owner_alive(
+        f"{socket.gethostname()}:{pid}"))
     return n

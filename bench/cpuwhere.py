@@ -1,0 +1,254 @@
+"""Where a refresh's CPU goes, per process, for either sandbox (`python -m bench.cpuwhere`).
+
+Runs `connector refresh` on the e2e workload at two sizes (8 x 100,000 and 8 x 400,000
+rows by default) and samples, every 50 ms, the CPU seconds (user + sys) of:
+
+- `cli`: the `connector refresh` process itself (the host side: frames, Parquet);
+- `runtime` / `user`: the sandbox's runtime process(es) and the user process (shim.py),
+  found among the CLI's descendants (process sandbox) or in the container's cgroup;
+- `container`: the container's whole cgroup (cpuacct.usage: runtime, user process, tini),
+  with its CFS throttling (cpu.stat nr_periods, nr_throttled, throttled_time);
+- `shim`: the containerd-shim of each of the run's containers;
+- `dockerd`, `containerd`: the engine's daemons (shared with the box: others' work
+  counts too, so run it on a quiet box or read it as an upper bound).
+
+The per-row figure is the slope between the two sizes, like e2e.py's, so start-up costs
+cancel. The last < 50 ms of each process is missed (a constant, cancelled by the slope).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import e2e  # noqa: E402
+from bench.common import Workdir  # noqa: E402
+
+_TICK = os.sysconf("SC_CLK_TCK")
+CPUACCT = Path("/sys/fs/cgroup/cpuacct/docker")
+CPU = Path("/sys/fs/cgroup/cpu/docker")
+OWNER = "io.connector.owner"
+
+
+def _stat(pid: int | str) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def _cpu(pid: int | str) -> float:
+    f = _stat(pid)
+    return (int(f[11]) + int(f[12])) / _TICK
+
+
+def _cmdline(pid: int | str) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+
+def _pid_of(comm: str) -> int | None:
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/comm") as f:
+                    if f.read().strip() == comm:
+                        return int(name)
+            except OSError:
+                continue
+    return None
+
+
+class CpuWhere:
+    """Samples the processes of one `connector refresh` (pid `cli`) until `stop()`."""
+
+    def __init__(self, cli: int) -> None:
+        self._cli = cli
+        self._owner = f"{socket.gethostname()}:{cli}"
+        self._daemons = {k: p for k in ("dockerd", "containerd") if (p := _pid_of(k))}
+        self._daemon0 = {k: _cpu(p) for k, p in self._daemons.items()}
+        self._seen: dict[tuple[str, int], float] = {}
+        self._containers: dict[str, bool] = {}  # cgroup id -> ours
+        self._cg: dict[str, dict[str, float]] = {}
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._t.join()
+        out: dict[str, float] = defaultdict(float)
+        for (kind, _), v in self._seen.items():
+            out[kind] += v
+        for k, p in self._daemons.items():
+            with contextlib.suppress(OSError):
+                out[k] = _cpu(p) - self._daemon0[k]
+        for stats in self._cg.values():
+            for k, v in stats.items():
+                out[k] += v
+        out["containers"] = sum(self._containers.values())
+        return dict(out)
+
+    def _ours(self, cid: str) -> bool:
+        if cid not in self._containers:
+            try:
+                out = subprocess.run(
+                    ["docker", "inspect", "-f", f'{{{{index .Config.Labels "{OWNER}"}}}}', cid],
+                    capture_output=True, text=True, timeout=10).stdout.strip()
+            except subprocess.TimeoutExpired:
+                out = ""
+            self._containers[cid] = out == self._owner
+        return self._containers[cid]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(0.05)
+        self._sample()
+
+    def _sample(self) -> None:
+        # the CLI and its descendants (process sandbox: runtime and user processes)
+        children: dict[int, list[int]] = defaultdict(list)
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    children[int(_stat(name)[1])].append(int(name))
+                except (OSError, IndexError, ValueError):
+                    continue
+        todo = [self._cli]
+        while todo:
+            pid = todo.pop()
+            todo.extend(children.get(pid, ()))
+            self._note(pid, "cli" if pid == self._cli else None)
+        if not CPUACCT.is_dir():
+            return
+        for d in CPUACCT.iterdir():
+            if not d.is_dir() or not self._ours(d.name):
+                continue
+            try:
+                usage = int((d / "cpuacct.usage").read_text()) / 1e9
+                stat = dict(line.split() for line in (CPU / d.name / "cpu.stat")
+                            .read_text().splitlines())
+                pids = [int(x) for x in (d / "cgroup.procs").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            self._cg[d.name] = {
+                "container": usage,
+                "nr_periods": float(stat.get("nr_periods", 0)),
+                "nr_throttled": float(stat.get("nr_throttled", 0)),
+                "throttled_s": int(stat.get("throttled_time", 0)) / 1e9,
+            }
+            for pid in pids:
+                self._note(pid, None)
+            shim = self._shim_of(d.name)
+            if shim:
+                self._note(shim, "shim")
+
+    def _shim_of(self, cid: str) -> int | None:
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    cmd = _cmdline(name)
+                except OSError:
+                    continue
+                if b"containerd-shim" in cmd and cid.encode() in cmd:
+                    return int(name)
+        return None
+
+    def _note(self, pid: int, kind: str | None) -> None:
+        try:
+            if kind is None:
+                cmd = _cmdline(pid)
+                if not cmd:
+                    return  # a zombie: its CPU was already seen under its own kind
+                kind = ("user" if b"shim.py" in cmd else
+                        "runtime" if b"worker.runtime" in cmd else "other")
+                if kind == "other" and os.environ.get("CPUWHERE_DEBUG"):
+                    print("other:", pid, cmd[:120], file=sys.stderr)
+            self._seen[(kind, pid)] = _cpu(pid)
+        except (OSError, IndexError, ValueError):
+            return
+
+
+def measure(conn_path: Path, out: Path, sandbox: str, rows: int) -> tuple[float, dict[str, float]]:
+    args = [str(e2e.CONNECTOR_BIN), "refresh", str(conn_path), "--output", str(out),
+            "--sandbox", sandbox, "--json"]
+    t0 = time.perf_counter()
+    with subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as p:
+        where = CpuWhere(p.pid)
+        o, err = p.communicate()
+    wall = time.perf_counter() - t0
+    cpu = where.stop()
+    if p.returncode != 0 or f'"rows": {rows}' not in o.replace('"rows":', '"rows": ').replace(
+            ":  ", ": "):
+        raise RuntimeError(f"refresh failed ({p.returncode}): {o[-500:]} {err[-2000:]}")
+    return wall, cpu
+
+
+KEYS = ["wall", "cli", "runtime", "user", "other", "container", "shim", "dockerd",
+        "containerd", "nr_periods", "nr_throttled", "throttled_s"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sandbox", default="process,docker")
+    ap.add_argument("--fragments", type=int, default=8)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--big-rows", type=int, default=400_000)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args(argv)
+    work = Workdir()
+    wl = e2e.Workload("project")
+    try:
+        sizes = {"small": (args.rows, e2e.e2e_connector(work, wl, "cpu_small", args.fragments,
+                                                        args.rows)),
+                 "big": (args.big_rows, e2e.e2e_connector(work, wl, "cpu_big",
+                                                          args.fragments, args.big_rows))}
+        sandboxes = [s.strip() for s in args.sandbox.split(",") if s.strip()]
+        if "docker" in sandboxes:
+            e2e.build_images([c for _, c in sizes.values()])
+        for sandbox in sandboxes:
+            best: dict[str, dict[str, float]] = {}
+            for label, (rows, conn) in sizes.items():
+                n = rows * args.fragments
+                measure(conn.path, work.fresh_output("warm"), sandbox, n)  # warm
+                for _ in range(args.repeats):
+                    wall, cpu = measure(conn.path, work.fresh_output(f"{sandbox}-{label}"),
+                                        sandbox, n)
+                    cpu["wall"] = wall
+                    if label not in best or wall < best[label]["wall"]:
+                        best[label] = cpu
+            extra = (args.big_rows - args.rows) * args.fragments
+            print(f"\n== {sandbox}: CPU seconds (best wall of {args.repeats}), slope per row")
+            print(f"{'':14}{'small':>10}{'big':>10}{'µs/row':>10}")
+            for k in KEYS:
+                s, b = best["small"].get(k, 0.0), best["big"].get(k, 0.0)
+                unit = "" if k.startswith("nr_") else f"{(b - s) / extra * 1e6:10.3f}"
+                print(f"{k:14}{s:10.2f}{b:10.2f}{unit}")
+            total = sum(best["big"].get(k, 0) - best["small"].get(k, 0) for k in
+                        ("cli", "shim", "dockerd", "containerd"))
+            inner = ("container" if sandbox == "docker" else None)
+            total += (best["big"].get(inner, 0) - best["small"].get(inner, 0)) if inner else \
+                sum(best["big"].get(k, 0) - best["small"].get(k, 0)
+                    for k in ("runtime", "user", "other"))
+            print(f"{'total':14}{'':20}{total / extra * 1e6:10.3f}"
+                  f"   rows/s {extra / (best['big']['wall'] - best['small']['wall']):,.0f}")
+    finally:
+        work.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
