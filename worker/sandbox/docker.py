@@ -162,8 +162,7 @@ class DockerChannel:
         self._socket = (session_socket.SessionSocket()
                         if uses_session_socket(self._client, limits.runtime) else None)
         binds = {str(m.host): {"bind": m.container, "mode": "ro"} for m in mounts}
-        command = ["python", "-m", "worker.runtime", "--user-python", USER_PYTHON,
-                   "--cpus", str(runtime_cpus(limits.cpus))]
+        command = runtime_command(runtime_cpus(limits.cpus))
         if self._socket is not None:
             binds.update(self._socket.bind())
             command += ["--connect", self._socket.container_path]
@@ -293,6 +292,12 @@ class DockerChannel:
                              oom_killed=bool(state.get("OOMKilled")))
 
 
+def runtime_command(cpus: int) -> list[str]:
+    """The container's command: the sandbox runtime (worker/runtime/main.py)."""
+    return ["python", "-m", "worker.runtime", "--user-python", USER_PYTHON,
+            "--cpus", str(cpus)]
+
+
 def uses_session_socket(client: docker.DockerClient, runtime: str) -> bool:
     """Frames over a session socket (links.SocketLink) unless the operator chose the
     attach stream, the runtime is gVisor (its sandbox does not connect host unix
@@ -371,7 +376,8 @@ class DockerSandbox:
         try:
             CONTAINERS.retry_unremoved()
             channel = DockerChannel(self.client, image, connector, self.labels, self.mounts)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+        except (docker.errors.DockerException, requests.exceptions.RequestException,
+                session_socket.SocketUnavailable) as e:
             # RequestException: the engine's socket is gone (engine stopped, restarting)
             raise FragmentFailure(f"container could not start: {e}", FailureKind.INFRA) from None
         return FramedSession.started(channel, connector, CODE_DIR, credentials)

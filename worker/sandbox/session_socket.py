@@ -75,14 +75,22 @@ class SessionSocket:
         self.path = self.dir / SOCKET_NAME
         self._listener: socket.socket | None = socket.socket(socket.AF_UNIX,
                                                              socket.SOCK_STREAM)
+        dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            self._listener.bind(str(self.path))
+            # Through the directory's descriptor: a socket path is limited to 107 bytes,
+            # and TMPDIR may be deeper than that.
+            self._listener.bind(f"/proc/self/fd/{dir_fd}/{SOCKET_NAME}")
             self._listener.listen(1)
-            os.chmod(self.path, 0o666)
+            os.chmod(SOCKET_NAME, 0o666, dir_fd=dir_fd)
             os.chmod(self.dir, 0o711)  # traversable, not listable, not writable
+        except OSError as e:
+            self.close()
+            raise SocketUnavailable(f"cannot listen in {self.dir}: {e}") from None
         except BaseException:
             self.close()
             raise
+        finally:
+            os.close(dir_fd)
 
     @property
     def container_path(self) -> str:
