@@ -2,9 +2,10 @@
 
 One frame = 1 byte kind + 4 bytes big-endian length + payload. Kind `J` carries a JSON
 control object (`{"op": ...}`), kind `A` one Arrow record batch as a self-contained IPC
-stream. It runs over the runtime's stdin/stdout, so the same bytes cross a pipe
-(process sandbox) or an attached container socket (Docker sandbox); the runtime moves
-user `print` output off stdout so it cannot corrupt a frame.
+stream. The same bytes cross the runtime's stdin/stdout pipes (process sandbox), the
+session's unix socket or the container's attach stream (Docker sandbox,
+worker/sandbox/links.py); the runtime moves user `print` output off stdout so it cannot
+corrupt a frame.
 
 Host -> runtime ops: open, list, read, close.
 Runtime -> host ops: ready, listed, done, log, error (+ `A` frames while reading).

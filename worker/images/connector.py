@@ -8,7 +8,7 @@ The packages tag covers the base image id, the default packages, its Dockerfile,
 sorted pins and connector.lock, so a code change reuses it (and connectors without pins
 share one); the code tag covers the base id, the pins and every file of the folder. The
 folder is read with `worker.folder.walk_folder`: a link or a special file refuses the
-build. The credentials file is never copied: secrets reach the sandbox over stdin at
+build. The credentials file is never copied: secrets reach the sandbox over the protocol at
 session start.
 """
 

@@ -58,7 +58,7 @@ class Sandbox(Protocol):
     name: str
 
     def open(self, connector: Connector, credentials: str | None) -> Session:
-        """Start a runtime, send credentials over its stdin, run context(); raises
+        """Start a runtime, send it the credentials once, run context(); raises
         FragmentFailure (kind user) if context() fails."""
         ...
 

@@ -64,7 +64,7 @@ def test_no_containers_left_after_refresh(connector, cli):
     assert left == []
 
 
-def test_credentials_only_over_stdin(connector):
+def test_credentials_only_over_the_protocol(connector):
     secret = "s3cr3t-token-value-42"
     folder = connector("""
 def context(credentials):
