@@ -298,13 +298,28 @@ def runtime_command(cpus: int) -> list[str]:
             "--cpus", str(cpus)]
 
 
+_DEFAULT_RUNTIMES: weakref.WeakKeyDictionary[docker.DockerClient, str] = (
+    weakref.WeakKeyDictionary())
+
+
+def engine_runtime(client: docker.DockerClient, runtime: str) -> str:
+    """The OCI runtime a container of `limits.runtime` gets: `runc` means the engine's
+    default, which an operator may have made runsc (asked once per client)."""
+    if runtime != "runc":
+        return runtime
+    if client not in _DEFAULT_RUNTIMES:
+        _DEFAULT_RUNTIMES[client] = str(client.api.info().get("DefaultRuntime") or "runc")
+    return _DEFAULT_RUNTIMES[client]
+
+
 def uses_session_socket(client: docker.DockerClient, runtime: str) -> bool:
     """Frames over a session socket (links.SocketLink) unless the operator chose the
     attach stream, the runtime is gVisor (its sandbox does not connect host unix
     sockets by default) or the engine is not on this machine (it would bind-mount its own
     machine's directory)."""
-    return (settings().docker_link == "socket" and runtime != "runsc"
-            and client.api.base_url == "http+docker://localhost")
+    return (settings().docker_link == "socket"
+            and client.api.base_url == "http+docker://localhost"
+            and engine_runtime(client, runtime) != "runsc")
 
 
 def scratch_tmpfs(memory: int) -> str:
