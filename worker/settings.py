@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     """Docker sandbox: how frames cross to the runtime: `socket`, a private unix socket
     per session (gVisor and remote engines use `attach` whatever this says), or
     `attach`, the container's attached stdin/stdout through the engine."""
+    sandbox_connect_timeout: float = Field(60.0, gt=0)
+    """Docker sandbox: seconds a container's runtime may take to start and connect to
+    its session socket (no user code runs before; a runtime that dies first fails at
+    once)."""
     session_idle: float = 300.0
     """Seconds a warm sandbox session may sit idle on a worker."""
     warm_sessions: int = Field(4, gt=0)

@@ -231,12 +231,14 @@ class DockerChannel:
             self.kill()
             raise
         if isinstance(self._link, SocketLink):
-            self._connect(self._link, limits.timeout)
+            self._connect(self._link, settings().sandbox_connect_timeout)
         self.source: ByteSource = self._link.source
 
     def _connect(self, link: SocketLink, timeout: float) -> None:
         """Take the runtime's one connection to the session socket; a runtime that
-        does not connect within the session's timeout, or ends first, fails the open."""
+        does not connect within `timeout`, or ends first, fails the open. No user code
+        has run yet: this is the platform's start-up (interpreter, imports), so the
+        operator's setting bounds it, not the connector's `limits.timeout`."""
         assert self._socket is not None
         try:
             link.connected(self._socket.accept(time.monotonic() + timeout, link.ended.is_set))

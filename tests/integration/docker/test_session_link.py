@@ -17,6 +17,7 @@ from worker.models import FailureKind, FragmentFailure
 from worker.sandbox import docker as docker_sandbox
 from worker.sandbox import session_socket
 from worker.sandbox.docker import LABEL, DockerSandbox, reap
+from worker.settings import settings
 from worker.spec import load_connector
 
 pytestmark = pytest.mark.docker
@@ -157,8 +158,18 @@ def quiet_connector(connector):
     return make
 
 
-def test_runtime_that_never_connects_fails_the_open(quiet_connector, monkeypatch) -> None:
-    conn = quiet_connector(timeout=3)
+@pytest.fixture
+def connect_timeout(monkeypatch):
+    monkeypatch.setenv("CONNECTOR_SANDBOX_CONNECT_TIMEOUT", "3")
+    settings.cache_clear()
+    yield
+    monkeypatch.delenv("CONNECTOR_SANDBOX_CONNECT_TIMEOUT")
+    settings.cache_clear()
+
+
+def test_runtime_that_never_connects_fails_the_open(quiet_connector, monkeypatch,
+                                                   connect_timeout) -> None:
+    conn = quiet_connector(timeout=60)
     box = DockerSandbox()
     box.image_for(conn)
     before = _session_dirs()
