@@ -137,6 +137,8 @@ class QueueEnv:
             "CONNECTOR_REDIS_PREFIX": prefixes[0],
             "RQ_KEY_PREFIX": prefixes[1],
             "CONNECTOR_SANDBOX": "process",
+            # The suite's connectors are trusted code: one worker serves every tenant.
+            "CONNECTOR_PROCESS_SANDBOX_TENANTS": "*",
             "CONNECTOR_BUNDLE_CACHE": str(tmp / "cache" / "bundles"),
             "CONNECTOR_OUTPUT": str(self.output),
         }

@@ -17,7 +17,7 @@ import functools
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _CACHE_HOME = Path.home() / ".cache" / "connector"
@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     """Docker sandbox: seconds a container's runtime may take to start and connect to
     its session socket (no user code runs before; a runtime that dies first fails at
     once)."""
+    process_sandbox_tenants: Annotated[tuple[str, ...], NoDecode] = ("default",)
+    """Queue workers on the process sandbox: the tenants whose jobs they run, comma-
+    separated, or `*` for every tenant. That sandbox shares the machine and the user
+    environments between tenants, so naming more than one is the operator's opt-in to
+    trusting each with the others (worker/queue/admission.py)."""
     session_idle: float = 300.0
     """Seconds a warm sandbox session may sit idle on a worker."""
     warm_sessions: int = Field(4, gt=0)
@@ -137,6 +142,23 @@ class Settings(BaseSettings):
             return tuple(str(ipaddress.IPv4Network(p)) for p in v)
         return v
 
+    @field_validator("process_sandbox_tenants", mode="before")
+    @classmethod
+    def _tenants(cls, v: object) -> object:
+        from worker.spec import name_problem
+
+        if isinstance(v, str):
+            v = tuple(p.strip() for p in v.split(",") if p.strip())
+        if isinstance(v, tuple | list):
+            if not v:
+                raise ValueError("names no tenant: give tenant names, or * for every tenant")
+            if "*" in v and len(v) > 1:
+                raise ValueError("* (every tenant) cannot be combined with names")
+            for p in v:
+                if p != "*" and (problem := name_problem(p)) is not None:
+                    raise ValueError(f"invalid tenant name {p!r}: {problem}")
+        return v
+
     @field_validator("allow_bridge_pool")
     @classmethod
     def _pool(cls, v: str) -> str:
@@ -166,3 +188,13 @@ class Settings(BaseSettings):
 @functools.cache
 def settings() -> Settings:
     return Settings()
+
+
+def setting_problems(e: ValidationError) -> str:
+    """A settings ValidationError as the operator wrote it: `VARIABLE: reason; ...`."""
+    parts = []
+    for err in e.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        name = "REDIS_URL" if field == "redis_url" else f"CONNECTOR_{field.upper()}"
+        parts.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)

@@ -207,6 +207,14 @@ def ceilings(tenant: str, reset: bool, **values: str | None) -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 def worker(concurrency: int, burst: bool, log_level: str) -> None:
     """Run queue-mode workers on every tenant's queue (warm sessions, no fork per job)."""
+    from pydantic import ValidationError
+
+    from worker.settings import setting_problems, settings
+
+    try:
+        settings()
+    except ValidationError as e:
+        _fail(f"bad setting: {setting_problems(e)}")
     from worker.queue.supervisor import run_many
 
     try:

@@ -33,6 +33,7 @@ from worker.bundle_cache import touch
 from worker.errors import ConnectorError
 from worker.models import FailedFragment, FailureKind, Fragment, FragmentFailure, RefreshRecord
 from worker.queue import enqueue
+from worker.queue.admission import TenantNotServed
 from worker.queue.context import WorkerContext, current
 from worker.queue.sessions import SessionKey
 from worker.queue.tracker import Outcome, Tracker
@@ -73,8 +74,17 @@ def _connector(ctx: WorkerContext, key: SessionKey) -> Connector:
     return connector
 
 
+def _admit(ctx: WorkerContext, tenant: str) -> None:
+    """FragmentFailure (permanent) when this worker does not run `tenant`'s code."""
+    try:
+        ctx.tenants.check(tenant)
+    except TenantNotServed as e:
+        raise FragmentFailure.of(e) from None
+
+
 def _session(ctx: WorkerContext, key: SessionKey) -> Session:
     """A warm session of exactly this tenant's connector version."""
+    _admit(ctx, key.tenant)
 
     def opener() -> Session:
         try:
@@ -136,6 +146,7 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
         state.save_refresh(record)
     if not tr.planned:
         try:
+            _admit(ctx, tenant)  # before anything of the tenant is loaded
             spec = _connector(ctx, key).spec
             check_queue(ctx.output, tenant, connector)  # not a local refresh's dataset
             recover(spec, ctx.output, state, running=refresh_id)

@@ -42,6 +42,8 @@ def run_one(burst: bool, logging_level: str = "INFO") -> int:
     r = connect()
     r.ping()  # an unreachable Redis at start is reported, not waited for
     ctx = WorkerContext.from_env(r)
+    if note := ctx.tenants.describe():
+        log.warning(note)
     backoff = Backoff()
     w: ConnectorWorker | None = None
     while True:
