@@ -171,3 +171,98 @@ def test_a_refresh_of_a_superseded_version_completes_while_new_ones_land(queue_e
     queue_env.deploy(c.folder)
     assert not redis_client.exists(f"{prefix}:acme:slow:bundle:{first}")
     assert len(_bundle_keys(redis_client, prefix, "acme", "slow")) == 2
+
+
+# --- bundles stored before bundle accounting existed ------------------------------------
+
+
+def _deploy_as_before_accounting(redis_client, folder: Path) -> str:
+    """Store a version as deploys did before bundles were counted: the bundle and the
+    deployment record, and nothing about either in the tenant's accounting."""
+    import time
+
+    from worker.bundle import make_bundle
+    from worker.spec import load_connector
+    from worker.state import keys
+    from worker.state.keys import ConnectorKeys
+
+    spec = load_connector(folder).spec
+    data, digest = make_bundle(folder)
+    d = registry.Deployment(tenant=spec.tenant, name=spec.name, bundle=digest, spec=spec,
+                            credentials=None, deployed_at=time.time())
+    k = ConnectorKeys(spec.tenant, spec.name)
+    with redis_client.pipeline(transaction=True) as p:
+        p.set(k.bundle(digest), data)
+        p.set(k.deployment, d.model_dump_json(by_alias=True))
+        p.sadd(keys.tenant_connectors(spec.tenant), spec.name)
+        p.sadd(keys.tenants(), spec.tenant)
+        p.execute()
+    return digest
+
+
+def _stored(redis_client, prefix: str, name: str) -> set[str]:
+    return {k.decode().rsplit(":", 1)[1]
+            for k in _bundle_keys(redis_client, prefix, "acme", name)}
+
+
+def test_bundles_stored_before_accounting_are_counted_and_collected(redis_prefix,
+                                                                   redis_client, tmp_path):
+    from worker.queue.enqueue import enqueue_list
+    from worker.queue.tracker import Tracker
+    from worker.state.keys import ConnectorKeys
+
+    prefix = redis_prefix[0]
+    old = [_deploy_as_before_accounting(redis_client, _folder(tmp_path, "old", version=v))
+           for v in range(3)]
+    # A refresh started before the upgrade runs the superseded busy[0] and has no pin.
+    busy = [_deploy_as_before_accounting(redis_client, _folder(tmp_path, "busy", version=v))
+            for v in range(2)]
+    assert Tracker(redis_client, "acme", "busy", "r1old").acquire() is None
+    enqueue_list(redis_client, "acme", "busy", "r1old", busy[0], 60)
+    # One whose jobs are gone: which version it runs cannot be told.
+    lost = [_deploy_as_before_accounting(redis_client, _folder(tmp_path, "lost", version=v))
+            for v in range(2)]
+    assert Tracker(redis_client, "acme", "lost", "r2old").acquire() is None
+
+    deploy(redis_client, _folder(tmp_path, "new"))  # the first deploy after the upgrade
+
+    assert _stored(redis_client, prefix, "old") == {old[-1]}  # the current version only
+    assert _stored(redis_client, prefix, "busy") == set(busy)
+    assert redis_client.get(ConnectorKeys("acme", "busy").bundle_pin).decode() == busy[0]
+    assert _stored(redis_client, prefix, "lost") == set(lost)
+    every = [k for n in ("old", "busy", "lost", "new")
+             for k in _bundle_keys(redis_client, prefix, "acme", n)]
+    counted = int(redis_client.get(f"{prefix}:tenant-bundle-bytes:acme"))
+    assert counted == sum(redis_client.strlen(k) for k in every)
+
+    # From now on they are ordinary versions: when the busy refresh ends, the next
+    # deploy keeps the current and the previous version only.
+    Tracker(redis_client, "acme", "busy", "r1old").release()
+    deploy(redis_client, _folder(tmp_path, "busy", version=9))
+    assert busy[0] not in _stored(redis_client, prefix, "busy")
+    assert busy[1] in _stored(redis_client, prefix, "busy")
+
+
+def test_bundles_stored_before_accounting_count_against_the_quota(redis_prefix,
+                                                                 redis_client, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setenv("CONNECTOR_MAX_TENANT_BUNDLE_BYTES", str(250 << 10))
+    settings.cache_clear()
+    _deploy_as_before_accounting(redis_client, _folder(tmp_path, "a", ballast=200 << 10))
+    with pytest.raises(DeployError) as e:
+        deploy(redis_client, _folder(tmp_path, "b", ballast=100 << 10))
+    assert "tenant 'acme' stores" in str(e.value) and "acme/b" in str(e.value)
+    assert get_deployment(redis_client, "acme", "a")  # nothing already deployed is lost
+
+
+def test_a_worker_counts_bundles_stored_before_accounting_when_it_starts(queue_env,
+                                                                        redis_client,
+                                                                        tmp_path):
+    prefix = queue_env.env["CONNECTOR_REDIS_PREFIX"]
+    old = [_deploy_as_before_accounting(redis_client, _folder(tmp_path, "old", version=v))
+           for v in range(3)]
+    r = queue_env.cli("worker", "--burst")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _stored(redis_client, prefix, "old") == {old[-1]}
+    counted = int(redis_client.get(f"{prefix}:tenant-bundle-bytes:acme"))
+    assert counted == redis_client.strlen(f"{prefix}:acme:old:bundle:{old[-1]}")
