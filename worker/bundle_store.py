@@ -14,6 +14,10 @@ bundle however many deploys land meanwhile; a connector keeps at most three vers
 The quota (`Ceilings.bundle_bytes`: CONNECTOR_MAX_TENANT_BUNDLE_BYTES or the tenant's
 override) bounds the sum of the tenant's kept bundles after the deploy's own deletions,
 so redeploying a connector is not refused for the versions that deploy frees.
+
+A bundle key outside the connector's `bundles` hash (stored by a deploy that did not
+count bundles) is unknown to all of the above until `adopt` takes it in: counted when
+something may still need it, deleted otherwise (worker/bundle_legacy.py finds them).
 """
 
 from __future__ import annotations
@@ -68,6 +72,50 @@ return {1, used, after}
 """
 
 
+# KEYS bundles, deployment, pin, tenant bytes, lock
+# ARGV bundle key prefix, the running refresh's id ('' none), the version it runs ('' not
+# known), digests...
+# Returns {bytes counted, bundles deleted}.
+_ADOPT = """
+local keep = {}
+local current = redis.call('GET', KEYS[2])
+if current then
+  local ok, d = pcall(cjson.decode, current)
+  if ok and type(d) == 'table' and type(d['bundle']) == 'string' then
+    keep[d['bundle']] = true
+  end
+end
+local pin = redis.call('GET', KEYS[3])
+if pin then keep[pin] = true end
+local keep_all = false
+if ARGV[2] ~= '' and redis.call('GET', KEYS[5]) == ARGV[2] then
+  if ARGV[3] == '' then
+    keep_all = true
+  else
+    keep[ARGV[3]] = true
+    if not pin then redis.call('SET', KEYS[3], ARGV[3]) end
+  end
+end
+local counted, deleted = 0, 0
+for i = 4, #ARGV do
+  local digest = ARGV[i]
+  local key = ARGV[1] .. digest
+  if redis.call('HEXISTS', KEYS[1], digest) == 0 and redis.call('EXISTS', key) == 1 then
+    if keep_all or keep[digest] then
+      local size = redis.call('STRLEN', key)
+      redis.call('HSET', KEYS[1], digest, size)
+      redis.call('INCRBY', KEYS[4], size)
+      counted = counted + size
+    else
+      redis.call('DEL', key)
+      deleted = deleted + 1
+    end
+  end
+end
+return {counted, deleted}
+"""
+
+
 class Stored(BaseModel):
     """What a `put` did: `stored` False means refused over the quota, nothing changed."""
 
@@ -101,3 +149,25 @@ def pin(redis: Redis, tenant: str, connector: str, digest: str) -> bool:
     redis.set(k.bundle_pin, digest)
     # Pinned first, then checked: a deploy after the SET keeps it; one before is seen here.
     return bool(redis.exists(k.bundle(digest)))
+
+
+class Adopted(BaseModel):
+    """What `adopt` did with one connector's uncounted bundles."""
+
+    counted_bytes: int
+    deleted: int
+
+
+def adopt(redis: Redis, tenant: str, connector: str, digests: list[str],
+          running: str = "", running_bundle: str = "") -> Adopted:
+    """Take the connector's bundles `digests`, stored but not in its `bundles` hash,
+    into the accounting: the current version, the pinned one and the one its running
+    refresh `running` runs (`running_bundle`, pinned now if nothing is) are counted
+    against the tenant; every other one is deleted. A running refresh whose version is
+    not known (`running_bundle` empty) keeps them all counted: ordinary versions now,
+    the next deploy keeps or deletes them as any other."""
+    k = ConnectorKeys(tenant, connector)
+    counted, deleted = redis.eval(
+        _ADOPT, 5, k.bundles, k.deployment, k.bundle_pin, keys.tenant_bundle_bytes(tenant),
+        k.lock, k.bundle(""), running, running_bundle, *digests)
+    return Adopted(counted_bytes=counted, deleted=deleted)

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 from redis import Redis
 
-from worker import bundle_cache, bundle_store, ceilings, naming, secrets
+from worker import bundle_cache, bundle_legacy, bundle_store, ceilings, naming, secrets
 from worker.bundle import BundleError, make_bundle, unpack_bundle
 from worker.errors import ConfigError
 from worker.settings import settings
@@ -100,6 +100,7 @@ def deploy(redis: Redis, folder: str | os.PathLike[str], credentials_ref: bool =
     data, digest = make_bundle(connector.path, exclude)
     d = Deployment(tenant=spec.tenant, name=spec.name, bundle=digest, spec=spec,
                    credentials=stored, deployed_at=time.time())
+    bundle_legacy.account_stored_bundles(redis)  # once per installation: then one GET
     r = bundle_store.put(redis, spec.tenant, spec.name, digest, data,
                          d.model_dump_json(by_alias=True))
     if not r.stored:

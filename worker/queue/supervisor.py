@@ -25,6 +25,7 @@ from rq.exceptions import StopRequested
 from rq.logutils import setup_loghandlers
 
 from worker.backoff import Backoff
+from worker.bundle_legacy import account_stored_bundles
 from worker.queue.conn import REDIS_DOWN, connect
 from worker.queue.context import WorkerContext
 from worker.queue.worker import ConnectorWorker
@@ -42,6 +43,8 @@ def run_one(burst: bool, logging_level: str = "INFO") -> int:
     r = connect()
     r.ping()  # an unreachable Redis at start is reported, not waited for
     ctx = WorkerContext.from_env(r)
+    for note in account_stored_bundles(r):
+        log.warning("worker: %s", note)
     if note := ctx.tenants.describe():
         log.warning(note)
     backoff = Backoff()

@@ -35,6 +35,12 @@ def tenant_bundle_bytes(tenant: str) -> str:
     return naming.redis_tenant_key("tenant-bundle-bytes", tenant)
 
 
+def bundle_accounting() -> str:
+    """String: set once every stored bundle of the installation is in its tenant's
+    accounting (worker.bundle_legacy); its `-lock` twin is held while that runs."""
+    return f"{prefix()}:bundle-accounting"
+
+
 def tenant_queue(tenant: str) -> str:
     """The RQ queue name of a tenant: one queue per tenant, dequeued round-robin."""
     return naming.queue_name(tenant)
