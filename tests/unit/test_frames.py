@@ -40,6 +40,8 @@ class ScriptedSource:
 
 
 class ScriptedChannel:
+    fence = None  # no network
+
     def __init__(self, data: bytes) -> None:
         self.source = ScriptedSource(data)
         self.sent: list[bytes] = []

@@ -68,6 +68,7 @@ from worker.settings import settings
 from worker.spec import Connector, NetworkAllow
 
 if TYPE_CHECKING:
+    from worker.sandbox.firewall import Fence
     from worker.sandbox.netallow import AllowSession
 
 LABEL = "io.connector.sandbox"
@@ -148,6 +149,9 @@ class DockerChannel:
             network_mode = self._allow.network
         else:
             network_mode = egress_network(client) if egress else "none"
+        # checked by the session before every listing and read (firewall.Fence)
+        self.fence = (self._allow.fence() if self._allow is not None
+                      else egress_fence() if egress else None)
         try:
             self._create(image, connector, labels, mounts, network_mode)
         except BaseException:
@@ -354,6 +358,12 @@ def allow_network(client: docker.DockerClient, network: object) -> AllowSession 
         raise FragmentFailure(str(e), FailureKind.USER) from None
     except EgressUnavailable as e:
         raise FragmentFailure(f"network allowlist refused: {e}", FailureKind.INFRA) from None
+
+
+def egress_fence() -> Fence:
+    from worker.sandbox.egress import fence
+
+    return fence()
 
 
 def egress_sysctls() -> dict[str, str]:

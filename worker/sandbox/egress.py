@@ -41,7 +41,13 @@ How it works
    netfilter), `ensure_egress_network` raises `EgressUnavailable` and the connector
    does not start: egress is never silently granted without the fence.
 
-4. **Idempotent and concurrent-safe.** Every call checks each rule (`iptables -C`)
+4. **Checked while a session runs.** `fence()` lists the rules above (the DOCKER-USER
+   and INPUT jumps, every rule of both chains); a session on the network checks them at
+   every fragment boundary and, if any is gone, stops its container and fails the
+   fragment as `infra` naming the fence; the next session's `ensure_egress_network`
+   puts them back (worker/sandbox/session.py).
+
+5. **Idempotent and concurrent-safe.** Every call checks each rule (`iptables -C`)
    and adds only the missing ones, under a host-wide file lock and iptables' own
    `-w` lock; nothing is ever flushed, so a running sandbox never sees a window
    without rules. Calling it again after a firewall reload restores the rules.
@@ -70,7 +76,7 @@ import docker.errors
 from worker.sandbox import firewall
 from worker.sandbox.firewall import EgressUnavailable
 
-__all__ = ["EgressUnavailable", "ensure_egress_network", "network_gateway"]
+__all__ = ["EgressUnavailable", "ensure_egress_network", "fence", "network_gateway"]
 
 NETWORK = "connector-egress"
 BRIDGE = "br-conn-egress"
@@ -119,6 +125,19 @@ def firewall_rules() -> dict[str, list[list[str]]]:
     return {CHAIN: fwd, CHAIN_IN: [["-i", BRIDGE, "-j", "DROP"]]}
 
 
+def _jumps() -> list[tuple[str, list[str]]]:
+    return [("DOCKER-USER", ["-i", BRIDGE, "-j", CHAIN]), ("INPUT", ["-i", BRIDGE, "-j", CHAIN_IN])]
+
+
+def fence() -> firewall.Fence:
+    """The rules an egress session's traffic depends on, for checks while it runs."""
+    return firewall.Fence(
+        f"the egress fence (chain {CHAIN}, jumped to from DOCKER-USER for {BRIDGE}, and "
+        f"{CHAIN_IN} from INPUT)",
+        [*_jumps(), *((chain, rule) for chain, rules in firewall_rules().items()
+                      for rule in rules)])
+
+
 def _ensure_firewall() -> None:
     ipt = firewall.tool("iptables")
     if ipt is None:
@@ -131,8 +150,8 @@ def _ensure_firewall() -> None:
         for rule in rules:
             firewall.ensure_rule(ipt, chain, rule)
     firewall.ensure_chain(ipt, "DOCKER-USER")  # Docker creates it; make sure it exists
-    firewall.ensure_rule(ipt, "DOCKER-USER", ["-i", BRIDGE, "-j", CHAIN], first=True)
-    firewall.ensure_rule(ipt, "INPUT", ["-i", BRIDGE, "-j", CHAIN_IN], first=True)
+    for parent, rule in _jumps():
+        firewall.ensure_rule(ipt, parent, rule, first=True)
     ip6 = firewall.tool("ip6tables")
     if ip6 is not None:  # belt and braces: containers also get IPv6 disabled
         for chain in ("INPUT", "FORWARD"):

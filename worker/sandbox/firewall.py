@@ -5,6 +5,12 @@ call goes through iptables' own `-w` lock, and changes that must not interleave
 across workers of this host (create a network and its fence; reap) run under
 `host_lock`, a file lock. A firewall that cannot be changed raises
 `EgressUnavailable`: a sandbox network is never granted without its fence.
+
+A `Fence` is the set of rules one running session depends on, checked while it runs
+(worker/sandbox/session.py asks at every fragment boundary): one `iptables -S` (a few
+milliseconds), each expected rule looked up in its chain. A rule is compared as its set
+of option/value pairs, minus the `-m tcp`/`-m udp` that iptables adds when it lists a
+`--dport`, so the listing's own spelling of a rule matches the one installed.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from worker.errors import InfraError
@@ -92,3 +98,34 @@ def host_lock() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_IMPLIED = frozenset({("-m", "tcp"), ("-m", "udp")})
+
+
+def _pairs(tokens: Sequence[str]) -> frozenset[tuple[str, str]]:
+    return frozenset(zip(tokens[0::2], tokens[1::2], strict=False)) - _IMPLIED
+
+
+class Fence:
+    """Rules (chain, rule) a running session depends on; `missing` says which are gone."""
+
+    def __init__(self, name: str, rules: Sequence[tuple[str, list[str]]]) -> None:
+        self.name = name  # what a failure calls it: "the egress fence (chain ...)"
+        self._rules = [(chain, rule, _pairs(rule)) for chain, rule in rules]
+
+    def missing(self) -> list[str]:
+        """The expected rules that are no longer listed, as `CHAIN rule`; every one of
+        them when iptables does not answer (a fence nobody can see is not there)."""
+        ipt = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
+        r = run(ipt, "-S") if ipt else None
+        if r is None or r.returncode != 0:
+            why = r.stderr.strip() if r is not None else "not installed"
+            return [f"iptables -S failed ({why})"]
+        listed: dict[str, set[frozenset[tuple[str, str]]]] = {}
+        for line in r.stdout.splitlines():
+            tokens = line.split()
+            if len(tokens) > 2 and tokens[0] == "-A":
+                listed.setdefault(tokens[1], set()).add(_pairs(tokens[2:]))
+        return [f"{chain} {' '.join(rule)}" for chain, rule, pairs in self._rules
+                if pairs not in listed.get(chain, set())]

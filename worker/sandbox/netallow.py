@@ -40,7 +40,12 @@ such a connector gets a network of its own, fenced by rules of its own:
    Setting up (rules, then network) and reaping run under the host-wide lock, so a
    reaper never sees a network-less chain of a session still being set up.
 
-5. **Reaping.** `reap` removes the networks of dead owners (after their containers),
+5. **Checked while it runs.** `AllowSession.fence` lists the session's jumps and chain
+   rules; the session checks them at every fragment boundary and, if any is gone (an
+   operator flushed DOCKER-USER, a firewall reload), stops the container and fails the
+   fragment as `infra` naming the fence (worker/sandbox/session.py).
+
+6. **Reaping.** `reap` removes the networks of dead owners (after their containers),
    then every `CONN-ALLOW-*` chain, and its jumps, whose network is gone.
 
 UDP is not offered: every entry is TCP. Under gVisor (`limits.runtime: runsc`,
@@ -281,6 +286,14 @@ class AllowSession:
         self.pinned = pinned
         self.extra_hosts = {p.name: p.network.split("/")[0] for p in pinned if p.name}
         self._closed = False
+
+    def fence(self) -> firewall.Fence:
+        """The rules this session's traffic depends on, for checks while it runs."""
+        chain = CHAIN_PREFIX + self.id
+        return firewall.Fence(
+            f"the network allowlist fence of this session (chain {chain}, jumped to from "
+            f"DOCKER-USER for {BRIDGE_PREFIX}{self.id})",
+            [*_jumps(self.id), *((chain, rule) for rule in chain_rules(self.id, self.pinned))])
 
     def close(self, client: docker.DockerClient) -> None:
         """Remove the network, then the rules. If the engine cannot remove the network

@@ -52,6 +52,8 @@ def unenforced_network(connector: Connector) -> str | None:
 
 
 class ProcessChannel:
+    fence = None  # this machine's network, unfenced (see unenforced_network)
+
     def __init__(self, connector: Connector, user_python: str) -> None:
         limits = connector.spec.limits
         self._memory = limits.memory

@@ -4,6 +4,12 @@ A back end only knows how to start a runtime and move bytes (`Channel`); everyth
 about frames, deadlines, output caps and turning failures into precise messages lives
 here once, so the process and Docker sandboxes fail the same way for the same cause.
 
+A session whose container depends on host firewall rules (egress, an allowlist) gets
+them from its channel as a `Fence` and checks them before every listing and every read
+request: if any is gone, the container is stopped and the fragment fails as `infra`
+naming the fence, so a flushed DOCKER-USER never leaves a warm session running
+unfenced for more than the fragment in flight.
+
 Nothing the runtime sends is trusted (user code can write to the protocol's
 descriptor): every frame is validated for the phase the session is in
 (worker.sandbox.frames), a bad one is the user's failure, and a failure kind the
@@ -36,6 +42,7 @@ from worker.redact import Redactor
 from worker.runtime.conform import output_schema
 from worker.sandbox import frames
 from worker.sandbox.exits import out_of_memory
+from worker.sandbox.firewall import Fence
 from worker.sandbox.sizes import human_size
 from worker.settings import settings
 from worker.spec import Connector, Limits
@@ -52,6 +59,7 @@ class Channel(Protocol):
     """Bytes to and from one running runtime."""
 
     source: ByteSource
+    fence: Fence | None  # host firewall rules the runtime's network depends on, if any
 
     def send(self, data: bytes) -> None:
         """Write to the runtime's stdin; raises OSError if it is gone."""
@@ -155,6 +163,18 @@ class FramedSession:
             self._usable = False
             msg, kind = self._ch.exit_reason()
             raise FragmentFailure(msg, kind, log=self._log.text()) from None
+
+    def _check_fence(self) -> None:
+        """Fail closed between fragments when the network fence is no longer there."""
+        fence = self._ch.fence
+        if fence is None or not (gone := fence.missing()):
+            return
+        self._usable = False
+        self._ch.kill()
+        shown = "; ".join(gone[:3]) + (f"; and {len(gone) - 3} more" if len(gone) > 3 else "")
+        raise FragmentFailure(f"{fence.name} is no longer in place (missing: {shown}); "
+                              "the session was stopped rather than run unfenced",
+                              FailureKind.INFRA, log=self._log.text())
 
     def _broken(self, e: BaseException) -> FragmentFailure:
         """The runtime stopped answering properly: kill it and say why."""
@@ -279,6 +299,7 @@ class FramedSession:
             raise self._redact.failure(e) from None
 
     def _list(self) -> Listing:
+        self._check_fence()
         self._send("list")
         batches: list[pa.RecordBatch] = []
         # The host holds a listing whole (to diff it): what it may bring is the operator's.
@@ -352,6 +373,7 @@ class FramedSession:
         if not self._usable:
             raise FragmentFailure("sandbox session is no longer usable", FailureKind.INFRA)
         try:
+            self._check_fence()
             self._send("read", fragment=fragment.metadata())
         except FragmentFailure as e:
             raise self._redact.failure(e) from None
