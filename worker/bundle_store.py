@@ -29,18 +29,25 @@ from worker import ceilings
 from worker.state import keys
 from worker.state.keys import ConnectorKeys
 
+# Both scripts keep the version the connector's deployment record (at `key`) names.
+_KEEP_DEPLOYED = """
+local function keep_deployed(keep, key)
+  local raw = redis.call('GET', key)
+  if raw then
+    local ok, d = pcall(cjson.decode, raw)
+    if ok and type(d) == 'table' and type(d['bundle']) == 'string' then
+      keep[d['bundle']] = true
+    end
+  end
+end
+"""
+
 # KEYS deployment, bundles, pin, tenant bytes, new bundle, tenant connectors, tenants
 # ARGV data, digest, size, limit, deployment JSON, connector, tenant, bundle key prefix
 # Returns {stored (1/0), bytes used before, bytes used after (or that it would be)}.
-_PUT = """
+_PUT = _KEEP_DEPLOYED + """
 local keep = {[ARGV[2]] = true}
-local old = redis.call('GET', KEYS[1])
-if old then
-  local ok, d = pcall(cjson.decode, old)
-  if ok and type(d) == 'table' and type(d['bundle']) == 'string' then
-    keep[d['bundle']] = true
-  end
-end
+keep_deployed(keep, KEYS[1])
 local pin = redis.call('GET', KEYS[3])
 if pin then keep[pin] = true end
 local stored = redis.call('HGETALL', KEYS[2])
@@ -76,15 +83,9 @@ return {1, used, after}
 # ARGV bundle key prefix, the running refresh's id ('' none), the version it runs ('' not
 # known), digests...
 # Returns {bytes counted, bundles deleted}.
-_ADOPT = """
+_ADOPT = _KEEP_DEPLOYED + """
 local keep = {}
-local current = redis.call('GET', KEYS[2])
-if current then
-  local ok, d = pcall(cjson.decode, current)
-  if ok and type(d) == 'table' and type(d['bundle']) == 'string' then
-    keep[d['bundle']] = true
-  end
-end
+keep_deployed(keep, KEYS[2])
 local pin = redis.call('GET', KEYS[3])
 if pin then keep[pin] = true end
 local keep_all = false

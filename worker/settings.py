@@ -131,32 +131,32 @@ class Settings(BaseSettings):
     """Docker sandbox: where the per-session networks of connectors with a
     `limits.network.allow` list get their /28s (worker/sandbox/netallow.py)."""
 
-    @field_validator("network_allow_within", mode="before")
+    @field_validator("network_allow_within", "process_sandbox_tenants", mode="before")
     @classmethod
-    def _within(cls, v: object) -> object:
-        import ipaddress
-
+    def _comma_separated(cls, v: object) -> object:
         if isinstance(v, str):
-            v = tuple(p.strip() for p in v.split(",") if p.strip())
-        if isinstance(v, tuple | list):
-            return tuple(str(ipaddress.IPv4Network(p)) for p in v)
+            return tuple(p.strip() for p in v.split(",") if p.strip())
         return v
 
-    @field_validator("process_sandbox_tenants", mode="before")
+    @field_validator("network_allow_within")
     @classmethod
-    def _tenants(cls, v: object) -> object:
+    def _within(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        import ipaddress
+
+        return None if v is None else tuple(str(ipaddress.IPv4Network(p)) for p in v)
+
+    @field_validator("process_sandbox_tenants")
+    @classmethod
+    def _tenants(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         from worker.spec import name_problem
 
-        if isinstance(v, str):
-            v = tuple(p.strip() for p in v.split(",") if p.strip())
-        if isinstance(v, tuple | list):
-            if not v:
-                raise ValueError("names no tenant: give tenant names, or * for every tenant")
-            if "*" in v and len(v) > 1:
-                raise ValueError("* (every tenant) cannot be combined with names")
-            for p in v:
-                if p != "*" and (problem := name_problem(p)) is not None:
-                    raise ValueError(f"invalid tenant name {p!r}: {problem}")
+        if not v:
+            raise ValueError("names no tenant: give tenant names, or * for every tenant")
+        if "*" in v and len(v) > 1:
+            raise ValueError("* (every tenant) cannot be combined with names")
+        for p in v:
+            if p != "*" and (problem := name_problem(p)) is not None:
+                raise ValueError(f"invalid tenant name {p!r}: {problem}")
         return v
 
     @field_validator("allow_bridge_pool")
