@@ -29,6 +29,10 @@ def read_bytes(context, metadata):
         f.write(name + "\\n")
     print("reading", name)  # lands in the fragment's log
     time.sleep(spec.get("sleep", 0))
+    gate = spec.get("gate")  # a file the test creates when this read may finish
+    deadline = time.monotonic() + 300
+    while gate and not pathlib.Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     if spec["rows"] == "FAIL":
         raise RuntimeError("remote said no for " + name)
     yield "id,frag\\n"

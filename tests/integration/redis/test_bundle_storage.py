@@ -148,7 +148,8 @@ def test_a_refresh_of_a_superseded_version_completes_while_new_ones_land(queue_e
                                                                          tmp_path,
                                                                          redis_client):
     c = PlanConnector(tmp_path, "slow", "acme")
-    c.set({f"f{i}": {"fp": "1", "rows": [i], "sleep": 1.5} for i in range(4)})
+    gate = tmp_path / "deploys-done"  # the refresh outlives the deploys, however slow
+    c.set({f"f{i}": {"fp": "1", "rows": [i], "gate": str(gate)} for i in range(4)})
     queue_env.deploy(c.folder)
     first = get_deployment(redis_client, "acme", "slow").bundle
     # Two workers with their own caches: the second fetches the version from Redis.
@@ -161,6 +162,7 @@ def test_a_refresh_of_a_superseded_version_completes_while_new_ones_land(queue_e
         queue_env.deploy(c.folder)
     prefix = queue_env.env["CONNECTOR_REDIS_PREFIX"]
     assert redis_client.exists(f"{prefix}:acme:slow:bundle:{first}")
+    gate.touch()
     wait_until(lambda: (r := _record(redis_client, "slow", rid)) and r.status != "running",
                timeout=180, message=queue_env.logs)
     record = _record(redis_client, "slow", rid)
