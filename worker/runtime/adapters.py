@@ -20,7 +20,9 @@ import codecs
 import io
 import re
 import struct
+import sys
 import threading
+import time
 from collections.abc import Iterator
 
 BLOCK_SIZE = 4 << 20  # bytes per CSV/JSON block handed to pyarrow
@@ -285,6 +287,11 @@ class PacedReads:
 
     A wait gives up after `patience` seconds, so a block that yields no batch can slow
     the reader but never stall it.
+
+    `close` ends the reader's reads: those after it get end of file without touching
+    the source, and it waits (bounded) for one in flight to return. A reader thread
+    still inside `read` when the interpreter exits aborts the process ("Fatal Python
+    error: PyGILState_Release"), which would look like the connector's crash.
     """
 
     def __init__(self, raw: io.RawIOBase | io.BufferedIOBase, block: int = BLOCK_SIZE,
@@ -296,6 +303,7 @@ class PacedReads:
         self._read = 0
         self._taken = 0
         self._cond = threading.Condition()
+        self._inflight = 0
         self.closed = False
 
     def readable(self) -> bool:
@@ -307,7 +315,15 @@ class PacedReads:
     def read(self, size: int = -1) -> bytes:
         with self._cond:
             self._cond.wait_for(self._allowed, timeout=self._patience)
-        data = self._raw.read(size)
+            if self.closed:
+                return b""
+            self._inflight += 1
+        try:
+            data = self._raw.read(size)
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify_all()
         with self._cond:
             self._read += len(data)
         return data
@@ -318,9 +334,20 @@ class PacedReads:
             self._taken += 1
             self._cond.notify_all()
 
-    def close(self) -> None:
-        self.closed = True
-        self.took()  # a reader waiting for room wakes up (and finds the file closed)
+    def close(self, wait: float = 2.0) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()  # a reader waiting for room wakes up to end of file
+            self._cond.wait_for(lambda: self._inflight == 0, timeout=wait)
+
+    def settle(self, timeout: float = 1.0) -> None:
+        """Waits (bounded) until the closed reader's threads let go of this file: its
+        I/O tasks drop their references a few ms after `close()`, each under the GIL,
+        and one doing it while the interpreter exits aborts the process. Call it with
+        one name of the caller's holding it: that, `self` and getrefcount's argument."""
+        deadline = time.monotonic() + timeout
+        while sys.getrefcount(self) > 3 and time.monotonic() < deadline:
+            time.sleep(0.001)
 
 
 def utf8_chunks(stream: io.RawIOBase, encoding: str) -> Iterator[bytes]:

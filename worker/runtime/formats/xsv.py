@@ -194,3 +194,4 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
         if reader is not None:
             reader.close()
             reader = None
+        paced.settle()
