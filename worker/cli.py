@@ -33,7 +33,7 @@ from worker.console import (
     text,
 )
 from worker.errors import ConfigError
-from worker.models import Fragment, FragmentFailure
+from worker.models import Fragment, FragmentFailure, RefreshRecord
 from worker.models import Progress as RefreshProgress
 from worker.sandbox.base import Sandbox, Session
 from worker.sandbox.choose import PROCESS_WARNING, get_sandbox
@@ -106,6 +106,25 @@ def local_state(output: Output, connector: Connector) -> SqliteState:
     from worker.state.sqlite import SqliteState
 
     return SqliteState(local_state_file(output, connector))
+
+
+def local_refreshes(path: str, output: str | None,
+                    limit: int) -> tuple[str, list[RefreshRecord]]:
+    """(heading, records) of a connector folder's local refreshes into `output`, newest
+    first. Reading opens no state that does not exist (worker.table.owner)."""
+    from worker.sink import Output
+
+    c = _load(path)
+    sink = Output(output or _default_output())
+    name = escape(f"{c.spec.tenant}/{c.spec.name}")
+    where = escape(sink.dataset_uri(c.spec.tenant, c.spec.name))
+    if not local_state_file(sink, c).exists():
+        return f"[bold]{name}[/bold]: no local refresh into {where} yet", []
+    state = local_state(sink, c)
+    committed = state.committed()
+    return (f"[bold]{name}[/bold] local refreshes into {where}; {len(committed)} "
+            f"fragment(s), {sum(c.rows for c in committed.values())} row(s) committed",
+            state.refreshes(limit))
 
 
 def cut_note(shown: int, total: int, more: str = "--limit N for more") -> str | None:

@@ -63,7 +63,9 @@ def print_failures(failures: list[FailedFragment], tail: int = 4000) -> None:
 
 def print_summary(name: str, s: RefreshSummary) -> None:
     out.print(f"{safe(name)}: listed {s.listed}, read {s.read}, skipped {s.skipped}, "
-              f"deleted {s.deleted}, failed {s.failed}, rows {s.rows}"
+              + (f"recovered {s.recovered} (read by an unfinished refresh), "
+                 if s.recovered else "")
+              + f"deleted {s.deleted}, failed {s.failed}, rows {s.rows}"
               + (f", rejected {s.rejected}" if s.rejected else "")
               + (f", defaulted {s.defaulted}" if s.defaulted else ""))
     for w in s.warnings:

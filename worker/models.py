@@ -141,7 +141,10 @@ MAX_SUMMARY_WARNINGS = 20
 class RefreshSummary(BaseModel):
     listed: int = 0
     read: int = 0
-    skipped: int = 0
+    skipped: int = 0  # unchanged since their commit
+    # read by a refresh that crashed or was interrupted, committed by this one's
+    # recovery: listed = read + skipped + recovered + failed (while nothing is cut short)
+    recovered: int = 0
     deleted: int = 0
     failed: int = 0
     rows: int = 0
@@ -153,8 +156,8 @@ class RefreshSummary(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return self.model_dump(include={"listed", "read", "skipped", "deleted", "failed", "rows",
-                                        "rejected", "defaulted"})
+        return self.model_dump(include={"listed", "read", "skipped", "recovered", "deleted",
+                                        "failed", "rows", "rejected", "defaulted"})
 
 
 class Progress(BaseModel):
@@ -173,7 +176,9 @@ class RefreshRecord(BaseModel):
     id: str
     started: float
     finished: float | None = None
-    status: str = "running"  # running | ok | failed
+    # running | ok | failed | interrupted (a local refresh stopped by Ctrl-C or SIGTERM;
+    # its summary counts what it kept: staged, committed by the next refresh)
+    status: str = "running"
     picked_up: float | None = None  # when a worker began listing (queue mode)
     summary: RefreshSummary = Field(default_factory=RefreshSummary)
 

@@ -38,6 +38,7 @@ from worker.sandbox.base import ReadStream, Sandbox, Session
 from worker.sink import Output
 from worker.spec import Connector, ConnectorSpec
 from worker.state.base import StateStore
+from worker.state.staged import Staged
 from worker.table import crash, ledger
 from worker.table.delta import DeltaDataset
 from worker.table.schema import declared, for_table, listed_fingerprint, read_key, schema_tag
@@ -184,9 +185,10 @@ def dataset(spec: ConnectorSpec, output: Output) -> DeltaDataset:
 
 
 def recover(spec: ConnectorSpec, output: Output, state: StateStore,
-            running: str | None = None) -> None:
-    """State in line with the table after any crash (worker.table.ledger.recover)."""
-    ledger.recover(state, dataset(spec, output), output,
+            running: str | None = None) -> list[str]:
+    """State in line with the table after any crash (worker.table.ledger.recover);
+    the names of the fragments it committed."""
+    return ledger.recover(state, dataset(spec, output), output,
                    output.dataset_dir(spec.tenant, spec.name), declared(spec), running)
 
 
@@ -235,8 +237,9 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
     now = time.time()
     record = RefreshRecord(id=uuid.uuid4().hex[:12], started=now, picked_up=now)
     summary = record.summary
-    recover(connector.spec, output, state)
+    recovered = recover(connector.spec, output, state)
     state.save_refresh(record)
+    interrupted = False
     pool = SessionPool(sandbox, connector, credentials)
     try:
         # The committed fingerprints are read while the sandbox starts and lists: the host
@@ -252,6 +255,8 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                 return summary
             plan = diff(listed, committed.result(), schema_tag(connector.spec), full)
         summary.listed, summary.skipped = plan.listed, plan.skipped
+        summary.recovered = _recovered_unread(recovered, listed, plan)
+        summary.skipped -= summary.recovered
         total = len(plan.reads)
         if on_progress:
             on_progress(Progress(stage="read", done=0, total=total))
@@ -318,8 +323,34 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
         summary.deleted = finalize(connector.spec, record.id, plan.deleted, output, state,
                                    summary)
         return summary
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM (worker.cli._terminate)
+        interrupted = True
+        raise
     finally:
         pool.close()
         record.finished = time.time()
         record.status = "failed" if summary.failed else "ok"
+        if interrupted:
+            _kept(summary, state.staged(record.id))
+            record.status = "interrupted"
         state.save_refresh(record)
+
+
+def _recovered_unread(recovered: list[str], listed: Listing, plan: Plan) -> int:
+    """Of the listed fragments not read now, those a crashed or interrupted refresh read
+    and recovery committed: counted apart from `skipped` (unchanged since a commit)."""
+    if not recovered:
+        return 0
+    names = set(listed.table.column("name").to_pylist())
+    reading = set(plan.reads.table.column("name").to_pylist())
+    return len({n for n in recovered if n in names and n not in reading})
+
+
+def _kept(summary: RefreshSummary, staged: Staged) -> None:
+    """An interrupted refresh's counts: what it staged (the next refresh commits that).
+    The reads the interrupt cut short are not failures: killed sessions fail whatever
+    they were reading, and a fragment that did fail is read again next time anyway."""
+    summary.failed, summary.failures = 0, []
+    summary.read, summary.rows = len(staged), staged.rows
+    summary.rejected = int(pc.sum(staged.table.column("rejected")).as_py() or 0)
+    summary.defaulted = int(pc.sum(staged.table.column("defaulted")).as_py() or 0)

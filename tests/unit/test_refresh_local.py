@@ -23,7 +23,8 @@ def test_incremental_refresh_reads_only_new_and_changed(plan, cli):
     plan.set({"a": {"fp": "1", "rows": [1, 2]}, "b": {"fp": "1", "rows": [3]}})
     r, s = cli.refresh(c)
     assert r.returncode == 0, r.stderr
-    assert s == {"listed": 2, "read": 2, "skipped": 0, "deleted": 0, "failed": 0, "rows": 3,
+    assert s == {"listed": 2, "read": 2, "skipped": 0, "recovered": 0, "deleted": 0, "failed": 0,
+                 "rows": 3,
                  "rejected": 0, "defaulted": 0}
     assert ids(cli.rows(c)) == [1, 2, 3]
 
@@ -35,7 +36,8 @@ def test_incremental_refresh_reads_only_new_and_changed(plan, cli):
     plan.set({"b": {"fp": "2", "rows": [30, 31]}, "c": {"fp": "1", "rows": [4]}})
     r, s = cli.refresh(c)
     assert r.returncode == 0, r.stderr
-    assert s == {"listed": 2, "read": 2, "skipped": 0, "deleted": 1, "failed": 0, "rows": 3,
+    assert s == {"listed": 2, "read": 2, "skipped": 0, "recovered": 0, "deleted": 1, "failed": 0,
+                 "rows": 3,
                  "rejected": 0, "defaulted": 0}
     assert ids(cli.rows(c)) == [4, 30, 31]
     # the current version holds one file per fragment; older versions' files stay for

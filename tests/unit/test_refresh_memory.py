@@ -89,14 +89,15 @@ def dataset(tmp_path: Path) -> Dataset:
 
 
 def counts(s: RefreshSummary) -> dict[str, int]:
-    return s.model_dump(include={"listed", "read", "skipped", "deleted", "failed", "rows"})
+    return s.model_dump(include={"listed", "read", "skipped", "recovered", "deleted", "failed",
+                                 "rows"})
 
 
 def test_new_and_changed_are_read_unchanged_skipped_unlisted_deleted(remote, dataset):
     remote.objects = {"a": ("1", [1, 2]), "b": ("1", [3])}
     s = dataset.refresh(remote.sandbox())
-    assert counts(s) == {"listed": 2, "read": 2, "skipped": 0, "deleted": 0, "failed": 0,
-                         "rows": 3}
+    assert counts(s) == {"listed": 2, "read": 2, "skipped": 0, "recovered": 0, "deleted": 0,
+                         "failed": 0, "rows": 3}
     assert dataset.ids() == [1, 2, 3]
 
     s = dataset.refresh(remote.sandbox())  # unchanged: nothing read
@@ -105,8 +106,8 @@ def test_new_and_changed_are_read_unchanged_skipped_unlisted_deleted(remote, dat
 
     remote.objects = {"b": ("2", [30, 31]), "c": ("1", [4])}  # b changes, c new, a gone
     s = dataset.refresh(remote.sandbox())
-    assert counts(s) == {"listed": 2, "read": 2, "skipped": 0, "deleted": 1, "failed": 0,
-                         "rows": 3}
+    assert counts(s) == {"listed": 2, "read": 2, "skipped": 0, "recovered": 0, "deleted": 1,
+                         "failed": 0, "rows": 3}
     assert dataset.ids() == [4, 30, 31]
     assert sorted(remote.reads) == ["a", "b", "b", "c"]
     assert len(dataset.files()) == 2  # a's file and b's old version are gone
@@ -128,8 +129,8 @@ def test_a_read_failing_midway_commits_nothing_of_it_and_the_next_refresh_finish
 
     remote.objects["f3"] = ("1", [3])
     s = dataset.refresh(remote.sandbox(), concurrency=1)
-    assert counts(s) == {"listed": 6, "read": 3, "skipped": 3, "deleted": 0, "failed": 0,
-                         "rows": 3}
+    assert counts(s) == {"listed": 6, "read": 3, "skipped": 3, "recovered": 0, "deleted": 0,
+                         "failed": 0, "rows": 3}
     assert dataset.ids() == [0, 1, 2, 3, 4, 5]  # every row exactly once
     assert sorted(remote.reads) == ["f0", "f1", "f2", "f3", "f3", "f4", "f5"]
 

@@ -32,6 +32,7 @@ from worker.console import (
     safe,
 )
 from worker.errors import ConnectorError
+from worker.models import RefreshRecord
 from worker.queue.client import TenantClient
 from worker.queue.conn import connect, redis_url
 from worker.sink import Output
@@ -139,10 +140,20 @@ def _when(ts: float | None) -> str:
 
 @click.command()
 @click.argument("name")
-@click.option("--tenant", default="default", show_default=True)
+@click.option("--tenant", default=None, help="The deployed connector's tenant "
+              "[default: default].")
 @click.option("--limit", default=10, show_default=True, help="Refreshes to show.")
-def status(name: str, tenant: str, limit: int) -> None:
-    """Recent refreshes of a deployed connector, with failures and their logs."""
+@click.option("--output", default=None,
+              help="With a connector folder: where its local refreshes wrote.")
+def status(name: str, tenant: str | None, limit: int, output: str | None) -> None:
+    """Recent refreshes of a deployed connector, with failures and their logs; given a
+    connector folder (PATH), its local refreshes'."""
+    if tenant is None and Path(name).is_dir():
+        from worker.cli import local_refreshes
+
+        print_refreshes(*local_refreshes(name, output, limit))
+        return
+    tenant = tenant or "default"
     _named("connector", name)
     client = _client(tenant)
     try:
@@ -151,21 +162,27 @@ def status(name: str, tenant: str, limit: int) -> None:
         committed = client.committed(name)
     except ConnectorError as e:  # not deployed, or a stored deployment now refused
         _fail(str(e))
-    out.print(f"[bold]{tenant}/{name}[/bold] version {d.bundle[:12]} deployed "
-              f"{_when(d.deployed_at)}; {len(committed)} fragment(s), "
-              f"{sum(c.rows for c in committed.values())} row(s) committed"
-              + (f"; every {d.spec.schedule.every}" if d.spec.schedule else ""))
+    print_refreshes(f"[bold]{tenant}/{name}[/bold] version {d.bundle[:12]} deployed "
+                    f"{_when(d.deployed_at)}; {len(committed)} fragment(s), "
+                    f"{sum(c.rows for c in committed.values())} row(s) committed"
+                    + (f"; every {d.spec.schedule.every}" if d.spec.schedule else ""),
+                    records)
+
+
+def print_refreshes(heading: str, records: list[RefreshRecord]) -> None:
+    """`heading` (markup), the refreshes' counts, then each one's failures."""
+    out.print(heading)
     t = Table(title="recent refreshes")
     for col in ("id", "status", "started", "seconds", "listed", "read", "skipped",
-                "deleted", "failed", "rows", "rejected", "defaulted"):
+                "recovered", "deleted", "failed", "rows", "rejected", "defaulted"):
         t.add_column(col)
     for r in records:
         s = r.summary
         secs = f"{r.finished - r.started:.1f}" if r.finished else ""
         colour = {"ok": "green", "failed": "red"}.get(r.status, "yellow")
         t.add_row(r.id, f"[{colour}]{r.shown_status}[/{colour}]", _when(r.started), secs,
-                  *(str(v) for v in (s.listed, s.read, s.skipped, s.deleted, s.failed,
-                                     s.rows, s.rejected, s.defaulted)))
+                  *(str(v) for v in (s.listed, s.read, s.skipped, s.recovered, s.deleted,
+                                     s.failed, s.rows, s.rejected, s.defaulted)))
     wide.print(t)
     for r in records:
         if r.summary.failures:

@@ -63,16 +63,19 @@ def _exists(output: Output, path: str) -> bool:
 
 
 def recover(state: StateStore, table: DeltaDataset, output: Output, root: str,
-            declared: pa.Schema | None, running: str | None = None) -> None:
+            declared: pa.Schema | None, running: str | None = None) -> list[str]:
     """Bring state in line with the table after a crash. `running`: the refresh now
-    under way (queue mode), whose staged versions are live, not leftovers.
+    under way (queue mode), whose staged versions are live, not leftovers. Returns the
+    names of the fragments committed here (a refresh reports them as recovered).
 
     A leftover refresh's staged fragments were read successfully and their files are
     durable, so they are committed now, as that refresh's version, rather than read
     again: read_bytes never runs twice for a fragment that succeeded."""
+    recovered: list[str] = []
     pending = state.pending()
     if pending is not None:  # only then is the table's log read: a refresh starts cheaply
         if table.seq() >= pending.seq:
+            recovered += state.staged(pending.refresh_id).names
             _apply(state, pending)
             pending = None
         else:
@@ -97,6 +100,9 @@ def recover(state: StateStore, table: DeltaDataset, output: Output, root: str,
                            staged=staged)
         except SchemaConflict:
             _drop(state, output, root, refresh_id, staged)
+        else:
+            recovered += staged.names
+    return recovered
 
 
 def _data_schema(output: Output, root: str, adds: list[DataFile],

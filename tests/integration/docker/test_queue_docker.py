@@ -111,7 +111,8 @@ def test_docker_queued_refresh_sealed_example_warm_sessions_no_leftovers(
 
     r, s = queue_env.refresh("custom_parser", TENANT)
     assert r.returncode == 0, r.stderr + queue_env.logs()
-    assert s == {"listed": 3, "read": 3, "skipped": 0, "deleted": 0, "failed": 0, "rows": 6,
+    assert s == {"listed": 3, "read": 3, "skipped": 0, "recovered": 0, "deleted": 0, "failed": 0,
+                 "rows": 6,
                  "rejected": 0, "defaulted": 0}
     lr, ls = cli.refresh(example, sandbox="process")  # local mode, the folder's own file
     assert lr.returncode == 0, lr.stderr
@@ -165,7 +166,8 @@ def test_docker_removed_container_is_retried_on_a_fresh_session_user_error_is_no
     r, s = queue_env.refresh("slow", TENANT)  # joins
     assert f"joining {rid}" in r.stderr
     assert r.returncode == 0, r.stderr + queue_env.logs()
-    assert s == {"listed": 8, "read": 8, "skipped": 0, "deleted": 0, "failed": 0, "rows": 8,
+    assert s == {"listed": 8, "read": 8, "skipped": 0, "recovered": 0, "deleted": 0, "failed": 0,
+                 "rows": 8,
                  "rejected": 0, "defaulted": 0}
     rows = queue_env.rows("slow", TENANT)
     assert ids(rows) == list(range(8))  # every row exactly once

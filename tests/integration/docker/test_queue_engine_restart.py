@@ -118,7 +118,8 @@ def test_docker_engine_restarted_mid_refresh_is_retried_rows_exactly_once(
         lines = [ln for ln in waiter.stdout.splitlines() if ln.startswith("{")]
         assert f"joining {rid}" in waiter.stderr
         assert waiter.returncode == 0, waiter.stderr + queue_env.logs()
-        assert json.loads(lines[-1]) == {"listed": N, "read": N, "skipped": 0, "deleted": 0,
+        assert json.loads(lines[-1]) == {"listed": N, "read": N, "skipped": 0, "recovered": 0,
+                                         "deleted": 0,
                                          "failed": 0, "rows": 2 * N, "rejected": 0, "defaulted": 0}
 
         # every row exactly once, one file per fragment in the table

@@ -22,7 +22,8 @@ def test_queued_refresh_equals_local_and_is_incremental(queue_env, cli, tmp_path
 
     r, s = queue_env.refresh("plan", "acme")
     assert r.returncode == 0, r.stderr + queue_env.logs()
-    assert s == {"listed": 8, "read": 8, "skipped": 0, "deleted": 0, "failed": 0, "rows": 16,
+    assert s == {"listed": 8, "read": 8, "skipped": 0, "recovered": 0, "deleted": 0, "failed": 0,
+                 "rows": 16,
                  "rejected": 0, "defaulted": 0}
     queued = sorted(queue_env.rows("plan", "acme"), key=lambda x: x["id"])
 
@@ -45,7 +46,8 @@ def test_queued_refresh_equals_local_and_is_incremental(queue_env, cli, tmp_path
     c.set(plan)
     r, s = queue_env.refresh("plan", "acme")
     assert r.returncode == 0, r.stderr
-    assert s == {"listed": 8, "read": 2, "skipped": 6, "deleted": 1, "failed": 0, "rows": 2,
+    assert s == {"listed": 8, "read": 2, "skipped": 6, "recovered": 0, "deleted": 1, "failed": 0,
+                 "rows": 2,
                  "rejected": 0, "defaulted": 0}
     got = ids(queue_env.rows("plan", "acme"))
     assert got == sorted([i for i in range(1, 8) if i != 5] + [100 + i for i in range(1, 8)
@@ -77,7 +79,8 @@ def test_user_failure_fails_refresh_without_retry_then_fix_completes(queue_env, 
     c, plan, r, s = _failing_refresh(queue_env, tmp_path, "flaky", [f"f{i}" for i in range(6)],
                                      "f3")
     # one worker, one fragment per job, in listing order: f3 fails, f4 and f5 never start
-    assert s == {"listed": 6, "read": 3, "skipped": 0, "deleted": 0, "failed": 1, "rows": 3,
+    assert s == {"listed": 6, "read": 3, "skipped": 0, "recovered": 0, "deleted": 0, "failed": 1,
+                 "rows": 3,
                  "rejected": 0, "defaulted": 0}
     assert "remote said no for f3" in r.stderr
     assert "RuntimeError" in r.stderr and "connector.py" in r.stderr
@@ -97,7 +100,8 @@ def test_user_failure_fails_refresh_without_retry_then_fix_completes(queue_env, 
     c.set(plan)
     r, s = queue_env.refresh("flaky", "acme")
     assert r.returncode == 0, r.stderr
-    assert s == {"listed": 6, "read": 3, "skipped": 3, "deleted": 0, "failed": 0, "rows": 3,
+    assert s == {"listed": 6, "read": 3, "skipped": 3, "recovered": 0, "deleted": 0, "failed": 0,
+                 "rows": 3,
                  "rejected": 0, "defaulted": 0}
     assert ids(queue_env.rows("flaky", "acme")) == [0, 1, 2, 3, 4, 5]
 

@@ -37,7 +37,8 @@ def test_worker_killed_mid_fragment_job_reruns_elsewhere_rows_exactly_once(queue
     assert f"joining {rid}" in r.stderr
     assert r.returncode == 0, r.stderr + queue_env.logs()
     assert took < 90, f"refresh took {took:.0f} s after the kill"
-    assert s == {"listed": 6, "read": 6, "skipped": 0, "deleted": 0, "failed": 0, "rows": 12,
+    assert s == {"listed": 6, "read": 6, "skipped": 0, "recovered": 0, "deleted": 0, "failed": 0,
+                 "rows": 12,
                  "rejected": 0, "defaulted": 0}
     assert c.reads().count(in_flight) == 2  # the killed read ran again, elsewhere
     assert ids(queue_env.rows("slow", "acme")) == sorted(list(range(6)) +
@@ -88,7 +89,8 @@ def test_5000_fragments_on_2_workers_none_lost_none_read_twice(queue_env, tmp_pa
     r, s = queue_env.refresh("many", "acme", timeout=180)
     took = time.monotonic() - t0
     assert r.returncode == 0, r.stderr + queue_env.logs()
-    assert s == {"listed": n, "read": n, "skipped": 0, "deleted": 0, "failed": 0, "rows": n,
+    assert s == {"listed": n, "read": n, "skipped": 0, "recovered": 0, "deleted": 0, "failed": 0,
+                 "rows": n,
                  "rejected": 0, "defaulted": 0}
     names = reads.read_text().split()
     assert len(names) == n and len(set(names)) == n  # none lost, none read twice

@@ -121,7 +121,7 @@ def test_redis_killed_and_restarted_mid_refresh_rows_exactly_once(aof_redis, tmp
         summary = json.loads(out.strip().splitlines()[-1])
         assert f"joining {rid}" in err
         if waiter.returncode == 0:  # completed across both restarts
-            assert summary == {"listed": n, "read": n, "skipped": 0, "deleted": 0,
+            assert summary == {"listed": n, "read": n, "skipped": 0, "recovered": 0, "deleted": 0,
                                "failed": 0, "rows": 2 * n, "rejected": 0, "defaulted": 0}, err
         else:  # or failed cleanly, on infrastructure; the next refresh completes
             assert waiter.returncode == 1 and "infrastructure" in err, err + q.logs()

@@ -41,7 +41,8 @@ def test_refresh_whose_queued_jobs_vanished_fails_with_reason_and_unlocks(
     assert f"joining {rid}" in r.stderr
     assert r.returncode == 1, r.stderr + queue_env.logs()
     assert took < 20, took
-    assert s == {"listed": n, "read": 1, "skipped": 0, "deleted": 0, "failed": 1, "rows": 1,
+    assert s == {"listed": n, "read": 1, "skipped": 0, "recovered": 0, "deleted": 0, "failed": 1,
+                 "rows": 1,
                  "rejected": 0, "defaulted": 0}
     assert "refresh stalled: none of its jobs is queued, running or scheduled" in r.stderr
     assert f"with {n - 1} fragment(s) still unread" in r.stderr
@@ -55,8 +56,8 @@ def test_refresh_whose_queued_jobs_vanished_fails_with_reason_and_unlocks(
     r, s = queue_env.refresh("stuck", "acme", timeout=60)
     assert "joining" not in r.stderr
     assert r.returncode == 0, r.stderr + queue_env.logs()
-    assert s == {"listed": n, "read": n - 1, "skipped": 1, "deleted": 0, "failed": 0,
-                 "rows": n - 1, "rejected": 0, "defaulted": 0}
+    assert s == {"listed": n, "read": n - 1, "skipped": 1, "recovered": 0, "deleted": 0,
+                 "failed": 0, "rows": n - 1, "rejected": 0, "defaulted": 0}
     assert ids(queue_env.rows("stuck", "acme")) == list(range(n))
     assert sorted(c.reads()) == [f"s{i}" for i in range(n)]  # none read twice
 
