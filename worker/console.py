@@ -58,7 +58,7 @@ def print_failure(what: str, kind: FailureKind, message: str, traceback: str = "
 
 def print_failures(failures: list[FailedFragment], tail: int = 4000) -> None:
     for f in failures:
-        print_failure(f"fragment {f.name!r}", f.kind, f.message, f.traceback, f.log, tail)
+        print_failure(f.what, f.kind, f.message, f.traceback, f.log, tail)
 
 
 def print_summary(name: str, s: RefreshSummary) -> None:

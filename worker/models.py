@@ -75,8 +75,8 @@ class FragmentFailure(ConnectorError):
             return e
         return cls(str(e), e.kind)
 
-    def to_model(self, fragment: str) -> FailedFragment:
-        return FailedFragment(name=fragment, kind=self.kind, message=self.message,
+    def to_model(self, fragment: str = "", step: Step = "fragment") -> FailedFragment:
+        return FailedFragment(name=fragment, step=step, kind=self.kind, message=self.message,
                               traceback=self.traceback, log=self.log)
 
 
@@ -96,10 +96,18 @@ def cut_text(text: str, keep: int = MAX_FAILURE_TEXT) -> str:
             f"{text[-half:]}")
 
 
-class FailedFragment(BaseModel):
-    """A fragment's (or the listing's) failure as records keep it: every text bounded."""
+# What failed: one fragment's read (named), or a step of the whole refresh (`refresh`:
+# the refresh as a whole, e.g. stopped by the watchdog). Kept apart from the name, which
+# is the user's and may be anything ("(listing)" included).
+Step = Literal["fragment", "listing", "commit", "refresh"]
 
-    name: str
+
+class FailedFragment(BaseModel):
+    """A fragment's (or a step's: the listing's) failure as records keep it: every text
+    bounded."""
+
+    name: str = ""  # the fragment's; "" for a failed step of the whole refresh
+    step: Step = "fragment"
     kind: FailureKind
     message: str
     traceback: str = ""
@@ -109,6 +117,15 @@ class FailedFragment(BaseModel):
     @classmethod
     def _bounded(cls, v: str) -> str:
         return cut_text(v)
+
+    def of_step(self, step: Step) -> FailedFragment:
+        """This failure as a step's (the listing's, the commit's) rather than a fragment's."""
+        return self.model_copy(update={"name": "", "step": step})
+
+    @property
+    def what(self) -> str:
+        """What failed, as a report names it: `fragment 'x'`, `listing`, `commit`."""
+        return f"fragment {self.name!r}" if self.step == "fragment" else self.step
 
 
 class RejectedRow(BaseModel):

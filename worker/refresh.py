@@ -209,7 +209,7 @@ def finalize(spec: ConnectorSpec, refresh_id: str, plan_deleted: list[str], outp
                               declared(spec), summary, staged=staged, committed=before)
     except FragmentFailure as e:
         summary.failed += 1
-        summary.failures.append(e.to_model("(commit)"))
+        summary.failures.append(e.to_model(step="commit"))
         return 0
     # Only names committed before can have rejects to remove, or have left the dataset.
     after = state.lookup(list(before))
@@ -251,7 +251,7 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                     listed = s.list()
             except FragmentFailure as e:
                 summary.failed = 1
-                summary.failures.append(e.to_model("(listing)"))
+                summary.failures.append(e.to_model(step="listing"))
                 return summary
             plan = diff(listed, committed.result(), schema_tag(connector.spec), full)
         summary.listed, summary.skipped = plan.listed, plan.skipped

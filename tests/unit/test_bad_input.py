@@ -248,6 +248,6 @@ def test_lone_surrogate_in_a_fragment_name_is_the_users_error(connector, cli):
     c = connector(SURROGATE_CODE, GOOD_SPEC)
     r, s = cli.refresh(c)
     assert r.returncode == 1
-    assert ("fragment '(listing)' failed (user): list_objects({}) item 2 ('bad\\udc80name'): "
+    assert ("listing failed (user): list_objects({}) item 2 ('bad\\udc80name'): "
             "'name' is not valid Unicode text (it holds a lone surrogate)") in r.stderr, r.stderr
     assert "runtime error" not in r.stderr

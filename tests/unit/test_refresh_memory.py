@@ -144,7 +144,7 @@ def test_a_failed_listing_keeps_what_was_committed(remote, dataset):
 
     s = dataset.refresh(MemorySandbox(broken, remote.read_bytes))
     assert (s.failed, s.deleted) == (1, 0)
-    assert s.failures[0].name == "(listing)"
+    assert (s.failures[0].step, s.failures[0].name) == ("listing", "")
     assert "list_objects({}) raised ConnectionError: remote unreachable" in s.failures[0].message
     assert dataset.ids() == [1]
 

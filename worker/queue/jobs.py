@@ -155,7 +155,7 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
             if e.kind == FailureKind.INFRA:
                 ctx.sessions.discard(key)
                 raise
-            _close(ctx.redis, None, tenant, connector, refresh_id, e.to_model("(listing)"))
+            _close(ctx.redis, None, tenant, connector, refresh_id, e.to_model(step="listing"))
             return {"failed": 1}
         plan = diff(listed, state.fingerprints(), schema_tag(spec))
         record.summary.listed, record.summary.skipped = plan.listed, plan.skipped
@@ -299,7 +299,8 @@ def on_list_failed(job: Job, connection: Redis, exc_type: Any, exc: BaseExceptio
     if not _terminal(job, exc):
         return
     tenant, connector, refresh_id, _ = job.args
-    _close(connection, None, tenant, connector, refresh_id, _failure("(listing)", exc, tb))
+    failure = _failure("", exc, tb).of_step("listing")
+    _close(connection, None, tenant, connector, refresh_id, failure)
 
 
 def on_read_failed(job: Job, connection: Redis, exc_type: Any, exc: BaseException | None,

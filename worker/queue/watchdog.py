@@ -147,7 +147,7 @@ def fail(r: Redis, tenant: str, name: str, record: RefreshRecord, reason: str) -
     c = tr.counts()
     s = record.summary
     c.apply(s, failed=False)
-    s.failures = [*tr.failures(), FailedFragment(name="(refresh)", kind=FailureKind.INFRA,
+    s.failures = [*tr.failures(), FailedFragment(step="refresh", kind=FailureKind.INFRA,
                                                  message=reason)]
     s.failed = c.failed + 1
     record.status, record.finished = "failed", time.time()

@@ -61,9 +61,11 @@ class Run:
     seconds: float
     summary: dict = field(default_factory=dict)
 
-    def failure(self, fragment: str) -> str:
-        """The CLI's one-line failure report for a fragment ('' if it did not fail)."""
-        m = re.search(rf"fragment '{re.escape(fragment)}' failed \((\w+)\): (.*)", self.stderr)
+    def failure(self, fragment: str | None) -> str:
+        """The CLI's one-line failure report for a fragment, or the listing's (None); ''
+        if it did not fail."""
+        what = "listing" if fragment is None else f"fragment '{re.escape(fragment)}'"
+        m = re.search(rf"^{what} failed \((\w+)\): (.*)", self.stderr, re.MULTILINE)
         return f"({m.group(1)}) {m.group(2)}" if m else ""
 
 
@@ -1163,7 +1165,7 @@ def test_frame_forged_during_open_is_the_users_failure(forge_runs):
     assert run.returncode == 1, run.stderr
     # The connector's code runs in the user process: what it forges reaches the runtime
     # (never the host), which ends the session as the user's failure.
-    assert run.failure("(listing)").startswith(
+    assert run.failure(None).startswith(
         "(user) the connector's process broke the runtime's protocol: expected 'ready'"), \
         run.stderr
     assert "Traceback" not in run.stderr
@@ -1172,7 +1174,7 @@ def test_frame_forged_during_open_is_the_users_failure(forge_runs):
 def test_garbage_listing_frame_is_the_users_failure(forge_runs):
     run = forge_runs.runs["list"]
     assert run.returncode == 1, run.stderr
-    assert run.failure("(listing)").startswith(
+    assert run.failure(None).startswith(
         "(user) the connector's process broke the runtime's protocol: a control frame that "
         "is not JSON"), run.stderr
     assert "Traceback" not in run.stderr
