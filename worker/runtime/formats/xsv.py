@@ -30,8 +30,10 @@ class _RaggedRows:
     """pyarrow's invalid-row handler: skips and records rows with the wrong number of
     fields when the policy allows, else remembers the first one for the error."""
 
-    def __init__(self, rejects: RowRejects | None) -> None:
+    def __init__(self, rejects: RowRejects | None, spec: ParserSpec | None = None) -> None:
         self.rejects = rejects
+        self.quote = spec.quote if spec is not None else None
+        self.escape = spec.escape if spec is not None else None
         self.lines: LineFilter | None = None  # maps pyarrow's line numbers to the file's
         self.head_lines = 0  # counted lines read before the first record
         self.rows_before = 0  # records before the current reader's first one
@@ -47,11 +49,18 @@ class _RaggedRows:
             if self.lines is not None:
                 line = self.lines.physical(record + self.head_lines)
         detail = f"expected {row.expected_columns} fields, got {row.actual_columns}"
+        numbered = f" (row {record - self.header})" if record is not None else ""
+        where = (f"line {line}" if line is not None else "a row") + numbered
+        text = row.text
+        opened = _unclosed_quote(text, self.quote, self.escape)
+        if opened is not None:
+            # The row ran to the end of the data inside the quote: its field count only
+            # says how many lines it swallowed.
+            at = f" on line {line + text.count(chr(10), 0, opened)}" if line is not None else ""
+            detail = f"the quote opened{at}{numbered} is never closed"
+            where, text = "", text[opened:]
         if self.rejects is None or not self.rejects.skips_malformed:
-            where = f"line {line}" if line is not None else "a row"
-            if record is not None:
-                where += f" (row {record - self.header})"
-            self.first_bad = f"xsv: {where}: {detail}: {row.text[:200]!r}"
+            self.first_bad = f"xsv: {where}{': ' if where else ''}{detail}: {text[:200]!r}"
             return "error"
         try:
             self.rejects.malformed(line, row.text, detail)
@@ -75,6 +84,29 @@ class _RaggedRows:
         raise ParseError(f"xsv: {why}") from e
 
 
+def _unclosed_quote(text: str, quote: str | None, escape: str | None) -> int | None:
+    """Where in a row's text the quote opens that is still open at its end, if any
+    (a doubled quote inside a quoted value does not close it, nor an escaped one)."""
+    if quote is None or quote not in text:
+        return None
+    opened: int | None = None
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if opened is not None and escape is not None and c == escape:
+            i += 2
+            continue
+        if c == quote:
+            if opened is None:
+                opened = i
+            elif escape is None and text.startswith(quote, i + 1):
+                i += 1  # "" inside a quoted value
+            else:
+                opened = None
+        i += 1
+    return opened
+
+
 def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
               rejects: RowRejects | None = None) -> Iterator[pa.RecordBatch]:
     marker = spec.comment_marker
@@ -85,7 +117,7 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
     # Without a comment marker LineFilter passes the user's chunks through whole.
     source: io.RawIOBase | io.BufferedIOBase = (
         lines if marker is None else io.BufferedReader(lines, buffer_size=1 << 20))
-    ragged = _RaggedRows(rejects)
+    ragged = _RaggedRows(rejects, spec)
     ragged.lines = lines
     ragged.header = 1 if spec.header else 0
     parse_args: dict[str, Any] = {
