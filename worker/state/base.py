@@ -20,6 +20,10 @@ from worker.state.staged import Staged
 
 
 class StateStore(Protocol):
+    # Which kind of store this is, recorded in every table version it commits
+    # (worker.table.owner): "local" (a local refresh's SQLite) or "queue" (Redis).
+    owner: str
+
     def committed(self) -> dict[str, Commit]:
         """Every committed fragment, by name."""
         ...

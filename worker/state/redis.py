@@ -70,6 +70,8 @@ return n
 class RedisState:
     """StateStore of one (tenant, connector) in Redis."""
 
+    owner = "queue"
+
     def __init__(self, redis: Redis, tenant: str, connector: str) -> None:
         self._r = redis
         self.keys = ConnectorKeys(tenant, connector)

@@ -35,6 +35,8 @@ _STAGED_FIELDS = ("fingerprint", "path", "rows", "size", "rejected", "defaulted"
 
 
 class SqliteState:
+    owner = "local"
+
     def __init__(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by the pool's threads, serialized by a lock: commits

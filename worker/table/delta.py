@@ -130,6 +130,18 @@ class DeltaDataset:
                 counts={k: int(v) for k, v in ours.items() if isinstance(v, int)}))
         return out
 
+    def owner(self, table: DeltaTable | None = None, versions: int = 100) -> str | None:
+        """The state store (`owner` of worker.state.base.StateStore) that made the
+        table's latest version among the last `versions` that says (vacuum's and other
+        tools' versions do not); None for no table, or none that says."""
+        table = table or self.table()
+        if table is None:
+            return None
+        for h in table.history(versions):
+            if isinstance(owner := h.get(f"{META_PREFIX}owner"), str):
+                return owner
+        return None
+
     def read(self, version: int | None = None) -> pa.Table | None:
         table = self.table(version)
         if table is None:

@@ -171,7 +171,7 @@ def commit_refresh(state: StateStore, table: DeltaDataset, output: Output, root:
     crash.point("pending-recorded")
     table.commit(current, adds=adds + kept, removes=removes, schema=schema, overwrite=changed,
                  seq=pending.seq, metadata={
-                     "refresh_id": refresh_id, "listed": summary.listed,
+                     "refresh_id": refresh_id, "owner": state.owner, "listed": summary.listed,
                      "read": summary.read, "deleted": len(deleted), "failed": summary.failed,
                      "rows": summary.rows, "files_added": len(adds),
                      "files_removed": len(removes)})
