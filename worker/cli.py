@@ -653,7 +653,9 @@ def lock(path: str) -> None:
         sys.exit(EXIT_FAILED)
     for pin in resolved:
         out.print(pin, highlight=False)
-    err.print(f"wrote {lock_path(c)} ({len(resolved)} distributions)", highlight=False)
+    n = len(resolved)
+    err.print(f"wrote {lock_path(c)} ({n} distribution{'' if n == 1 else 's'})",
+              highlight=False)
 
 
 if __name__ == "__main__":

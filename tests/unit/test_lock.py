@@ -35,6 +35,7 @@ def test_lock_is_written_and_honoured(connector, cli):
     c = connector(READ_SIX, "name: locked\npackages: ['six>=1.10']\n")
     r = cli("lock", str(c))
     assert r.returncode == 0, r.stderr
+    assert "connector.lock (1 distribution)" in r.stderr, r.stderr
     text = (c / "connector.lock").read_text()
     assert '# packages: ["six>=1.10"]' in text
     latest = [ln for ln in text.splitlines() if ln.startswith("six==")][0].split("==")[1]
