@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -86,19 +88,27 @@ def read_bytes(context, metadata):
 """
 
 
-def test_ctrl_c_in_a_refresh_says_what_is_kept_and_loses_nothing(connector, cli, tmp_path):
+def ctrl_c_refresh(connector: Callable[..., Path], output: Path,
+                   tmp_path: Path) -> tuple[Path, str]:
+    """A connector folder of SLOW_CODE whose refresh into `output` the user stopped with
+    Ctrl-C once 2 of its 30 fragments were read; and the refresh's stderr."""
     started = tmp_path / "started"
     c = connector(SLOW_CODE.format(started=str(started)), "name: slow\n"
                   "schema: [{name: id, type: int64}]\n")
     p = subprocess.Popen([sys.executable, "-m", "worker.cli", "refresh", str(c),
                           "--sandbox", "process", "--concurrency", "1"], cwd=ROOT,
-                         env={**os.environ, "CONNECTOR_OUTPUT": str(cli.output)},
+                         env={**os.environ, "CONNECTOR_OUTPUT": str(output)},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     wait_until(started.exists, timeout=120, message="the third fragment was never read")
     os.killpg(p.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
     _, stderr = p.communicate(timeout=120)
     assert p.returncode == 130, stderr
+    return c, stderr
+
+
+def test_ctrl_c_in_a_refresh_says_what_is_kept_and_loses_nothing(connector, cli, tmp_path):
+    c, stderr = ctrl_c_refresh(connector, cli.output, tmp_path)
     assert "interrupted" in stderr and "2 fragment(s) read" in stderr, stderr
     assert "Aborted!" not in stderr
 

@@ -3,34 +3,19 @@ kept, and the next refresh's counts account for every listed fragment."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Cli
-from tests.helpers.wait import wait_until
-from tests.unit.test_first_use import SLOW_CODE
+from tests.conftest import Cli
+from tests.unit.test_first_use import ctrl_c_refresh
 
 
 @pytest.fixture
 def interrupted(connector, cli: Cli, tmp_path: Path) -> Path:
-    """A connector folder whose refresh read 2 of 30 fragments before Ctrl-C."""
-    started = tmp_path / "started"
-    c = connector(SLOW_CODE.format(started=str(started)), "name: slow\n"
-                  "schema: [{name: id, type: int64}]\n")
-    p = subprocess.Popen([sys.executable, "-m", "worker.cli", "refresh", str(c),
-                          "--sandbox", "process", "--concurrency", "1"], cwd=ROOT,
-                         env={**os.environ, "CONNECTOR_OUTPUT": str(cli.output)},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    wait_until(started.exists, timeout=120, message="the third fragment was never read")
-    os.killpg(p.pid, signal.SIGINT)
-    _, stderr = p.communicate(timeout=120)
-    assert p.returncode == 130, stderr
+    """A connector folder whose refresh read 2 of 30 fragments before Ctrl-C, its code
+    then made fast."""
+    c, _ = ctrl_c_refresh(connector, cli.output, tmp_path)
     fast = c / "connector.py"
     fast.write_text(fast.read_text().replace("time.sleep(600)", "pass"))
     return c
