@@ -123,7 +123,7 @@ def local_refreshes(path: str, output: str | None,
     state = local_state(sink, c)
     committed = state.committed()
     return (f"[bold]{name}[/bold] local refreshes into {where}; {len(committed)} "
-            f"fragment(s), {sum(c.rows for c in committed.values())} row(s) committed",
+            f"fragment(s), {sum(f.rows for f in committed.values())} row(s) committed",
             state.refreshes(limit))
 
 

@@ -189,7 +189,7 @@ def recover(spec: ConnectorSpec, output: Output, state: StateStore,
     """State in line with the table after any crash (worker.table.ledger.recover);
     the names of the fragments it committed."""
     return ledger.recover(state, dataset(spec, output), output,
-                   output.dataset_dir(spec.tenant, spec.name), declared(spec), running)
+                          output.dataset_dir(spec.tenant, spec.name), declared(spec), running)
 
 
 def finalize(spec: ConnectorSpec, refresh_id: str, plan_deleted: list[str], output: Output,
