@@ -7,9 +7,11 @@ stored in Redis). CPUs are also capped by the host's own. A connector may ask fo
 than a ceiling, never more: asking more is a validation error naming the limit, the
 ceiling and where it is set. `CONNECTOR_NETWORK_ALLOW_WITHIN` bounds where a
 `limits.network.allow` list may point (names are checked when the worker resolves
-them). One ceiling bounds the tenant rather than a connector: `bundle_bytes`
+them). Two ceilings bound the tenant rather than a connector: `bundle_bytes`
 (CONNECTOR_MAX_TENANT_BUNDLE_BYTES), the bytes of deployed bundles the tenant keeps in
-Redis, enforced at deploy by worker.bundle_store. The limits check runs at validate,
+Redis, enforced at deploy by worker.bundle_store; `running`
+(CONNECTOR_MAX_TENANT_RUNNING), the tenant's jobs running at once while another tenant
+has work queued, enforced by the workers (worker.queue.slots). The limits check runs at validate,
 at deploy and on the worker before it opens a session for a deployed version, so a
 ceiling lowered after a deploy holds too.
 """
@@ -38,6 +40,7 @@ SETTING = {
     "max_output_bytes": "max_output_bytes",
     "pids": "max_pids",
     "bundle_bytes": "max_tenant_bundle_bytes",
+    "running": "max_tenant_running",
 }
 ENV = {field: f"CONNECTOR_{name.upper()}" for field, name in SETTING.items()}
 SIZES = ("memory", "max_output_bytes", "bundle_bytes")
@@ -64,6 +67,7 @@ class Ceilings(BaseModel):
     max_output_bytes: int = Field(default=10 << 30, gt=0)
     pids: int = Field(default=512, gt=0)
     bundle_bytes: int = Field(default=512 << 20, gt=0)
+    running: int = Field(default=4, gt=0)
     source: dict[str, str] = Field(default_factory=lambda: dict(ENV))
 
     @field_validator("memory", "max_output_bytes", "bundle_bytes", mode="before")

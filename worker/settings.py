@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     """Largest `limits.pids`."""
     max_tenant_bundle_bytes: str | None = None
     """Bytes of deployed bundles one tenant may keep in Redis (e.g. 512m)."""
+    max_tenant_running: int | None = None
+    """Most jobs of one tenant running at once while another tenant has work queued."""
 
     network_allow_within: Annotated[tuple[str, ...] | None, NoDecode] = None
     """Comma-separated IPv4 networks every `limits.network.allow` entry (and every

@@ -199,10 +199,12 @@ def print_refreshes(heading: str, records: list[RefreshRecord]) -> None:
 @click.option("--pids", help="Largest limits.pids.")
 @click.option("--bundle-bytes", help="Bytes of deployed bundles the tenant may store "
               "(e.g. 1g).")
+@click.option("--running", help="Most of the tenant's jobs running at once while "
+              "another tenant has work queued.")
 @click.option("--reset", is_flag=True, help="Drop this tenant's overrides first.")
 def ceilings(tenant: str, reset: bool, **values: str | None) -> None:
     """Operator: show or override one tenant's ceilings on connector limits (and on the
-    bytes of bundles it may store)."""
+    bytes of bundles it may store and the jobs it may run at once)."""
     given = {k: v for k, v in values.items() if v is not None}
     client = _client(tenant)  # checks Redis and the tenant name
     try:

@@ -5,6 +5,8 @@ overrides in RQ.
   warm between jobs (worker.queue.sessions), keyed by tenant, connector and version.
 - Fairness: one queue per tenant, dequeued round-robin; the list of tenant queues is
   re-read from Redis while idle, so a newly deployed tenant is served within a second.
+- Per-tenant cap: while another tenant has work queued, a tenant runs at most its
+  `running` ceiling of jobs at once (worker.queue.slots); a job over it stays queued.
 - Dead workers: SimpleWorker sends no heartbeat while a job runs. Here a thread
   heartbeats the running job every HEARTBEAT s with a short entry TTL (STARTED_TTL), so
   the reaper (worker.queue.reaper) finds the job of a worker that died soon after.
@@ -43,6 +45,7 @@ from worker.queue.backlog import queue_names, work_left
 from worker.queue.conn import REDIS_DOWN
 from worker.queue.context import WorkerContext
 from worker.queue.reaper import Reaper
+from worker.queue.slots import TenantSlots
 from worker.settings import settings
 from worker.state import keys
 
@@ -62,6 +65,7 @@ class _JobHeartbeat(threading.Thread):
         while not self._stop_event.wait(HEARTBEAT):
             with contextlib.suppress(redis.exceptions.RedisError):
                 self._w.maintain_heartbeats(self._job, self._execution)
+                self._w.slots.renew()
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -80,6 +84,7 @@ class ConnectorWorker(SimpleWorker):
         self.drained = False   # burst mode found no work left
         self.stopping = False  # a stop signal arrived
         self._reaper = Reaper(redis)
+        self.slots = TenantSlots(redis)
 
     # --- queues ----------------------------------------------------------------------
 
@@ -111,18 +116,30 @@ class ConnectorWorker(SimpleWorker):
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
                 result = self.queue_class.dequeue_any(
-                    self._ordered_queues, POLL, connection=self.connection,
-                    job_class=self.job_class, serializer=self.serializer,
+                    self.slots.open_queues(self._ordered_queues), POLL,
+                    connection=self.connection, job_class=self.job_class,
+                    serializer=self.serializer,
                     death_penalty_class=self.death_penalty_class)
                 if result is not None:
                     self.reorder_queues(reference_queue=result[1])
-                    return result
+                    if self._claim(*result):
+                        return result
             except DequeueTimeout:
                 if self.burst_mode and not work_left(self.connection):
                     self.drained = True
                     return None
             except REDIS_DOWN as e:
                 self.await_redis("dequeue", e)
+
+    def _claim(self, job: Job, queue: Queue) -> bool:
+        """A slot of the job's tenant, or the job back at the front of its queue."""
+        try:
+            if self.slots.claim(queue, job.id):
+                return True
+        except REDIS_DOWN as e:
+            self.await_redis(f"the slot of job {job.id}", e)
+        queue.push_job_id(job.id, at_front=True)
+        return False
 
     # --- Redis blips ----------------------------------------------------------------
 
@@ -197,6 +214,8 @@ class ConnectorWorker(SimpleWorker):
         finally:
             if beat is not None:
                 beat.stop()
+            with contextlib.suppress(*REDIS_DOWN):
+                self.slots.release()  # else its lease lapses after STARTED_TTL
         with contextlib.suppress(*REDIS_DOWN):
             self.set_state(WorkerStatus.IDLE)
 

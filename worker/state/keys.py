@@ -41,6 +41,12 @@ def bundle_accounting() -> str:
     return f"{prefix()}:bundle-accounting"
 
 
+def tenant_running(tenant: str) -> str:
+    """Sorted set: id of each of the tenant's jobs a worker runs -> its lease's expiry
+    (worker.queue.slots)."""
+    return naming.redis_tenant_key("tenant-running", tenant)
+
+
 def tenant_queue(tenant: str) -> str:
     """The RQ queue name of a tenant: one queue per tenant, dequeued round-robin."""
     return naming.queue_name(tenant)
