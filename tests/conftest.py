@@ -16,6 +16,13 @@ from worker.settings import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The Docker engine is shared with other test runs on this host, whose images a test must
+# never remove: the image store's bounds are out of reach unless a test sets them
+# (tests/integration/docker/test_image_store.py). Set before any settings() call, so CLI
+# and worker subprocesses inherit it too.
+os.environ.setdefault("CONNECTOR_KEEP_CODE_IMAGES", "1000000")
+os.environ.setdefault("CONNECTOR_KEEP_PACKAGES_IMAGES", "1000000")
+
 
 # A connector whose one row is its credentials: what a test must never see leak.
 ECHO_CODE = '''

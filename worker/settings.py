@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     used versions idle longer than `session_idle` are deleted past it."""
     loaded_connectors: int = Field(32, gt=0)
     """Queue workers: connector versions one worker process keeps loaded (LRU)."""
+    keep_code_images: int = Field(3, ge=1)
+    """Docker workers: code images kept per connector repository on this host (newest
+    first); older ones are removed after a build and at worker start."""
+    keep_packages_images: int = Field(4, ge=0)
+    """Docker workers: packages images no kept code image uses, kept on this host (newest
+    first) for a quick rollback or a pin set coming back."""
     credentials_dir: Path | None = None
     """Queue workers: root of relative `credentials.file` references."""
 

@@ -36,6 +36,7 @@ from worker.images.context import (
 from worker.images.errors import ImageBuildError
 from worker.images.once import build_once
 from worker.images.pip import PipFailure
+from worker.images.store import LABEL_PACKAGES, prune_images
 from worker.images.tags import digest, normalize_pins, tree_parts
 from worker.spec import Connector
 
@@ -149,6 +150,10 @@ def build_connector_image(client: docker.DockerClient, connector: Connector,
                          buildargs={"PKGS": pkgs},
                          labels={LABEL_KIND: "connector",
                                  **naming.labels(connector.spec.tenant, connector.spec.name),
-                                 "io.connector.packages-image": pkgs})
+                                 LABEL_PACKAGES: pkgs})
 
-    return build_once(client, tag, build)
+    build_once(client, tag, build)
+    # The store stays bounded: older code images of this connector (never `tag`, never
+    # one a container uses) and packages images past their bound go.
+    prune_images(client, protect=[tag], only=(connector.spec.tenant, connector.spec.name))
+    return tag

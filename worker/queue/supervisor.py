@@ -47,6 +47,7 @@ def run_one(burst: bool, logging_level: str = "INFO") -> int:
         log.warning("worker: %s", note)
     if note := ctx.tenants.describe():
         log.warning(note)
+    prune_image_store(ctx)
     backoff = Backoff()
     w: ConnectorWorker | None = None
     while True:
@@ -73,6 +74,19 @@ def run_one(burst: bool, logging_level: str = "INFO") -> int:
         if w is not None and w.stopping:
             return 0
         backoff.grow()
+
+
+def prune_image_store(ctx: WorkerContext) -> None:
+    """Bring this host's image store within its bounds before taking work: images left by
+    earlier workers or versions (worker/images/store.py)."""
+    if ctx.sandbox.name != "docker":
+        return
+    from worker.images.store import prune_images
+
+    result = prune_images(ctx.sandbox.client)  # type: ignore[attr-defined]
+    if result.removed or result.in_use:
+        log.info("worker: image store: %d image(s) removed, %d in use kept",
+                 len(result.removed), len(result.in_use))
 
 
 def run_many(concurrency: int, burst: bool, logging_level: str = "INFO") -> int:

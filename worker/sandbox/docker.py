@@ -388,10 +388,12 @@ class DockerSandbox:
 
     def image_for(self, connector: Connector) -> str:
         from worker.images import ImageBuildError, build_connector_image
+        from worker.images.once import image_exists
 
         key = (str(connector.path), connector.code_hash)
         with self._lock:
-            if key not in self._images:
+            # the host's image store may have pruned a version not run for a while
+            if key not in self._images or not image_exists(self.client, self._images[key]):
                 try:
                     self._images[key] = build_connector_image(self.client, connector)
                 except ImageBuildError as e:

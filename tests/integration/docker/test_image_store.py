@@ -97,7 +97,7 @@ def test_a_pruned_version_is_rebuilt_when_it_runs_again(tenant: str, tmp_path: P
     try:
         [fragment] = list(session.list())
         [batch] = list(session.read(fragment))
-        assert batch.column("version").to_pylist() == [0]
+        assert batch.column("version").to_pylist() == ["0"]
     finally:
         session.close()
     assert old_tag in code_tags(box.client, tenant, "c")
