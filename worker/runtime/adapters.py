@@ -289,9 +289,10 @@ class PacedReads:
     the reader but never stall it.
 
     `close` ends the reader's reads: those after it get end of file without touching
-    the source, and it waits (bounded) for one in flight to return. A reader thread
-    still inside `read` when the interpreter exits aborts the process ("Fatal Python
-    error: PyGILState_Release"), which would look like the connector's crash.
+    the source; `settle` then waits (bounded) until the reader's threads let go of the
+    file. A reader thread still holding it when the interpreter exits aborts the
+    process ("Fatal Python error: PyGILState_Release"), which would look like the
+    connector's crash.
     """
 
     def __init__(self, raw: io.RawIOBase | io.BufferedIOBase, block: int = BLOCK_SIZE,
@@ -303,7 +304,6 @@ class PacedReads:
         self._read = 0
         self._taken = 0
         self._cond = threading.Condition()
-        self._inflight = 0
         self.closed = False
 
     def readable(self) -> bool:
@@ -317,13 +317,7 @@ class PacedReads:
             self._cond.wait_for(self._allowed, timeout=self._patience)
             if self.closed:
                 return b""
-            self._inflight += 1
-        try:
-            data = self._raw.read(size)
-        finally:
-            with self._cond:
-                self._inflight -= 1
-                self._cond.notify_all()
+        data = self._raw.read(size)
         with self._cond:
             self._read += len(data)
         return data
@@ -334,11 +328,10 @@ class PacedReads:
             self._taken += 1
             self._cond.notify_all()
 
-    def close(self, wait: float = 2.0) -> None:
+    def close(self) -> None:
         with self._cond:
             self.closed = True
             self._cond.notify_all()  # a reader waiting for room wakes up to end of file
-            self._cond.wait_for(lambda: self._inflight == 0, timeout=wait)
 
     def settle(self, timeout: float = 1.0) -> None:
         """Waits (bounded) until the closed reader's threads let go of this file: its
