@@ -49,15 +49,13 @@ def check_imports(client: docker.DockerClient, image: str, pins: Sequence[str],
     ImageBuildError naming the pins that do not import, or the limit the check hit."""
     if not pins:
         return
-    from docker.types import LogConfig
-
     from worker.sandbox.docker import (
         LABEL,
         LABEL_OWNER,
         SANDBOX_USER,
-        SECCOMP,
         TMPFS,
         USER_PYTHON,
+        hardened_host_config,
         owner_id,
     )
     from worker.userenv.wheels import IMPORT_CHECK
@@ -66,13 +64,8 @@ def check_imports(client: docker.DockerClient, image: str, pins: Sequence[str],
     limits = spec.limits
     what = f"connector {spec.name!r}"
     api = client.api
-    host_config = api.create_host_config(
-        network_mode="none", read_only=True, tmpfs={"/tmp": TMPFS}, cap_drop=["ALL"],
-        security_opt=["no-new-privileges", f"seccomp={SECCOMP}"],
-        mem_limit=limits.memory, memswap_limit=limits.memory,
-        nano_cpus=int(limits.cpus * 1e9), pids_limit=limits.pids,
-        log_config=LogConfig(type="none"), ipc_mode="private", init=True,
-        runtime=limits.runtime if limits.runtime != "runc" else None)
+    host_config = hardened_host_config(api, limits, network_mode="none",
+                                       tmpfs={"/tmp": TMPFS})
     container = api.create_container(
         image, command=[USER_PYTHON, "-I", "-c", IMPORT_CHECK.read_text(), *pins],
         user=SANDBOX_USER, working_dir="/tmp", network_disabled=True,

@@ -65,7 +65,7 @@ from worker.sandbox.links import AttachLink, Link, SocketLink
 from worker.sandbox.mounts import Mount
 from worker.sandbox.session import FramedSession
 from worker.settings import settings
-from worker.spec import Connector, NetworkAllow
+from worker.spec import Connector, Limits, NetworkAllow
 
 if TYPE_CHECKING:
     from worker.sandbox.firewall import Fence
@@ -183,20 +183,10 @@ class DockerChannel:
                           binds: dict[str, dict[str, str]], command: list[str]) -> None:
         limits = connector.spec.limits
         attached = self._socket is None  # frames over the attach stream
-        host_config = self._api.create_host_config(
+        host_config = hardened_host_config(
+            self._api, limits,
             network_mode=network_mode,
-            read_only=True,
             tmpfs={"/tmp": TMPFS, SCRATCH_DIR: scratch_tmpfs(limits.memory)},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges", f"seccomp={SECCOMP}"],
-            mem_limit=limits.memory,
-            memswap_limit=limits.memory,
-            nano_cpus=int(limits.cpus * 1e9),
-            pids_limit=limits.pids,
-            log_config=LogConfig(type="none"),
-            runtime=limits.runtime if limits.runtime != "runc" else None,
-            ipc_mode="private",
-            init=True,
             sysctls=egress_sysctls() if networked else None,
             extra_hosts=(self._allow.extra_hosts or None) if self._allow else None,
             binds=binds or None,
@@ -326,6 +316,21 @@ def uses_session_socket(client: docker.DockerClient, runtime: str) -> bool:
     return (settings().docker_link == "socket"
             and client.api.base_url == "http+docker://localhost"
             and engine_runtime(client, runtime) != "runsc")
+
+
+def hardened_host_config(api: docker.APIClient, limits: Limits, *, network_mode: str,
+                         tmpfs: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """The container wall every run of tenant code gets (refresh sessions and the
+    build's import check): read-only root, no capabilities, no-new-privileges, the
+    seccomp profile, the connector's memory (swap included), CPU and pids, no log."""
+    return api.create_host_config(
+        network_mode=network_mode, read_only=True, tmpfs=tmpfs, cap_drop=["ALL"],
+        security_opt=["no-new-privileges", f"seccomp={SECCOMP}"],
+        mem_limit=limits.memory, memswap_limit=limits.memory,
+        nano_cpus=int(limits.cpus * 1e9), pids_limit=limits.pids,
+        log_config=LogConfig(type="none"),
+        runtime=limits.runtime if limits.runtime != "runc" else None,
+        ipc_mode="private", init=True, **extra)
 
 
 def scratch_tmpfs(memory: int) -> str:
