@@ -14,31 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from worker.runtime.conform import Conformer, DataError
-from worker.runtime.formats import ParseError, parse_into
-from worker.runtime.rejects import RowRejects
-from worker.runtime.stream import ChunkStream
+from tests.helpers.rows import read
+from worker.runtime.conform import DataError
+from worker.runtime.formats import ParseError
 from worker.spec import ParserSpec, Schema
-
-
-def chunked(data: bytes, size: int = 7) -> list[bytes]:
-    return [data[i:i + size] for i in range(0, len(data), size)]
-
-
-def read(data: bytes, columns: list[dict[str, Any]] | None = None, chunk: int = 7,
-         parser: dict[str, Any] | None = None, **schema: Any) -> tuple[list[dict[str, Any]],
-                                                                     RowRejects]:
-    """Parse and conform as the runtime does; the rows written and the rejects log."""
-    spec = ParserSpec(**(parser or {}))
-    sch = Schema.model_validate({"columns": columns or [], **schema})
-    log = RowRejects("f", sch, spec)
-    conformer = Conformer(sch, "f", log)
-    out: list[dict[str, Any]] = []
-    parse_into(ChunkStream(chunked(data, chunk)), spec, None,
-               lambda b: out.extend(conformer.conform(b).to_pylist()), rejects=log)
-    conformer.finish()
-    return out, log
-
 
 # --------------------------------------------------------------------------- json
 
