@@ -12,7 +12,9 @@ Conversion rules:
 - date/timestamp with `format` use strptime; otherwise ISO-8601. Strings to
   numbers/bool/date/timestamp/decimal are retried with surrounding whitespace trimmed.
 - decimal casts are exact: a value that needs rounding ('1.234' into decimal(10,2)) is
-  invalid. Integers (and floats that are exact) convert to any decimal wide enough.
+  invalid. Integers convert to any decimal wide enough; a float converts as the
+  shortest text that reads back as it (0.1 -> 0.1, never 0.100000000000000006).
+- bool from numbers: 0 and 1 only (any other number is invalid, not true).
 - json -> string holding JSON text: struct/list/map/number/bool inputs are serialized
   with json.dumps (dates/decimals via str); string inputs must already be valid JSON.
 """
@@ -194,13 +196,33 @@ def _cast_to(target: pa.DataType) -> Converter:
             return arr
         if pa.types.is_dictionary(arr.type):
             arr = pc.cast(arr, arr.type.value_type)
-        if pa.types.is_decimal(target) and pa.types.is_integer(arr.type):
+        src = arr.type
+        if pa.types.is_decimal(target) and pa.types.is_integer(src):
             # pyarrow sizes an integer->decimal cast by the integer type (int64 needs
             # precision 19 + scale), not by the values: widen first, then check each value
             arr = pc.cast(arr, pa.decimal128(38, min(target.scale, 18)))
+        elif ((pa.types.is_decimal(target) and pa.types.is_floating(src))
+              or (pa.types.is_floating(target) and pa.types.is_decimal(src))):
+            # pyarrow casts a float to a decimal by its binary value, rounded to the scale
+            # (0.1 -> 0.100000000000000006, 123.456 -> 123.46 in decimal(10,2)): go by
+            # the shortest text that reads back as the same float instead, whose digits
+            # the text cast keeps or refuses. And a decimal to the nearest float.
+            arr = pc.cast(arr, pa.string())
+        elif pa.types.is_boolean(target) and (pa.types.is_integer(src)
+                                              or pa.types.is_floating(src)):
+            _zero_or_one(arr)
         return pc.cast(arr, target)
 
     return convert
+
+
+def _zero_or_one(arr: pa.Array) -> None:
+    """A number is a bool only as 0 or 1 (pyarrow's cast takes any non-zero as true)."""
+    ok = pc.or_kleene(pc.equal(arr, 0), pc.equal(arr, 1))
+    if pc.all(pc.or_kleene(ok, pc.is_null(arr))).as_py():
+        return
+    first = pc.index(ok, False).as_py()
+    raise pa.ArrowInvalid(f"{arr[first].as_py()!r} is not a bool (numbers: 0 or 1)")
 
 
 def converter(col: Column, target: pa.DataType) -> Converter:
