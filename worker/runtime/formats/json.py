@@ -3,20 +3,34 @@
 JSON Lines go to pyarrow's reader a block at a time; an array is decoded element by
 element in Python over a growing buffer (pyarrow reads no arrays). `flatten` turns
 nested objects into `parent<separator>child` columns.
+
+Values are what the text says. pyarrow's reader decides alone only where that holds:
+- it reads an integer past int64 (or past 2^53 beside floats) as the nearest float, so a
+  block with a float of magnitude 2^53 or more is read line by line instead (exact
+  Python ints: kept in a decimal or string column, rejected naming them in an int64
+  one, a fragment error naming them without a declared type);
+- it reads a number as a float: a declared decimal column is read as its decimal
+  (exact, or refused and read line by line with `Decimal` numbers);
+- it turns strings that look like dates into timestamps (an offset converted away, a
+  date made a midnight): such fields are read again as the strings they are, and from
+  then on for the rest of the fragment. Only a declared type converts text.
 """
 
 from __future__ import annotations
 
 import codecs
+import decimal
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 
+from worker.column_types import arrow_type
 from worker.runtime.adapters import BLOCK_SIZE, utf8_chunks
 from worker.runtime.formats.errors import ParseError
 from worker.runtime.formats.rows import rows_to_batch, text_for_mixed
@@ -25,6 +39,125 @@ from worker.runtime.stream import ChunkStream
 from worker.spec import ParserSpec
 
 _MAX_ELEMENT = 256 << 20  # a JSON array element larger than this is reported as malformed
+_EXACT_FLOAT = 2.0 ** 53  # every integer up to this magnitude is exact as a float64
+Path = tuple[str, ...]
+
+
+class _Fields:
+    """What pyarrow's JSON reader is told about a fragment's fields, and what it may not
+    decide alone (see the module docstring)."""
+
+    def __init__(self, spec: ParserSpec, rejects: RowRejects | None) -> None:
+        columns = rejects.schema.columns if rejects is not None else []
+        decimals = {c.source_name: c.type for c in columns if c.type.startswith("decimal")}
+        # top-level decimal columns: pyarrow reads them as their decimal, exactly
+        self.decimals = {n: arrow_type(t) for n, t in decimals.items()
+                         if not (spec.flatten and spec.separator in n)}
+        # flattened decimal columns it reads as floats: those blocks go line by line
+        self.flat_decimals = set(decimals) - set(self.decimals)
+        self.separator = spec.separator if spec.flatten else None
+        self.text: set[Path] = set()  # fields pyarrow took for timestamps: read as text
+        self.parse_float: Callable[[str], Any] | None = decimal.Decimal if decimals else None
+        self.schema = self._schema()
+
+    def _schema(self) -> pa.Schema | None:
+        tree: dict[str, Any] = {n: t for n, t in self.decimals.items()}
+        for path in self.text:
+            node = tree
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[path[-1]] = pa.string()
+
+        def typ(v: Any) -> pa.DataType:
+            return pa.struct([(k, typ(x)) for k, x in v.items()]) if isinstance(v, dict) else v
+
+        return pa.schema([(k, typ(v)) for k, v in tree.items()]) if tree else None
+
+    def read(self, blob: bytes) -> pa.Table | None:
+        """The block as pyarrow reads it, or None when it must be read line by line."""
+        while True:
+            opts = (None if self.schema is None else
+                    pajson.ParseOptions(explicit_schema=self.schema,
+                                        unexpected_field_behavior="infer"))
+            try:
+                table = pajson.read_json(
+                    io.BytesIO(blob), parse_options=opts,
+                    read_options=pajson.ReadOptions(block_size=max(len(blob) + 1, 1 << 20)))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return None  # duplicate keys, a value changing type, a bad line, ...
+            stamps = [p for p, t in _leaves(table.schema) if pa.types.is_timestamp(t)]
+            if not stamps:
+                break
+            self.text.update(stamps)
+            self.schema = self._schema()
+        if self.schema is not None:
+            table = self._present(table, blob)
+        if _float_past_exact(table) or (
+                self.flat_decimals and self.separator is not None
+                and any(self.separator.join(p) in self.flat_decimals
+                        and pa.types.is_floating(t) for p, t in _leaves(table.schema))):
+            return None
+        return table
+
+    def _present(self, table: pa.Table, blob: bytes) -> pa.Table:
+        """`table` without the fields the explicit schema added but the block lacks (a
+        declared column no row carries is then reported as missing, as before)."""
+        for name in self.schema.names if self.schema is not None else []:
+            col = table.column(name)
+            if (col.null_count == len(col)
+                    and json.dumps(name, ensure_ascii=False).encode() not in blob):
+                table = table.drop_columns([name])
+        return table
+
+
+def _leaves(schema: pa.Schema) -> Iterator[tuple[Path, pa.DataType]]:
+    """(path, type) of every field that is not a struct, structs' children included."""
+    def walk(path: Path, t: pa.DataType) -> Iterator[tuple[Path, pa.DataType]]:
+        if pa.types.is_struct(t):
+            for f in t:
+                yield from walk((*path, f.name), f.type)
+        else:
+            yield path, t
+
+    for f in schema:
+        yield from walk((f.name,), f.type)
+
+
+def _float_past_exact(table: pa.Table) -> bool:
+    """Whether a float value (at any depth) is 2^53 or more in magnitude: an integer
+    there may have been rounded to it."""
+    def arrays(arr: pa.Array) -> Iterator[pa.Array]:
+        t = arr.type
+        if pa.types.is_struct(t):
+            for i in range(t.num_fields):
+                yield from arrays(arr.field(i))
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            yield from arrays(arr.flatten())
+        elif pa.types.is_floating(t):
+            yield arr
+
+    for col in table.columns:
+        if not _has_float(col.type):
+            continue
+        for chunk in col.chunks:
+            for arr in arrays(chunk):
+                top = pc.max(pc.abs(arr)).as_py()
+                if top is not None and top >= _EXACT_FLOAT:
+                    return True
+    return False
+
+
+def _has_float(t: pa.DataType) -> bool:
+    if pa.types.is_floating(t):
+        return True
+    if pa.types.is_struct(t):
+        return any(_has_float(f.type) for f in t)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _has_float(t.value_type)
+    return False
 
 
 def parse_json(
@@ -43,8 +176,9 @@ def parse_json(
     rest = _chain([first], chunks)
     is_array = first[:1] == b"["
     as_text = text_for_mixed(rejects)
-    batches = (_json_array(rest, batch_rows, as_text) if is_array
-               else _json_lines(rest, batch_rows, rejects, as_text))
+    fields = _Fields(spec, rejects)
+    batches = (_json_array(rest, batch_rows, as_text, fields.parse_float) if is_array
+               else _json_lines(rest, batch_rows, rejects, as_text, fields))
     for batch in batches:
         yield _flatten(batch, spec.separator) if spec.flatten else batch
 
@@ -55,7 +189,7 @@ def _chain(head: list[bytes], tail: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _json_lines(chunks: Iterator[bytes], batch_rows: int, rejects: RowRejects | None,
-                as_text: bool) -> Iterator[pa.RecordBatch]:
+                as_text: bool, fields: _Fields) -> Iterator[pa.RecordBatch]:
     carry = b""
     line_no = 0  # lines before the current block
     rows = 0  # rows yielded before it: row numbers in errors count rows, not lines
@@ -71,14 +205,14 @@ def _json_lines(chunks: Iterator[bytes], batch_rows: int, rejects: RowRejects | 
         if size >= BLOCK_SIZE:
             blob = b"".join(pending)
             pending, size = [], 0
-            for batch in _json_block(blob, line_no, rows + 1, batch_rows, rejects, as_text):
+            for batch in _json_block(blob, line_no, rows + 1, batch_rows, rejects, as_text, fields):
                 rows += batch.num_rows
                 yield batch
             line_no += blob.count(b"\n")
     pending.append(carry)
     blob = b"".join(pending)
     if blob.strip():
-        yield from _json_block(blob, line_no, rows + 1, batch_rows, rejects, as_text)
+        yield from _json_block(blob, line_no, rows + 1, batch_rows, rejects, as_text, fields)
 
 
 # A line that does not start with '{': pyarrow's reader crashes the process on some
@@ -87,35 +221,33 @@ _NOT_AN_OBJECT = re.compile(rb"(?:^|\n)[ \t\r]*[^{ \t\r\n]")
 
 
 def _json_block(blob: bytes, line_no: int, first: int, batch_rows: int,
-                rejects: RowRejects | None, as_text: bool) -> Iterator[pa.RecordBatch]:
+                rejects: RowRejects | None, as_text: bool,
+                fields: _Fields) -> Iterator[pa.RecordBatch]:
     if not blob.strip():
         return
     if _NOT_AN_OBJECT.search(blob) is None:
-        try:
-            table = pajson.read_json(
-                io.BytesIO(blob),
-                read_options=pajson.ReadOptions(block_size=max(len(blob) + 1, 1 << 20)),
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass  # duplicate keys, a value changing type, a bad line: decided line by line
-        else:
+        table = fields.read(blob)
+        if table is not None:
             yield from table.combine_chunks().to_batches()
             return
-    yield from _json_lines_slow(blob, line_no, first, batch_rows, rejects, as_text)
+    yield from _json_lines_slow(blob, line_no, first, batch_rows, rejects, as_text,
+                                fields.parse_float)
 
 
 def _json_lines_slow(blob: bytes, line_no: int, first: int, batch_rows: int,
-                     rejects: RowRejects | None, as_text: bool) -> Iterator[pa.RecordBatch]:
+                     rejects: RowRejects | None, as_text: bool,
+                     parse_float: Callable[[str], Any] | None) -> Iterator[pa.RecordBatch]:
     """Line by line with json.loads: a repeated key keeps its last value, a line that is
     not an object is malformed, and the rows become columns as custom-parser rows do
     (`rows_to_batch`: a column whose values change type is text for declared columns to
-    cast, else an error naming it). `first` numbers the block's first row."""
+    cast, else an error naming it). `first` numbers the block's first row; numbers with
+    a fraction are `parse_float`'s (Decimal, for declared decimal columns)."""
     rows: list[dict[str, Any]] = []
     for i, line in enumerate(blob.split(b"\n"), start=line_no + 1):
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line, parse_float=parse_float)
         except ValueError as e:
             _malformed(i, line, str(e), rejects)
             continue
@@ -143,10 +275,10 @@ def _kind(value: Any) -> str:
     return kinds.get(type(value), type(value).__name__)
 
 
-def _json_array(chunks: Iterator[bytes], batch_rows: int,
-                as_text: bool) -> Iterator[pa.RecordBatch]:
+def _json_array(chunks: Iterator[bytes], batch_rows: int, as_text: bool,
+                parse_float: Callable[[str], Any] | None) -> Iterator[pa.RecordBatch]:
     """A top-level JSON array, decoded element by element over a growing buffer."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_float=parse_float)
     text_decoder = codecs.getincrementaldecoder("utf-8")()
     buf = ""
     pos = 0
