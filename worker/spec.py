@@ -122,6 +122,10 @@ class ParserSpec(_Strict):
     comment_prefix: str | None = Field(default=None, min_length=1)
     header_line_count: int = Field(default=0, ge=0)  # lines skipped before the header
     encoding: str = "utf-8"
+    # A quoted value may hold a newline only when this says so: otherwise a quote left
+    # open at a line's end (a stray quote that would take the next lines into one
+    # value) fails the fragment naming the line.
+    newlines_in_values: bool = False
     # json
     flatten: bool = False
     separator: str = "."

@@ -141,6 +141,6 @@ def test_json_timestamps_with_an_offset_are_the_same_instant_in_a_timestamp_colu
     out, _ = read(json_rows(shape, '{"t": "2024-01-01T00:00:00+02:00"}',
                             '{"t": "2024-01-01T00:00:00"}'),
                   [{"name": "t", "type": "timestamp"}], parser=JSON)
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert [r["t"].astimezone(utc) for r in out] == [
         dt.datetime(2023, 12, 31, 22, tzinfo=utc), dt.datetime(2024, 1, 1, tzinfo=utc)]

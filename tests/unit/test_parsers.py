@@ -69,7 +69,8 @@ def test_csv_custom_delimiter_quote_and_escape() -> None:
 
 
 def test_csv_quoted_newline_in_values_and_header() -> None:
-    assert rows(b'"a\nb",c\n"1\n2",3\n', chunk=3) == [{"a\nb": "1\n2", "c": "3"}]
+    assert rows(b'"a\nb",c\n"1\n2",3\n', chunk=3, newlines_in_values=True) == [
+        {"a\nb": "1\n2", "c": "3"}]
 
 
 def test_csv_comment_lines_dropped_across_chunk_boundaries() -> None:
@@ -117,7 +118,9 @@ def test_csv_malformed_row_after_quoted_newlines_names_its_line_and_row(
     lines = ['id,note,x', '1,"a', 'b",2', '', '3,"c', '', '""d', '",4',
              '# note' if comment else '5,"""e""",6', '7,bad', '8,y,9']
     data = end.join(lines).encode() + end.encode()
-    spec: dict[str, Any] = {"comment": comment} if comment else {}
+    spec: dict[str, Any] = {"newlines_in_values": True}
+    if comment:
+        spec["comment"] = comment
     row = 3 if comment else 4
     with pytest.raises(ParseError, match=rf"^xsv: line 10 \(row {row}\): expected 3 fields, "
                                          r"got 2: .7,bad."):

@@ -104,8 +104,9 @@ def test_quotes_later_in_the_fragment_hand_over_to_the_streaming_reader() -> Non
     rows[50] = b"51,1"  # ragged, after the hand-over
     data = b"id,v,ok,s\n" + b"\n".join(rows) + b"\n"
     with blocks_of(128):
-        got = run(data, 50, parser={"max_error_count": 1})
-    assert got == run(data, 50, parser={"max_error_count": 1}, typed=False)
+        got = run(data, 50, parser={"max_error_count": 1, "newlines_in_values": True})
+    assert got == run(data, 50, parser={"max_error_count": 1, "newlines_in_values": True},
+                      typed=False)
     assert [(r["line"], r["value"]) for r in got[2]] == [(53, "51,1")]
     assert got[0][40]["s"] == "two\nlines" and len(got[0]) == 58
 
@@ -116,10 +117,11 @@ def test_a_malformed_row_after_a_quoted_newline_names_its_line_and_row() -> None
     rows[40] = b'41,1,true,"two\nlines"'
     rows[50] = b"51,1"
     data = b"id,v,ok,s\n" + b"\n".join(rows) + b"\n"
+    quoted = {"newlines_in_values": True}
     for size in (128, 1 << 20):
         with blocks_of(size):
-            got = run(data, 50)
-        assert got == run(data, 50, typed=False)
+            got = run(data, 50, parser=quoted)
+        assert got == run(data, 50, parser=quoted, typed=False)
         assert got[0] == "error" and got[2].startswith(
             "xsv: line 55 (row 51): expected 4 fields, got 2"), got
 
@@ -201,7 +203,7 @@ def test_skipped_rows_name_the_line_they_start_on(
             expected.append(line)
         text += row + end
         line += row.count("\n") + 1
-    parser: dict[str, Any] = {"max_error_count": 100}
+    parser: dict[str, Any] = {"max_error_count": 100, "newlines_in_values": True}
     if comment:
         parser["comment"] = "#"
     with blocks_of(block):

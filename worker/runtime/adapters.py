@@ -71,6 +71,12 @@ class LineFilter(io.RawIOBase):
         self._quote = quote or None
         self._escape = escape or None
         self._in_quote = False  # the bytes scanned so far end inside a quoted field
+        # Newlines inside quotes: how many, in how many records, the first such record's
+        # line (the parser allows them or fails on the first, naming its line).
+        self.quoted_newlines = 0
+        self.quoted_rows = 0
+        self.quoted_line: int | None = None
+        self._escape_next = False  # the last chunk ended in an escape (that escapes on)
         # What `translate` deletes so only quotes and newlines are left.
         self._not_marks = (bytes(b for b in range(256) if b not in (quote[0], 10))
                            if quote is not None and len(quote) == 1 else b"")
@@ -126,6 +132,14 @@ class LineFilter(io.RawIOBase):
         self._in_quote = bool((len(marks) - last - 1) & 1)
         return False
 
+    def _quoted_end(self, start: bytes) -> None:
+        """A line that began as `start` ends inside quotes (before `_line_end`)."""
+        self.quoted_newlines += 1
+        if start != b"q":
+            self.quoted_rows += 1
+            if self.quoted_line is None:
+                self.quoted_line = self._counted + len(self._skipped) + 1
+
     def _line_end(self, start: bytes, line: bytes) -> None:
         """Counts a finished line that began as `start` (a `_line` state)."""
         if start == b"q" or (start != b"x" and (start + line[:2]) in (b"", b"\r")):
@@ -156,6 +170,8 @@ class LineFilter(io.RawIOBase):
                 continue
             if quoted and self._quotes_odd(line):
                 self._in_quote = not self._in_quote
+            if nl and self._in_quote:
+                self._quoted_end(start)
             self._line_end(start, line)
             out.append(line + nl)
         return b"".join(out)
@@ -182,20 +198,30 @@ class LineFilter(io.RawIOBase):
             cut = chunk.rfind(b"\n")
             tail = chunk[cut + 1:cut + 3] if cut >= 0 else head + chunk[:2]
         self._line = tail if tail in (b"", b"\r") else b"x"
+        self._escape_next = False
 
     def _scan_quoted(self, chunk: bytes) -> None:
         """`_scan` line by line, for a chunk with a newline inside quotes: the lines after
         such a newline are the same record's, which a reader does not count."""
         parts = chunk.split(b"\n")
+        # A quote escaped by the last byte of the chunk before is no quote (chunks end
+        # anywhere: the escape and its quote can be in two).
+        skip = int(self._escape_next and chunk[:1] in (self._quote, self._escape))
         state = self._line
         for line in parts[:-1]:
-            if self._quotes_odd(line):
+            if self._quotes_odd(line[skip:]):
                 self._in_quote = not self._in_quote
+            skip = 0
+            if self._in_quote:
+                self._quoted_end(state)
             self._line_end(state, line)
             state = b"q" if self._in_quote else b""
         tail = parts[-1]
-        if self._quotes_odd(tail):
+        own = tail[skip:]
+        if self._quotes_odd(own):
             self._in_quote = not self._in_quote
+        e = self._escape
+        self._escape_next = e is not None and bool((len(own) - len(own.rstrip(e))) & 1)
         if state in (b"", b"\r"):
             head = (state + tail)[:2]
             state = head if head in (b"", b"\r") else b"x"

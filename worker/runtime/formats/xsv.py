@@ -109,14 +109,44 @@ def _unclosed_quote(text: str, quote: str | None, escape: str | None) -> int | N
 
 def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
               rejects: RowRejects | None = None) -> Iterator[pa.RecordBatch]:
+    """The fragment's rows. A newline inside quotes fails it unless
+    `newlines_in_values` allows them (then a note counts them): a stray quote would
+    otherwise take the lines after it into one value, the field counts still right.
+    The line filter sees every byte before the reader parses it, so the check runs
+    before each batch goes out, and first when the reader fails (the quote explains
+    the rows that went wrong after it)."""
     marker = spec.comment_marker
     quoting = spec.quote is not None  # else a newline always ends a row
     lines = LineFilter(stream, None if marker is None else marker.encode(spec.encoding),
                        spec.quote.encode(spec.encoding) if quoting else None,
                        spec.escape.encode(spec.encoding) if quoting and spec.escape else None)
+    try:
+        for batch in _parse_xsv(stream, spec, rejects, lines):
+            _check_quoted(spec, lines)
+            yield batch
+    except Exception:
+        if stream.error is None:
+            _check_quoted(spec, lines)
+        raise
+    _check_quoted(spec, lines)
+    if lines.quoted_rows and rejects is not None:
+        rejects.note(f"fragment {rejects.fragment!r}: {lines.quoted_rows} row(s) hold "
+                     f"newlines inside quotes, {lines.quoted_rows + lines.quoted_newlines} "
+                     f"lines in all; the first starts on line {lines.quoted_line}")
+
+
+def _check_quoted(spec: ParserSpec, lines: LineFilter) -> None:
+    if lines.quoted_line is not None and not spec.newlines_in_values:
+        raise ParseError(f"xsv: line {lines.quoted_line}: the quote opened on this line "
+                         "runs onto the next one; set parser.newlines_in_values: true if "
+                         "values may hold newlines")
+
+
+def _parse_xsv(stream: ChunkStream, spec: ParserSpec, rejects: RowRejects | None,
+               lines: LineFilter) -> Iterator[pa.RecordBatch]:
     # Without a comment marker LineFilter passes the user's chunks through whole.
     source: io.RawIOBase | io.BufferedIOBase = (
-        lines if marker is None else io.BufferedReader(lines, buffer_size=1 << 20))
+        lines if spec.comment_marker is None else io.BufferedReader(lines, buffer_size=1 << 20))
     ragged = _RaggedRows(rejects, spec)
     ragged.lines = lines
     ragged.header = 1 if spec.header else 0
@@ -125,7 +155,7 @@ def parse_xsv(stream: ChunkStream, spec: ParserSpec, batch_rows: int,
         "quote_char": spec.quote if spec.quote is not None else False,
         "escape_char": spec.escape if spec.escape is not None else False,
         "double_quote": spec.escape is None,
-        "newlines_in_values": spec.quote is not None,
+        "newlines_in_values": spec.quote is not None and spec.newlines_in_values,
     }
     parse_opts = pacsv.ParseOptions(**parse_args, invalid_row_handler=ragged)
 
