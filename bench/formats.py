@@ -1,6 +1,8 @@
-"""Row-at-a-time parsers in-process: JSON (top-level array; JSON Lines whose field changes
-type, which pyarrow's reader refuses so every line goes through `json.loads`) and Avro
-(plain; with `uuid` logical types), each parse-only, best of N, rows per second.
+"""Parsers in-process: JSON (top-level array; JSON Lines as pyarrow's reader takes them,
+untyped and with declared decimal and timestamp columns; JSON Lines whose field changes
+type, which pyarrow's reader refuses so every line goes through `json.loads`), Avro
+(plain; with `uuid` logical types) and CSV (the e2e workload's fragment, text and
+typed; with quoted values), each parse-only, best of N, rows per second.
 
     python3 -m bench.formats [--rows N] [--repeats N]
     python3 bench/run.py --only formats
@@ -17,7 +19,9 @@ import uuid
 from collections.abc import Callable
 
 import fastavro
+import yaml
 
+from bench import workload
 from bench.common import Report, Result, section
 from worker.runtime.formats import parse
 from worker.runtime.rejects import RowRejects
@@ -36,6 +40,21 @@ def _objects(rows: int) -> list[dict[str, object]]:
 
 def json_array(rows: int) -> bytes:
     return json.dumps(_objects(rows)).encode()
+
+
+def json_lines(rows: int) -> bytes:
+    objs = _objects(rows)
+    for i, o in enumerate(objs):
+        o["amount"] = round(i % 100000 * 0.37, 2)
+        o["at"] = f"2026-01-{1 + i % 28:02d}T10:{i % 60:02d}:00+02:00"
+    return "".join(json.dumps(o) + "\n" for o in objs).encode()
+
+
+def csv_quoted(rows: int) -> bytes:
+    """The workload's CSV with its note column quoted and holding a comma."""
+    head, _, body = workload.csv_bytes(rows).partition(b"\n")
+    lines = [line.rsplit(b",", 1) for line in body.splitlines()]
+    return head + b"\n" + b"".join(a + b',"' + b + b', ok"\n' for a, b in lines)
 
 
 def json_lines_changing_type(rows: int) -> bytes:
@@ -79,13 +98,23 @@ def run(report: Report, *, rows: int, repeats: int) -> None:
     section(f"formats: parse only, in-process, {rows:,} rows, best of {repeats}")
     # The field that changes type is declared (as text), as it must be to be read at all.
     declared = Schema.model_validate({"columns": [{"name": "id", "type": "string"}]})
+    typed_json = Schema.model_validate({"columns": [
+        {"name": "id", "type": "int64"}, {"name": "amount", "type": "decimal(12,2)"},
+        {"name": "at", "type": "timestamp"}, {"name": "score", "type": "float64"}]})
+    csv_typed = Schema.model_validate(yaml.safe_load(workload.SCHEMA_YAML)["schema"])
     cases: list[tuple[str, Callable[[], bytes], ParserSpec, Schema]] = [
         ("json array", lambda: json_array(rows), ParserSpec(format="json"), Schema()),
+        ("json lines", lambda: json_lines(rows), ParserSpec(format="json"), Schema()),
+        ("json lines, decimal and timestamp declared", lambda: json_lines(rows),
+         ParserSpec(format="json"), typed_json),
         ("json lines, a field changing type (declared)",
          lambda: json_lines_changing_type(rows), ParserSpec(format="json"), declared),
         ("avro", lambda: avro(rows, False), ParserSpec(format="avro"), Schema()),
         ("avro with a uuid column", lambda: avro(rows, True), ParserSpec(format="avro"),
          Schema()),
+        ("csv", lambda: workload.csv_bytes(rows), ParserSpec(), Schema()),
+        ("csv, typed columns", lambda: workload.csv_bytes(rows), ParserSpec(), csv_typed),
+        ("csv, quoted values", lambda: csv_quoted(rows), ParserSpec(), Schema()),
     ]
     for name, make, spec, schema in cases:
         try:
