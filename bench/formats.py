@@ -101,7 +101,7 @@ def run(report: Report, *, rows: int, repeats: int) -> None:
     typed_json = Schema.model_validate({"columns": [
         {"name": "id", "type": "int64"}, {"name": "amount", "type": "decimal(12,2)"},
         {"name": "at", "type": "timestamp"}, {"name": "score", "type": "float64"}]})
-    csv_typed = Schema.model_validate(yaml.safe_load(workload.SCHEMA_YAML)["schema"])
+    csv_typed = Schema.model_validate({"columns": yaml.safe_load(workload.SCHEMA_YAML)["schema"]})
     cases: list[tuple[str, Callable[[], bytes], ParserSpec, Schema]] = [
         ("json array", lambda: json_array(rows), ParserSpec(format="json"), Schema()),
         ("json lines", lambda: json_lines(rows), ParserSpec(format="json"), Schema()),
