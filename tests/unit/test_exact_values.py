@@ -144,3 +144,14 @@ def test_json_timestamps_with_an_offset_are_the_same_instant_in_a_timestamp_colu
     utc = dt.UTC
     assert [r["t"].astimezone(utc) for r in out] == [
         dt.datetime(2023, 12, 31, 22, tzinfo=utc), dt.datetime(2024, 1, 1, tzinfo=utc)]
+
+
+def test_json_strings_in_lists_stay_text_and_columns_keep_their_order() -> None:
+    rows = ['{"id": 1, "when": ["2024-01-01"], "t": "2024-01-02", "n": {"u": "2024-01-03"}}',
+            '{"id": 2, "when": [], "t": "x", "n": {"u": "2024-01-04", "v": 5}}']
+    data = json_rows("lines", *rows) * 3000  # blocks after the first, too
+    out, _ = read(data, parser=JSON, chunk=1 << 16)
+    assert out[:2] == [
+        {"id": 1, "when": ["2024-01-01"], "t": "2024-01-02", "n": {"u": "2024-01-03", "v": None}},
+        {"id": 2, "when": [], "t": "x", "n": {"u": "2024-01-04", "v": 5}}]
+    assert list(out[-1]) == ["id", "when", "t", "n"]
