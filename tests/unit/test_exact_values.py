@@ -44,7 +44,7 @@ def test_an_integer_past_int64_is_rejected_naming_it_in_an_int64_column(shape: s
     assert out == [{"a": 1}]
     [rec] = log.records
     assert (rec.row, rec.column, rec.value) == (2, "a", BIG)
-    assert BIG in rec.detail and "int64" in rec.detail
+    assert rec.detail == f"integer {BIG} is out of range for int64"
 
 
 @SHAPES
@@ -155,3 +155,11 @@ def test_json_strings_in_lists_stay_text_and_columns_keep_their_order() -> None:
         {"id": 1, "when": ["2024-01-01"], "t": "2024-01-02", "n": {"u": "2024-01-03", "v": None}},
         {"id": 2, "when": [], "t": "x", "n": {"u": "2024-01-04", "v": 5}}]
     assert list(out[-1]) == ["id", "when", "t", "n"]
+
+
+def test_csv_integer_past_int32_is_named_out_of_range() -> None:
+    out, log = read(b"a\n1\n2147483648\n", [{"name": "a", "type": "int32"}],
+                    on_invalid="skip", max_errors=5)
+    assert out == [{"a": 1}]
+    assert [(r.row, r.value, r.detail) for r in log.records] == [
+        (2, "2147483648", "integer 2147483648 is out of range for int32")]

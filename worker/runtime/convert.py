@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -312,6 +313,8 @@ def convert_column(convert: Converter, src: pa.Array,
             bad = {i: why for i in false_indices(pc.is_valid(src))}
         else:
             bad = _find_bad(src, convert)
+            if pa.types.is_integer(target):
+                _name_out_of_range(src, target, bad)
     if not bad:  # pragma: no cover - the whole failed but no single value did
         raise ValueError("conversion failed on the batch but on no single value")
     masked = pc.if_else(mask(len(src), bad), pa.scalar(None, src.type), src)
@@ -322,6 +325,18 @@ def convert_column(convert: Converter, src: pa.Array,
         parts = [pa.nulls(1, target) if i in bad else convert(masked.slice(i, 1))
                  for i in range(len(src))]
         return pa.concat_arrays(parts), bad
+
+
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def _name_out_of_range(src: pa.Array, target: pa.DataType, bad: dict[int, Invalid]) -> None:
+    """An integer a narrower integer column cannot hold says so (pyarrow only says it
+    failed to parse it)."""
+    for i, why in bad.items():
+        v = src[i].as_py()
+        if isinstance(v, str) and _INTEGER.fullmatch(v):
+            bad[i] = Invalid(why.reason, f"integer {v.strip()} is out of range for {target}")
 
 
 def _find_bad(arr: pa.Array, convert: Converter, base: int = 0) -> dict[int, Invalid]:
