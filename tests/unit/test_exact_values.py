@@ -163,3 +163,14 @@ def test_csv_integer_past_int32_is_named_out_of_range() -> None:
     assert out == [{"a": 1}]
     assert [(r.row, r.value, r.detail) for r in log.records] == [
         (2, "2147483648", "integer 2147483648 is out of range for int32")]
+
+
+def test_large_floats_written_as_floats_stay_on_pyarrows_reader() -> None:
+    from unittest import mock
+
+    from worker.runtime.formats import json as json_format
+
+    with mock.patch.object(json_format, "_json_lines_slow",
+                           side_effect=AssertionError("read line by line")):
+        out, _ = read(b'{"a": 1e20}\n{"a": 2.5e300}\n', parser=JSON)
+    assert out == [{"a": 1e20}, {"a": 2.5e300}]

@@ -6,7 +6,8 @@ nested objects into `parent<separator>child` columns.
 
 Values are what the text says. pyarrow's reader decides alone only where that holds:
 - it reads an integer past int64 (or past 2^53 beside floats) as the nearest float, so a
-  block with a float of magnitude 2^53 or more is read line by line instead (exact
+  block with a float of magnitude 2^53 or more written with 16 digits or more (not
+  `1e20`, a float as written) is read line by line instead (exact
   Python ints: kept in a decimal or string column, rejected naming them in an int64
   one, a fragment error naming them without a declared type);
 - it reads a number as a float: a declared decimal column is read as its decimal
@@ -40,6 +41,9 @@ from worker.spec import ParserSpec
 
 _MAX_ELEMENT = 256 << 20  # a JSON array element larger than this is reported as malformed
 _EXACT_FLOAT = 2.0 ** 53  # every integer up to this magnitude is exact as a float64
+# A number written with 16 digits or more before any point or exponent: one a float64
+# may not hold (1e20 may: written so, it is a float to begin with).
+_LONG_NUMBER = re.compile(rb"[:\[,]\s*-?\d{16}")
 Path = tuple[str, ...]
 
 
@@ -118,7 +122,7 @@ class _Fields:
             names = sorted(table.column_names, key=lambda n: rank.get(n, len(rank)))
             if names != table.column_names:
                 table = table.select(names)
-        if _float_past_exact(table) or (
+        if (_float_past_exact(table) and _LONG_NUMBER.search(blob) is not None) or (
                 self.flat_decimals and self.separator is not None
                 and any(self.separator.join(p) in self.flat_decimals
                         and pa.types.is_floating(t) for p, t in _leaves(table.schema))):
