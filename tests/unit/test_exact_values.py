@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 from typing import Any
+from unittest import mock
 
 import pytest
 
 from tests.helpers.rows import read
 from worker.runtime.formats import ParseError
+from worker.runtime.formats import json as json_format
 
 JSON = {"format": "json"}
 BIG = "12345678901234567890"  # past int64, and past 2^53
@@ -166,10 +168,6 @@ def test_csv_integer_past_int32_is_named_out_of_range() -> None:
 
 
 def test_large_floats_written_as_floats_stay_on_pyarrows_reader() -> None:
-    from unittest import mock
-
-    from worker.runtime.formats import json as json_format
-
     with mock.patch.object(json_format, "_json_lines_slow",
                            side_effect=AssertionError("read line by line")):
         out, _ = read(b'{"a": 1e20}\n{"a": 2.5e300}\n', parser=JSON)
