@@ -34,6 +34,7 @@ from worker.runtime.formats import ParseError, RowColumns, columns_to_batch, par
 from worker.runtime.rejects import RowRejects
 from worker.runtime.stream import ChunkStream
 from worker.runtime.userproc import UserError, UserProcess
+from worker.runtime.warden import become_subreaper, end_descendants, watch_host
 from worker.spec import ParserSpec, Schema
 
 SEND_BUFFER = 4 << 20
@@ -270,13 +271,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runtime: cannot connect to the session socket {args.connect}: {e}",
               file=sys.stderr)
         return 2
+    # before the user process starts: nothing it starts may outlive this process or the
+    # host (worker/runtime/warden.py)
+    become_subreaper()
+    watch_host(in_fd, out_fd)
     proto_out = os.fdopen(out_fd, "wb", buffering=1 << 20)
     proto_in = os.fdopen(in_fd, "rb", buffering=1 << 16)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)  # user code reading stdin must not eat frames
     os.close(devnull)
     sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
-    code = Runtime(proto_in, proto_out, args.user_python).serve()
+    try:
+        code = Runtime(proto_in, proto_out, args.user_python).serve()
+    finally:
+        end_descendants()
     proto_out.flush()
     return code
 

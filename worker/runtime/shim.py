@@ -1,6 +1,7 @@
 """The user process: imports the connector in the user's environment and runs its code.
 
-Standard library only. It runs as `<user python> -I -u shim.py CTL_FD DATA_FD` under the
+Standard library only. It runs as `<user python> -I -u shim.py CTL_FD DATA_FD RUNTIME_PID`
+under the
 user's interpreter (their pins over the default packages), where the project's own stack
 (pyarrow, fastavro, pydantic) is not on the import path: `-I` ignores PYTHONPATH and the
 user site, and the script's own folder is not added to sys.path. The runtime process
@@ -564,7 +565,23 @@ class Shim:
                 self.reply("error", kind="limit", message="out of memory", traceback="")
 
 
+def die_with_runtime(runtime_pid: int) -> None:
+    """SIGKILL this process when the runtime dies. The runtime ends what the user's code
+    starts while it lives (worker/runtime/warden.py); this covers the runtime killed
+    outright (a host's last resort, the OOM killer) while this process, in a session of
+    its own, is out of reach of its process group. The signal follows the thread that
+    spawned this process: the runtime's main thread, which lives as long as it does."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != runtime_pid:  # it died before the prctl
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    die_with_runtime(int(argv[3]))
     return Shim(int(argv[1]), int(argv[2])).serve()
 
 

@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 
 from worker.runtime import shim
 from worker.runtime.formats.rows import RowColumns
+from worker.runtime.warden import end_descendants
 from worker.spec import ParserSpec
 
 SHIM = os.path.abspath(shim.__file__)
@@ -87,7 +88,7 @@ class UserProcess:
         env["PATH"] = os.path.dirname(python) + os.pathsep + env.get("PATH", "")
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         self._proc = subprocess.Popen(
-            [python, "-I", "-u", SHIM, str(ctl_r), str(data_w)],
+            [python, "-I", "-u", SHIM, str(ctl_r), str(data_w), str(os.getpid())],
             stdin=subprocess.DEVNULL, pass_fds=(ctl_r, data_w), env=env,
         )
         os.close(ctl_r)
@@ -152,6 +153,7 @@ class UserProcess:
     def died(self) -> NoReturn:
         """The user process ended mid-conversation: end this process the same way."""
         code = self._proc.wait()
+        end_descendants()  # what it started (escaped into sessions of their own too)
         for f in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 f.flush()

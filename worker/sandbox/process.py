@@ -39,6 +39,8 @@ PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 # Address-space slack over the memory limit: the interpreter, pyarrow and their
 # shared libraries map ~250 MiB of virtual memory before user code allocates a byte.
 AS_SLACK = 384 << 20
+# How long a hung-up runtime gets to end the user's processes before its group is killed.
+HANG_UP_GRACE_S = 5.0
 
 
 def unenforced_network(connector: Connector) -> str | None:
@@ -99,13 +101,20 @@ class ProcessChannel:
         self._proc.stdin.flush()
 
     def kill(self) -> None:
+        """Hang up on the runtime, which then ends everything the user's code started,
+        escaped into sessions of its own or not (worker/runtime/warden.py), as it does
+        when this process dies; the process group's SIGKILL comes after, for a runtime
+        that did not end within HANG_UP_GRACE_S (killing it first would orphan what
+        left the group)."""
         self.source.close()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)
-        self._proc.wait()
         for f in (self._proc.stdin, self._proc.stdout):
             with contextlib.suppress(OSError):
                 f and f.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=HANG_UP_GRACE_S)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
         self._home.cleanup()
 
     def exit_reason(self) -> tuple[str, FailureKind]:
