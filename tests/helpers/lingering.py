@@ -13,6 +13,8 @@ import os
 import signal
 from pathlib import Path
 
+from tests.helpers.wait import wait_until
+
 # `linger(tag)` marks this process, starts the escapees if asked, and never returns:
 # time.sleep, or a busy loop (user code holding a core, no syscall to interrupt).
 LINGER_CODE = '''
@@ -102,6 +104,13 @@ def cmdline(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
     return ""
+
+
+def assert_all_end(pids: dict[str, int], after: str) -> None:
+    """Every one of `pids` (name -> pid) ends soon `after` what should end them."""
+    wait_until(lambda: not [n for n, p in pids.items() if alive(p)], 15,
+               lambda: f"still running after {after}: " + ", ".join(
+                   f"{n} ({cmdline(p)})" for n, p in pids.items() if alive(p)))
 
 
 def kill_all(pids: list[int]) -> None:

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from redis import Redis
+from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
 from worker import ceilings
@@ -288,7 +289,11 @@ def _failure(name: str, exc: BaseException | None,
     text = "".join(traceback.format_tb(tb))[-2000:] if tb else ""
     if isinstance(exc, ConnectorError) and not exc.retryable:
         return FailedFragment(name=name, kind=exc.kind, message=str(exc), traceback=text)
-    msg = f"{type(exc).__name__}: {exc}" if exc else "worker died (job abandoned)"
+    if exc is None or isinstance(exc, AbandonedJobError):
+        # rq's reaper hands the callback an empty AbandonedJobError: say what it means
+        msg = "its worker died while running it (killed, or its machine went away)"
+    else:
+        msg = f"{type(exc).__name__}: {exc}"
     return FailedFragment(name=name, kind=FailureKind.INFRA,
                           message=f"infrastructure failure after retries: {msg}",
                           traceback=text)

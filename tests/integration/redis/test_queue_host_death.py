@@ -7,7 +7,14 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import write_connector
-from tests.helpers.lingering import SPEC, alive, cmdline, kill_all, lingering_code, marked
+from tests.helpers.lingering import (
+    SPEC,
+    assert_all_end,
+    cmdline,
+    kill_all,
+    lingering_code,
+    marked,
+)
 from tests.helpers.lingering import runtime_pid as runtime_of
 from tests.helpers.timing import LEASES, fast
 from tests.helpers.wait import wait_until
@@ -47,10 +54,7 @@ def test_a_killed_worker_leaves_no_connector_code_running_and_its_job_fails_with
             seen += procs.values()
             assert "worker.runtime" in cmdline(procs["runtime"])
             queue_env.kill(worker)  # the worker's whole process group, SIGKILL
-            wait_until(lambda: not [n for n, p in procs.items() if alive(p)], 15,
-                       lambda: f"attempt {attempt}: still running after the worker died: "
-                       + ", ".join(f"{n} ({cmdline(p)})" for n, p in procs.items()
-                                   if alive(p)))
+            assert_all_end(procs, f"the worker died (attempt {attempt})")
     finally:
         kill_all(seen)
 
@@ -63,4 +67,4 @@ def test_a_killed_worker_leaves_no_connector_code_running_and_its_job_fails_with
     assert summary.failed == 1 and summary.read == 0, done[0]
     failure = summary.failures[0]
     assert failure.name == "one" and failure.kind == "infra", failure
-    assert "worker died" in failure.message, failure
+    assert "its worker died while running it" in failure.message, failure
