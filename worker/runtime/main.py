@@ -7,7 +7,9 @@ asks it for listings, bytes and custom-parser rows. It talks to the host only th
 frames on its original stdin/stdout, or on the session socket the host names with
 `--connect` (see worker.protocol, worker/sandbox/links.py); its stderr and both processes'
 prints are redirected into a pipe that a thread forwards as `log` frames, so nothing the
-user writes can corrupt a frame.
+user writes can corrupt a frame. When the host's end of that link closes (the host ended
+the session, or died), every process under the runtime ends, and the runtime with them
+(worker/runtime/warden.py).
 """
 
 from __future__ import annotations

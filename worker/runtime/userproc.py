@@ -11,8 +11,9 @@ core, so the user's read_bytes overlaps the runtime's parsing.
 
 The user process's fds 1 and 2 are the runtime's (the log pump's pipe), so user prints
 become log frames; it has no descriptor of the host's protocol. If it dies, the runtime
-dies the same way (signal or exit code): the session's context() state is gone with it,
-and the host already knows how to report a sandbox that died.
+dies the same way (signal or exit code), after ending whatever it started: the session's
+context() state is gone with it, and the host already knows how to report a sandbox
+that died. It dies with the runtime too (`shim.die_with_runtime`).
 """
 
 from __future__ import annotations

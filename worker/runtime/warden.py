@@ -38,8 +38,9 @@ import threading
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
-# The runtime's exit code when the host hung up on it (nobody is left to read it; an
-# operator looking at `docker ps -a` or a process accounting log sees why).
+# The runtime's exit code when the watch ends it (the main thread, seeing the user
+# process or the link end meanwhile, may exit first with its own; nobody is left to
+# read either).
 HOST_GONE = 3
 _END_WITHIN_S = 10.0
 

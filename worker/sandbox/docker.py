@@ -31,9 +31,13 @@ user code would never be reaped and would eat the pids limit of a warm session. 
 tini the runtime is an ordinary process: it dies like one ("container exited 137"),
 and when it exits tini exits and the kernel kills everything left in the container.
 
-Containers still running when the worker's interpreter exits are removed (atexit); a
-worker killed outright leaves them (and their session directories) to `reap`, which
-runs whenever a sandbox starts.
+Containers still running when the worker's interpreter exits are removed (atexit). A
+worker killed outright cannot remove them, but they do not run on: the runtime sees its
+link to the worker close (the session socket; or the attached stdin, which the engine
+closes when the attach ends, `StdinOnce`) and ends the user's processes and itself
+(worker/runtime/warden.py), so tini exits and the container stops. The stopped
+containers and their session directories are left to `reap`, which runs whenever a
+sandbox starts.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ get the memory limit (RLIMIT_AS is per process).
 
 For local development and trusted code: it keeps user code out of the worker process
 and bounds memory and time, but shares the host's filesystem and network. Untrusted
-code belongs in the Docker sandbox. `limits.network` is not enforced here (a
+code belongs in the Docker sandbox. What the user's code starts, in sessions of its own
+too, ends with the session or the worker (worker/runtime/warden.py), though with no
+pids limit here. `limits.network` is not enforced here (a
 process cannot be fenced per connector without root): a connector with an allowlist
 runs with a warning, never with a pretended fence.
 """
