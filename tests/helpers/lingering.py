@@ -20,7 +20,7 @@ from tests.helpers.wait import wait_until
 LINGER_CODE = '''
 import os, pathlib, subprocess, sys, time
 MARKS = pathlib.Path({marks!r})
-PHASE, BUSY, ESCAPE = {phase!r}, {busy!r}, {escape!r}
+PHASE, BUSY, ESCAPE, OWN_SESSION = {phase!r}, {busy!r}, {escape!r}, {own_session!r}
 
 def mark(tag):
     (MARKS / f"{{tag}}-{{os.getpid()}}").write_text(str(os.getppid()))
@@ -57,6 +57,8 @@ def linger(phase):
         return
     if ESCAPE:
         escape()
+    if OWN_SESSION:  # out of the runtime's process group
+        os.setsid()
     mark("user")
     forever()
 
@@ -76,8 +78,10 @@ def read_bytes(context, metadata):
 SPEC = "name: {name}\nschema:\n  - {{name: id, type: int64}}\n{extra}"
 
 
-def lingering_code(marks: Path, phase: str, busy: bool = False, escape: bool = False) -> str:
-    return LINGER_CODE.format(marks=str(marks), phase=phase, busy=busy, escape=escape)
+def lingering_code(marks: Path, phase: str, busy: bool = False, escape: bool = False,
+                   own_session: bool = False) -> str:
+    return LINGER_CODE.format(marks=str(marks), phase=phase, busy=busy, escape=escape,
+                              own_session=own_session)
 
 
 def marked(marks: Path) -> dict[str, int]:

@@ -53,11 +53,12 @@ def start_refresh(tmp_path: Path, folder: Path, *extra: str) -> subprocess.Popen
 
 
 def lingering(tmp_path: Path, marks: Path, phase: str, *, busy: bool = False,
-              escape: bool = False, extra_spec: str = "") -> tuple[subprocess.Popen, int,
-                                                                   dict[str, int]]:
+              escape: bool = False, own_session: bool = False, extra_spec: str = ""
+              ) -> tuple[subprocess.Popen, int, dict[str, int]]:
     """The refresh, once the connector's code lingers in `phase`: (host, runtime pid,
     the marked user processes)."""
-    folder = write_connector(tmp_path / "c", lingering_code(marks, phase, busy, escape),
+    folder = write_connector(tmp_path / "c", lingering_code(marks, phase, busy, escape,
+                                                            own_session),
                              SPEC.format(name="linger", extra=extra_spec))
     host = start_refresh(tmp_path, folder)
     expected = {"user"} | (ESCAPEES if escape else set())
@@ -101,3 +102,13 @@ def test_a_timed_out_read_leaves_no_escaped_process_running(tmp_path, marks):
     assert host.returncode == 1, err.decode()
     assert "timed out after 3 s" in err.decode(), err.decode()
     assert_all_end({"runtime": runtime, **procs}, "the read timed out")
+
+
+def test_a_runtime_killed_outright_takes_the_user_process_with_it(tmp_path, marks):
+    # The OOM killer, or a host's last resort: the runtime gets no chance to end what
+    # is under it, and the user process has left its process group.
+    host, runtime, procs = lingering(tmp_path, marks, "read", own_session=True)
+    os.kill(runtime, signal.SIGKILL)
+    _, err = host.communicate(timeout=120)
+    assert "sandbox process killed by SIGKILL" in err.decode(), err.decode()
+    assert_all_end(procs, "the runtime was killed")

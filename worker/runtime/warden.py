@@ -79,11 +79,24 @@ def end_descendants() -> None:
     deadline = time.monotonic() + _END_WITHIN_S
     while (kids := children()) and time.monotonic() < deadline:
         for pid in kids:
-            with contextlib.suppress(ProcessLookupError):
+            # PermissionError: a setuid program the user's code ran (process sandbox);
+            # it is waited for until the deadline, never forever
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        for pid in kids:
-            with contextlib.suppress(ChildProcessError):  # reaped by its Popen meanwhile
-                os.waitpid(pid, 0)
+        _reap(set(kids), deadline)
+
+
+def _reap(pids: set[int], deadline: float) -> None:
+    while pids and time.monotonic() < deadline:
+        for pid in list(pids):
+            try:
+                ended = os.waitpid(pid, os.WNOHANG)[0] == pid
+            except ChildProcessError:  # reaped by its Popen meanwhile
+                ended = True
+            if ended:
+                pids.discard(pid)
+        if pids:
+            time.sleep(0.005)
 
 
 def watch_host(in_fd: int, out_fd: int) -> None:
