@@ -9,6 +9,11 @@ read-only root with a small noexec /tmp, and the connector's own memory, pids an
 limits and timeout. Inside `docker build` it would run as root with the host's memory,
 pids and time: a fork bomb or an endless import there takes the worker host, and every
 tenant on it, down. The packages image is tagged only after the check passes.
+
+The container's stdin is this process's, attached for the check's length: a builder that
+dies mid-check hangs up, and the check ends itself (worker/userenv/importcheck.py), as
+it does a little after the connector's timeout in any case; a stopped container of a
+dead builder is left to `reap`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ if TYPE_CHECKING:
 
 OUTPUT_CAP = 64 << 10  # bytes of the check's output kept (it prints one line per failure)
 PREFIX = "import check: "
+# The check's own deadline runs this much past the connector's timeout: the builder's
+# wait, started first, says "did not finish" before the check ends itself.
+HANGUP_MARGIN_S = 10.0
 
 
 def _collect(stream: object, out: bytearray, err: bytearray) -> None:
@@ -58,6 +66,7 @@ def check_imports(client: docker.DockerClient, image: str, pins: Sequence[str],
         hardened_host_config,
         owner_id,
     )
+    from worker.userenv.importcheck import HANGUP_ENV
     from worker.userenv.wheels import IMPORT_CHECK
 
     spec = connector.spec
@@ -69,14 +78,18 @@ def check_imports(client: docker.DockerClient, image: str, pins: Sequence[str],
     container = api.create_container(
         image, command=[USER_PYTHON, "-I", "-c", IMPORT_CHECK.read_text(), *pins],
         user=SANDBOX_USER, working_dir="/tmp", network_disabled=True,
-        environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
+        stdin_open=True,  # closed by the engine when the attach below ends (StdinOnce)
+        environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1",
+                     HANGUP_ENV: str(limits.timeout + HANGUP_MARGIN_S)},
         labels={LABEL: "import-check", LABEL_OWNER: owner_id(),
                 **naming.labels(spec.tenant, spec.name)},
         host_config=host_config)
     cid = container["Id"]
     out, err = bytearray(), bytearray()
+    stdin = None
     try:
         # Attached before the start, or the first lines can be lost.
+        stdin = api.attach_socket(cid, params={"stdin": 1, "stream": 1})
         stream = api.attach(cid, stdout=True, stderr=True, stream=True, demux=True)
         reader = threading.Thread(target=_collect, args=(stream, out, err), daemon=True)
         reader.start()
@@ -93,6 +106,8 @@ def check_imports(client: docker.DockerClient, image: str, pins: Sequence[str],
     finally:
         with contextlib.suppress(Exception):
             api.remove_container(cid, force=True)
+        with contextlib.suppress(Exception):
+            stdin and stdin.close()
     if code == 0:
         return
     found = [ln.split(PREFIX, 1)[1] for ln in out.decode("utf-8", "replace").splitlines()

@@ -5,17 +5,27 @@ built (`<python> -I importcheck.py PIN...`), in the Docker build and for the pro
 sandbox's venv, so an incompatible pin fails the build, not the first refresh. Prints
 one line per failure, `import check: package 'PIN': import MODULE failed: ERROR`, and
 exits 1 if there was any.
+
+In a container (the Docker build's check, worker/images/checkrun.py), the builder sets
+`HANGUP_ENV` to the connector's timeout and holds the container's stdin open: the check
+ends itself when the builder hangs up (it died: an import that never returns must not
+run on for nobody) or when that time has passed, whichever comes first.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import re
+import select
 import sys
+import threading
 
 # Top-level names that ship in some wheels but are not the package's API.
 _NOT_API = frozenset(("test", "tests", "testing", "docs", "doc", "examples", "benchmarks"))
+HANGUP_ENV = "CONNECTOR_CHECK_HANGUP"
+HUNG_UP = 3  # the exit code when it ended itself: nobody is left to read it
 
 
 def dist_name(pin: str) -> str:
@@ -63,7 +73,26 @@ def check(pins: list[str]) -> list[str]:
     return failures
 
 
+def end_on_hangup(seconds: float) -> None:
+    """A thread that ends this process when stdin hangs up or `seconds` have passed
+    (started before any import: `os._exit` is bound before a package could replace it)."""
+    end = os._exit
+    poller = select.poll()
+    poller.register(0, 0)  # no events asked for: POLLHUP/POLLERR only
+
+    def watch() -> None:
+        deadline_ms = int(seconds * 1000)
+        for _, ev in poller.poll(deadline_ms):
+            if ev & select.POLLNVAL:  # an import closed fd 0: the deadline alone stands
+                threading.Event().wait(seconds)
+        end(HUNG_UP)
+
+    threading.Thread(target=watch, name="hangup", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
+    if seconds := os.environ.get(HANGUP_ENV):
+        end_on_hangup(float(seconds))
     failures = check(argv[1:])
     for f in failures:
         print(f"import check: {f}", flush=True)
