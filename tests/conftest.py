@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # and worker subprocesses inherit it too.
 os.environ.setdefault("CONNECTOR_KEEP_CODE_IMAGES", "1000000")
 os.environ.setdefault("CONNECTOR_KEEP_PACKAGES_IMAGES", "1000000")
+os.environ.setdefault("CONNECTOR_KEEP_BASE_IMAGES", "1000000")
+os.environ.setdefault("CONNECTOR_PRUNE_UNTAGGED_AFTER", "1000000000")
 
 
 # A connector whose one row is its credentials: what a test must never see leak.

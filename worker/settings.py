@@ -44,11 +44,17 @@ class Settings(BaseSettings):
     loaded_connectors: int = Field(32, gt=0)
     """Queue workers: connector versions one worker process keeps loaded (LRU)."""
     keep_code_images: int = Field(3, ge=1)
-    """Docker workers: code images kept per connector repository on this host (newest
-    first); older ones are removed after a build and at worker start."""
+    """Docker workers: code images kept per connector repository on this host (most
+    recently used first); older ones are removed after a build and at worker start."""
     keep_packages_images: int = Field(4, ge=0)
-    """Docker workers: packages images no kept code image uses, kept on this host (newest
-    first) for a quick rollback or a pin set coming back."""
+    """Docker workers: packages images no kept code image uses, kept on this host (most
+    recently used first) for a quick rollback or a pin set coming back."""
+    keep_base_images: int = Field(1, ge=0)
+    """Docker workers: base images neither current nor under a kept image, kept on this
+    host (most recently used first) for a worker version rolled back."""
+    prune_untagged_after: int = Field(600, ge=0)
+    """Docker workers: seconds before an untagged image of the project (a build stage) is
+    removed, while no build runs on the host."""
     credentials_dir: Path | None = None
     """Queue workers: root of relative `credentials.file` references."""
 

@@ -7,25 +7,25 @@ target interpreter and platform, and the runtime's sources (`runtime.py` says wh
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.images.cache import wheel_cache_dir
 from worker.images.context import FILES_DIR, build_context, copy_files, docker_build, link_wheels
 from worker.images.errors import ImageBuildError
-from worker.images.once import build_once, image_exists
+from worker.images.once import held, image_exists
 from worker.images.pip import ABI, PLATFORMS, PY_VERSION, PipFailure, wheels_for
 from worker.images.rootfs import os_image, os_tag
 from worker.images.runtime import runtime_files
-from worker.images.tags import digest, tree_parts
+from worker.images.tags import LABEL_KIND, digest, tree_parts
 from worker.settings import settings
 
 if TYPE_CHECKING:
     import docker
 
 REGISTRY_OS_IMAGE = "python:3.11-slim"
-
-LABEL_KIND = "io.connector.kind"
 
 
 def base_pins() -> list[str]:
@@ -41,6 +41,13 @@ def base_tag(os_source: str) -> str:
     return f"connector-base:{digest(parts)}"
 
 
+def current_base_tag(registry: bool | None = None) -> str:
+    """The base tag this worker's settings and sources give (what `base_image` builds)."""
+    if registry is None:
+        registry = settings().base_from_registry
+    return base_tag(REGISTRY_OS_IMAGE if registry else os_tag())
+
+
 def base_image(client: docker.DockerClient, *, registry: bool | None = None,
                wheel_cache: Path | None = None) -> str:
     """Ensure the base image exists (build it if missing) and return its tag.
@@ -49,9 +56,17 @@ def base_image(client: docker.DockerClient, *, registry: bool | None = None,
     (unless the base_from_registry setting says otherwise) builds the OS layer with
     debootstrap.
     """
+    with leased_base(client, registry=registry, wheel_cache=wheel_cache) as tag:
+        return tag
+
+
+@contextlib.contextmanager
+def leased_base(client: docker.DockerClient, *, registry: bool | None = None,
+                wheel_cache: Path | None = None) -> Iterator[str]:
+    """`base_image`, leased (worker/images/lease.py) until the block ends."""
     if registry is None:
         registry = settings().base_from_registry
-    tag = base_tag(REGISTRY_OS_IMAGE if registry else os_tag())
+    tag = current_base_tag(registry)
 
     def build() -> None:
         source = REGISTRY_OS_IMAGE if registry else os_image(client)
@@ -70,4 +85,5 @@ def base_image(client: docker.DockerClient, *, registry: bool | None = None,
             docker_build(client, ctx, tag, "base image", buildargs={"OS_IMAGE": source},
                          labels={LABEL_KIND: "base"})
 
-    return build_once(client, tag, build)
+    with held(client, tag, build) as t:
+        yield t

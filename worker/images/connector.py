@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker import naming
 from worker.folder import FolderError, FolderFile, walk_folder
-from worker.images.base import LABEL_KIND, base_image
+from worker.images.base import LABEL_KIND, leased_base
 from worker.images.cache import wheel_cache_dir
 from worker.images.checkrun import check_imports
 from worker.images.context import (
@@ -34,7 +34,7 @@ from worker.images.context import (
     link_wheels,
 )
 from worker.images.errors import ImageBuildError
-from worker.images.once import build_once
+from worker.images.once import held
 from worker.images.pip import PipFailure
 from worker.images.store import LABEL_PACKAGES, prune_images
 from worker.images.tags import digest, normalize_pins, tree_parts
@@ -93,10 +93,12 @@ def _resolve_error(connector: Connector, pins: Sequence[str], e: PipFailure) -> 
                            f"{e.reason}")
 
 
+@contextlib.contextmanager
 def packages_image(client: docker.DockerClient, connector: Connector, base: str,
-                   wheel_cache: Path) -> str:
-    """`connector-pkgs:<hash>`: the base plus the user environment (/opt/user). Every
-    connector has one, pins or not: the defaults live there, not in the base."""
+                   wheel_cache: Path) -> Iterator[str]:
+    """`connector-pkgs:<hash>`: the base plus the user environment (/opt/user), leased
+    until the block ends. Every connector has one, pins or not: the defaults live there,
+    not in the base."""
     from worker.userenv.wheels import lock_text, user_wheels
 
     base_img = client.images.get(base)
@@ -126,7 +128,8 @@ def packages_image(client: docker.DockerClient, connector: Connector, base: str,
         repository, _, name = tag.partition(":")
         client.api.tag(image_id, repository, name)
 
-    return build_once(client, tag, build)
+    with held(client, tag, build) as t:
+        yield t
 
 
 def build_connector_image(client: docker.DockerClient, connector: Connector,
@@ -137,31 +140,43 @@ def build_connector_image(client: docker.DockerClient, connector: Connector,
     inputs give the same tag and no rebuild. A pin that cannot be resolved, or a link in
     the folder, raises ImageBuildError naming it; existing images are left as they are.
     """
+    with leased_connector_image(client, connector, wheel_cache) as tag:
+        return tag
+
+
+@contextlib.contextmanager
+def leased_connector_image(client: docker.DockerClient, connector: Connector,
+                           wheel_cache: Path | None = None) -> Iterator[str]:
+    """`build_connector_image`, its tag leased (worker/images/lease.py) until the block
+    ends: a caller creates its container inside the block, and no prune removes the
+    image between the two. Each layer is leased while the next is built on it."""
     files = connector_files(connector)
     wheel_cache = wheel_cache or wheel_cache_dir()
-    base = base_image(client, wheel_cache=wheel_cache)
-    tag = connector_tag(str(client.images.get(base).id), connector, files)
+    with contextlib.ExitStack() as leases:
+        base = leases.enter_context(leased_base(client, wheel_cache=wheel_cache))
+        tag = connector_tag(str(client.images.get(base).id), connector, files)
+        built = False
 
-    built = False
+        def build() -> None:
+            nonlocal built
+            built = True
+            with packages_image(client, connector, base, wheel_cache) as pkgs, \
+                    build_context("code", "code.Dockerfile") as ctx:
+                copy_files(files, ctx / "connector")
+                docker_build(client, ctx, tag, f"connector {connector.spec.name!r}: code",
+                             buildargs={"PKGS": pkgs},
+                             labels={LABEL_KIND: "connector",
+                                     **naming.labels(connector.spec.tenant,
+                                                     connector.spec.name),
+                                     LABEL_PACKAGES: pkgs})
 
-    def build() -> None:
-        nonlocal built
-        built = True
-        pkgs = packages_image(client, connector, base, wheel_cache)
-        with build_context("code", "code.Dockerfile") as ctx:
-            copy_files(files, ctx / "connector")
-            docker_build(client, ctx, tag, f"connector {connector.spec.name!r}: code",
-                         buildargs={"PKGS": pkgs},
-                         labels={LABEL_KIND: "connector",
-                                 **naming.labels(connector.spec.tenant, connector.spec.name),
-                                 LABEL_PACKAGES: pkgs})
-
-    build_once(client, tag, build)
-    if built:
-        # The store stays bounded: older code images of this connector (never `tag`,
-        # never one a container uses) and packages images past their bound go. Only
-        # after a build, which is what adds images: listing the engine's images costs
-        # ~0.5 s on a host holding a thousand, which every `connector test` paid.
-        prune_images(client, protect=[tag],
-                     only=(connector.spec.tenant, connector.spec.name))
-    return tag
+        leases.enter_context(held(client, tag, build))
+        if built:
+            # The store stays bounded: older code images of this connector (never `tag`,
+            # never one a container uses or someone leases) and other images past their
+            # bounds go. Only after a build, which is what adds images: listing the
+            # engine's images costs ~0.5 s on a host holding a thousand, which every
+            # `connector test` paid.
+            prune_images(client, protect=[tag, base],
+                         only=(connector.spec.tenant, connector.spec.name))
+        yield tag

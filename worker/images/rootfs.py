@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from worker.images.cache import rootfs_dir
 from worker.images.errors import ImageBuildError
 from worker.images.once import build_once
-from worker.images.tags import digest
+from worker.images.tags import LABEL_KIND, digest
 from worker.settings import settings
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def os_image(client: docker.DockerClient) -> str:
         client.api.import_image_from_file(
             str(tarball), repository="connector-os", tag=key,
             changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                     "ENV LANG=C.UTF-8", 'CMD ["/bin/bash"]'],
+                     "ENV LANG=C.UTF-8", 'CMD ["/bin/bash"]', f"LABEL {LABEL_KIND}=os"],
         )
 
     return build_once(client, tag, build)

@@ -14,6 +14,10 @@ from worker.folder import FolderFile
 
 HASH_LEN = 16
 
+# Every image the project makes carries this label (base, os, packages, connector): the
+# image store (store.py) judges only images that do.
+LABEL_KIND = "io.connector.kind"
+
 
 def digest(parts: Iterable[str | bytes]) -> str:
     """A hash of the parts, each length-prefixed so no two sequences run together."""

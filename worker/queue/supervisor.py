@@ -81,9 +81,12 @@ def prune_image_store(ctx: WorkerContext) -> None:
     earlier workers or versions (worker/images/store.py)."""
     if ctx.sandbox.name != "docker":
         return
+    from worker.images.base import current_base_tag
     from worker.images.store import prune_images
 
-    result = prune_images(ctx.sandbox.client)  # type: ignore[attr-defined]
+    # this worker's base stays even before its first build names it
+    result = prune_images(ctx.sandbox.client,  # type: ignore[attr-defined]
+                          protect=[current_base_tag()])
     if result.removed or result.in_use:
         log.info("worker: image store: %d image(s) removed, %d in use kept",
                  len(result.removed), len(result.in_use))

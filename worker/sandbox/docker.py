@@ -51,7 +51,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -392,32 +392,64 @@ class DockerSandbox:
             m.check_container()
         self.mounts = tuple(mounts)  # local development only: read-only host folders
         self._images: dict[tuple[str, str], str] = {}
-        self._lock = threading.Lock()
+        # One lock per connector version, not one for the sandbox: a tenant's build that
+        # takes minutes holds up only callers wanting that same image (and build_once
+        # makes builders of one tag wait for each other across processes).
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         reap(self.client)
 
     def image_for(self, connector: Connector) -> str:
-        from worker.images import ImageBuildError, build_connector_image
+        """The connector's image tag, built if missing (FragmentFailure if it cannot be)."""
+        with self.leased_image(connector) as image:
+            return image
+
+    @contextlib.contextmanager
+    def leased_image(self, connector: Connector) -> Iterator[str]:
+        """`image_for`, leased until the block ends (worker/images/lease.py): a prune
+        elsewhere leaves it alone until the container that runs it exists."""
+        from worker.images import ImageBuildError
+        from worker.images.connector import leased_connector_image
+        from worker.images.lease import lease
         from worker.images.once import image_exists
 
         key = (str(connector.path), connector.code_hash)
-        with self._lock:
-            # the host's image store may have pruned a version not run for a while
-            if key not in self._images or not image_exists(self.client, self._images[key]):
-                try:
-                    self._images[key] = build_connector_image(self.client, connector)
-                except ImageBuildError as e:
-                    raise FragmentFailure(str(e), FailureKind.USER) from None
-            return self._images[key]
+        with self._locks_lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with contextlib.ExitStack() as leases:
+            # The lock covers finding or building the image; the lease outlives it, so
+            # sessions of one version start side by side.
+            with lock:
+                image = self._images.get(key)
+                if image is not None:
+                    leases.enter_context(lease(image))
+                    # the host's image store may have pruned a version not run for a while
+                    if not image_exists(self.client, image):
+                        leases.close()
+                        image = None
+                if image is None:
+                    try:
+                        image = leases.enter_context(
+                            leased_connector_image(self.client, connector))
+                    except ImageBuildError as e:
+                        # the build says whose fault it is: a pin whose import exceeds
+                        # the connector's limits is `limit`, one that does not resolve
+                        # `user`
+                        raise FragmentFailure(str(e), e.kind) from None
+                    self._images[key] = image
+            yield image
 
     def open(self, connector: Connector, credentials: str | None) -> FramedSession:
-        image = self.image_for(connector)
-        try:
-            CONTAINERS.retry_unremoved()
-            channel = DockerChannel(self.client, image, connector, self.labels, self.mounts)
-        except (docker.errors.DockerException, requests.exceptions.RequestException,
-                session_socket.SocketUnavailable) as e:
-            # RequestException: the engine's socket is gone (engine stopped, restarting)
-            raise FragmentFailure(f"container could not start: {e}", FailureKind.INFRA) from None
+        with self.leased_image(connector) as image:
+            try:
+                CONTAINERS.retry_unremoved()
+                channel = DockerChannel(self.client, image, connector, self.labels,
+                                        self.mounts)
+            except (docker.errors.DockerException, requests.exceptions.RequestException,
+                    session_socket.SocketUnavailable) as e:
+                # RequestException: the engine's socket is gone (engine stopped, restarting)
+                raise FragmentFailure(f"container could not start: {e}",
+                                      FailureKind.INFRA) from None
         return FramedSession.started(channel, connector, CODE_DIR, credentials)
 
 
