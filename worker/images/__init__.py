@@ -7,7 +7,9 @@
           <repository>:<h>           + /opt/connector, the connector folder (connector.py)
 
 Every tag is a hash of its inputs (tags.py), so the same inputs give the same tag and an
-existing tag is never rebuilt; concurrent builds of one tag build it once (once.py).
+existing tag is never rebuilt; concurrent builds of one tag build it once (once.py), and
+a tag about to be used is leased so no prune takes it meanwhile (lease.py). The store
+(store.py) keeps the host's images within bounds.
 Packages are resolved to wheels on the HOST for the image's interpreter and platform
 (pip.py) into a shared wheel cache (cache.py), copied into the build context and
 installed with `--no-index`: builds run with `network_mode="none"` (context.py). The
