@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from tests.conftest import write_connector
+from worker.spec import Connector, load_connector
 
 PLAN_CODE = '''
 import json, pathlib, time
@@ -101,3 +102,20 @@ def gen_connector(root: Path, name: str, tenant: str, n: int) -> tuple[Path, Pat
 def ids(rows: list[dict]) -> list[int]:
     """The `id` column of a dataset's rows, sorted (row order is not part of the contract)."""
     return sorted(r["id"] for r in rows)
+
+
+VERSIONED_CODE = '''
+VERSION = {version}
+def list_objects(c, m):
+    yield {{"name": "a", "fingerprint": "1"}}
+def read_bytes(c, m):
+    yield "version\\n{version}\\n"
+'''
+
+
+def versioned(folder: Path, tenant: str, name: str, n: int) -> Connector:
+    """Version `n` of a connector (its one row says `n`): a distinct code image each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "connector.yaml").write_text(f"name: {name}\ntenant: {tenant}\n")
+    (folder / "connector.py").write_text(VERSIONED_CODE.format(version=n))
+    return load_connector(folder)

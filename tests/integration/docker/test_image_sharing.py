@@ -15,34 +15,17 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.helpers.connectors import versioned as version
 from worker import naming
 from worker.images.store import prune_images
 from worker.sandbox.docker import DockerSandbox
 from worker.settings import settings
-from worker.spec import Connector, load_connector
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 # How long a test waits for something that, once the hole is closed, happens at once; past
 # it the test fails (the hole is open) instead of hanging. Not a speed assertion.
 PATIENCE = 120
-
-
-def code(version: int) -> str:
-    return f'''
-VERSION = {version}
-def list_objects(c, m):
-    yield {{"name": "a", "fingerprint": "1"}}
-def read_bytes(c, m):
-    yield "version\\n{version}\\n"
-'''
-
-
-def version(folder: Path, tenant: str, name: str, n: int) -> Connector:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "connector.yaml").write_text(f"name: {name}\ntenant: {tenant}\n")
-    (folder / "connector.py").write_text(code(n))
-    return load_connector(folder)
 
 
 @pytest.fixture

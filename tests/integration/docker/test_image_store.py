@@ -16,46 +16,14 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.helpers.connectors import versioned as version
 from worker import naming
 from worker.images import build_connector_image
 from worker.images.store import prune_images
 from worker.sandbox.docker import DockerSandbox
 from worker.settings import settings
-from worker.spec import Connector, load_connector
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
-
-
-def code(version: int) -> str:
-    return f'''
-VERSION = {version}
-def list_objects(c, m):
-    yield {{"name": "a", "fingerprint": "1"}}
-def read_bytes(c, m):
-    yield "version\\n{version}\\n"
-'''
-
-
-@pytest.fixture
-def tenant(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("CONNECTOR_KEEP_CODE_IMAGES", "3")
-    monkeypatch.setenv("CONNECTOR_KEEP_PACKAGES_IMAGES", "1000000")
-    settings.cache_clear()
-    t = "gc" + uuid.uuid4().hex[:10]
-    yield t
-    monkeypatch.undo()
-    settings.cache_clear()
-    client = docker.from_env()
-    for img in client.images.list(filters={"label": f"{naming.LABEL_TENANT}={t}"}):
-        for tag in img.tags:
-            client.api.remove_image(tag)
-
-
-def version(folder: Path, tenant: str, name: str, n: int) -> Connector:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "connector.yaml").write_text(f"name: {name}\ntenant: {tenant}\n")
-    (folder / "connector.py").write_text(code(n))
-    return load_connector(folder)
 
 
 def code_tags(client: docker.DockerClient, tenant: str, name: str) -> set[str]:
