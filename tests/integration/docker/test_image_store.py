@@ -1,9 +1,12 @@
-"""The bounded image store on a real engine: a worker keeps the newest few code images of
-each connector, never one a container uses, and rebuilds a pruned version on demand.
+"""The bounded image store on a real engine: a worker keeps the most recently used few
+code images of each connector, never one a container uses, and rebuilds a pruned version
+on demand; old base images, code tags of the old repository naming and untagged
+leftovers go too.
 
 Every connector here has a tenant of its own, so the images these tests count, build and
-remove are theirs alone. The packages-image bound is raised out of reach: packages images
-are shared between connectors (and other tests), so these tests never remove one.
+remove are theirs alone. Packages and base images are shared between connectors (and
+other tests): the tests that judge them make their own and prune through a client whose
+image listing shows only those (`Own`); elsewhere their bounds stay out of reach.
 """
 
 from __future__ import annotations
