@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # The Docker engine is shared with other test runs on this host, whose images a test must
 # never remove: the image store's bounds are out of reach unless a test sets them
 # (tests/integration/docker/test_image_store.py). Set before any settings() call, so CLI
-# and worker subprocesses inherit it too.
+# and worker subprocesses inherit it too. (Code tags of the repository naming before
+# worker/naming.py have no bound: a build removes those of the connector it built, which
+# nothing runs any more.)
 os.environ.setdefault("CONNECTOR_KEEP_CODE_IMAGES", "1000000")
 os.environ.setdefault("CONNECTOR_KEEP_PACKAGES_IMAGES", "1000000")
 os.environ.setdefault("CONNECTOR_KEEP_BASE_IMAGES", "1000000")

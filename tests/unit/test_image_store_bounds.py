@@ -42,12 +42,13 @@ def test_packages_images_a_code_image_uses_stay_and_spare_ones_are_bounded() -> 
                                            "connector-pkgs:old"]
 
 
-def test_code_images_are_ranked_by_last_use_and_old_naming_goes_first() -> None:
+def test_code_images_are_ranked_by_last_use_and_old_naming_always_goes() -> None:
     images = [code("c", "v0", 0, "p"), code("c", "v1", 1, "p"), code("c", "v2", 2, "p")]
     images[0].used = 100.0  # v0 ran again (a rollback): it is the most recently used
     legacy = StoredImage(tag="connector-t-c:v9", created=99, kind="connector", tenant="t",
                          name="c", packages="p", legacy=True)
     assert code_surplus([*images, legacy], 2) == ["connector-t--c:v1", "connector-t-c:v9"]
+    assert code_surplus([*images, legacy], 5) == ["connector-t-c:v9"]
 
 
 def test_spare_packages_images_go_least_recently_used_first() -> None:

@@ -5,8 +5,8 @@ Every rank below is by last use: the later of an image's creation and its last l
 
 - Code images: per connector the `keep_code_images` most recently used stay (the image
   just built or about to run always among them). Tags in the repository naming from
-  before worker/naming.py (`connector-<tenant>-<name>`) count as that connector's
-  oldest versions: nothing runs them any more.
+  before worker/naming.py (`connector-<tenant>-<name>`) all go: nothing runs them any
+  more.
 - Packages images stay while a remaining code image names one (its
   `io.connector.packages-image` label), and of the others the `keep_packages_images`
   most recently used, where a code image's use counts as a use of its packages image.
@@ -146,21 +146,24 @@ def stored_images(client: docker.DockerClient) -> list[StoredImage]:
 
 
 def _most_recent_first(images: Iterable[StoredImage], protect: set[str]) -> list[StoredImage]:
-    return sorted(images, key=lambda i: (i.tag in protect, not i.legacy, i.last_use, i.tag),
-                  reverse=True)
+    return sorted(images, key=lambda i: (i.tag in protect, i.last_use, i.tag), reverse=True)
 
 
 def code_surplus(images: list[StoredImage], keep: int, protect: Iterable[str] = (),
                  only: tuple[str, str] | None = None) -> list[str]:
-    """Code tags past `keep` per connector (`only`: just that connector's), old-naming
-    tags first, then the least recently used."""
+    """Code tags past `keep` per connector (`only`: just that connector's), the least
+    recently used first, and every tag of the old naming."""
     protected = set(protect)
     repos: dict[tuple[str, str], list[StoredImage]] = {}
     for i in images:
         if i.kind == "connector" and i.tag and (only is None or (i.tenant, i.name) == only):
             repos.setdefault((i.tenant, i.name), []).append(i)
-    return [i.tag for versions in repos.values()
-            for i in _most_recent_first(versions, protected)[keep:]]
+    surplus = [i.tag for versions in repos.values()
+               for i in _most_recent_first([v for v in versions if not v.legacy],
+                                           protected)[keep:]]
+    # nothing runs a tag of the old naming any more: past every bound
+    return surplus + [i.tag for versions in repos.values() for i in versions
+                      if i.legacy and i.tag not in protected]
 
 
 def packages_surplus(images: list[StoredImage], keep: int,

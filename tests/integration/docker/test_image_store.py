@@ -164,9 +164,10 @@ def test_old_base_images_go_the_current_and_those_under_kept_images_stay(
     assert result.removed == [old] and result.in_use == [running]
 
 
-def test_images_of_the_old_repository_naming_are_older_versions_of_their_connector(
+def test_images_of_the_old_repository_naming_go(
         own: Own, monkeypatch: pytest.MonkeyPatch) -> None:
-    bounds(monkeypatch, keep_code_images=1, keep_packages_images=1000000)
+    # nothing runs them any more: the connector's bound does not keep them
+    bounds(monkeypatch, keep_code_images=3, keep_packages_images=1000000)
     t = "gc" + uuid.uuid4().hex[:10]
     labels = {naming.LABEL_TENANT: t, naming.LABEL_NAME: "c"}
     legacy = own.image(f"connector-{t}-c:{own.uid}", "connector", **labels)
