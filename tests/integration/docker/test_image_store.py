@@ -29,6 +29,21 @@ from worker.settings import settings
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 
+@pytest.fixture
+def tenant(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("CONNECTOR_KEEP_CODE_IMAGES", "3")
+    monkeypatch.setenv("CONNECTOR_KEEP_PACKAGES_IMAGES", "1000000")
+    settings.cache_clear()
+    t = "gc" + uuid.uuid4().hex[:10]
+    yield t
+    monkeypatch.undo()
+    settings.cache_clear()
+    client = docker.from_env()
+    for img in client.images.list(filters={"label": f"{naming.LABEL_TENANT}={t}"}):
+        for tag in img.tags:
+            client.api.remove_image(tag)
+
+
 def code_tags(client: docker.DockerClient, tenant: str, name: str) -> set[str]:
     repo = naming.image_repo(tenant, name)
     return {t for img in client.images.list(name=repo) for t in img.tags}
