@@ -1,7 +1,8 @@
 """Where a refresh's CPU goes, per process, for either sandbox (`python -m bench.cpuwhere`).
 
 Runs `connector refresh` on the e2e workload at two sizes (8 x 100,000 and 8 x 400,000
-rows by default) and samples, every 50 ms, the CPU seconds (user + sys) of:
+rows by default; `--workload peers` for $PEERS_DIR/workload.py's distinct fragments, the
+bytes `make bench-peers` reads) and samples, every 50 ms, the CPU seconds (user + sys) of:
 
 - `cli`: the `connector refresh` process itself (the host side: frames, Parquet);
 - `runtime` / `user`: the sandbox's runtime process(es) and the user process (shim.py),
@@ -19,6 +20,7 @@ Docker links on the same build; `process,docker` the two sandboxes); per variant
 size the run of least total CPU is shown, and the wall slope from the best walls.
 
     python -m bench.cpuwhere --sandbox process,docker:attach,docker:socket --repeats 3
+    python -m bench.cpuwhere --workload peers --sandbox process,docker
 """
 
 from __future__ import annotations
@@ -205,13 +207,34 @@ KEYS = ["wall", "cli", "runtime", "user", "container", "shim", "dockerd",
         "containerd", "nr_periods", "nr_throttled", "throttled_s"]
 
 
-def variants(spec: str) -> list[tuple[str, str, dict[str, str]]]:
-    """`process,docker` or `docker:attach,docker:socket`: (label, sandbox, env)."""
+def variants(spec: str, work: Workdir | None = None) -> list[tuple[str, str, dict[str, str]]]:
+    """`process,docker`, `docker:attach,docker:socket` or `docker@main,docker`: (label,
+    sandbox, env). `@REV` runs the CLI of git revision REV (a `git archive` of it on
+    PYTHONPATH, same venv), for before/after comparisons in one interleaved loop."""
     out = []
+    trees: dict[str, Path] = {}
     for item in (x.strip() for x in spec.split(",") if x.strip()):
-        sandbox, _, link = item.partition(":")
-        out.append((item, sandbox, {"CONNECTOR_DOCKER_LINK": link} if link else {}))
+        rest, _, rev = item.partition("@")
+        sandbox, _, link = rest.partition(":")
+        env = {"CONNECTOR_DOCKER_LINK": link} if link else {}
+        if rev:
+            if work is None:
+                raise SystemExit(f"cpuwhere: {item}: a revision needs a work dir")
+            if rev not in trees:
+                trees[rev] = revision_tree(work, rev)
+            env["PYTHONPATH"] = str(trees[rev])
+        out.append((item, sandbox, env))
     return out
+
+
+def revision_tree(work: Workdir, rev: str) -> Path:
+    """The project's files at git revision `rev`, unpacked under the work dir."""
+    dest = work.path / "rev" / rev.replace("/", "_")
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,20 +242,24 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sandbox", default="process,docker",
                     help="variants, interleaved: process, docker, docker:attach, "
-                    "docker:socket (CONNECTOR_DOCKER_LINK)")
+                    "docker:socket (CONNECTOR_DOCKER_LINK); SANDBOX@REV runs git "
+                    "revision REV's CLI (e.g. docker@main,docker)")
     ap.add_argument("--fragments", type=int, default=8)
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--big-rows", type=int, default=400_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workload", choices=["project", "peers"], default="project",
+                    help="the project's one shared CSV, or $PEERS_DIR/workload.py's")
+    ap.add_argument("--peers-dir", type=Path, default=e2e.peers_dir_default())
     args = ap.parse_args(argv)
     work = Workdir()
-    wl = e2e.Workload("project")
+    wl = e2e.Workload(args.workload, args.peers_dir if args.workload == "peers" else None)
     try:
         sizes = {"small": (args.rows, e2e.e2e_connector(work, wl, "cpu_small", args.fragments,
                                                         args.rows)),
                  "big": (args.big_rows, e2e.e2e_connector(work, wl, "cpu_big",
                                                           args.fragments, args.big_rows))}
-        runs = variants(args.sandbox)
+        runs = variants(args.sandbox, work)
         if any(sandbox == "docker" for _, sandbox, _ in runs):
             e2e.build_images([c for _, c in sizes.values()])
         best: dict[str, dict[str, dict[str, float]]] = {label: {} for label, _, _ in runs}

@@ -36,8 +36,9 @@ from worker.images.context import (
 from worker.images.errors import ImageBuildError
 from worker.images.once import held
 from worker.images.pip import PipFailure
+from worker.images.remembered import folder_digest
 from worker.images.store import LABEL_PACKAGES, prune_images
-from worker.images.tags import digest, normalize_pins, tree_parts
+from worker.images.tags import digest, normalize_pins
 from worker.spec import Connector
 
 if TYPE_CHECKING:
@@ -71,13 +72,15 @@ def connector_tag(base_id: str, connector: Connector,
     """hash(packages tag, code): the code covers connector.code_hash and every other
     file of the folder (helper modules, data files), since all are copied. The packages
     tag (base id, defaults, its Dockerfile, pins, lock) is an input, so a change to the
-    default packages or to how environments are built reaches every code image."""
+    default packages or to how environments are built reaches every code image. The
+    folder's bytes are hashed again only when its files' stat signatures moved
+    (remembered.py): finding the image of an unchanged folder reads none of them."""
     from worker.userenv.wheels import lock_text
 
     pkgs = packages_tag(base_id, normalize_pins(connector.spec.packages), lock_text(connector))
-    parts: list[str | bytes] = ["connector", base_id, pkgs, "--code--", connector.code_hash]
-    parts.extend(tree_parts(connector_files(connector) if files is None else files))
-    return f"{image_repo(connector)}:{digest(parts)}"
+    head: list[str | bytes] = ["connector", base_id, pkgs, "--code--", connector.code_hash]
+    files = connector_files(connector) if files is None else files
+    return f"{image_repo(connector)}:{folder_digest(connector.path, head, files)}"
 
 
 def _resolve_error(connector: Connector, pins: Sequence[str], e: PipFailure) -> ImageBuildError:
