@@ -78,12 +78,7 @@ def _signature(files: Sequence[FolderFile]) -> Signature | None:
 
 
 def _key(head: Sequence[str | bytes], sig: Signature) -> str:
-    h = hashlib.sha256()
-    for part in [*head, json.dumps(sig)]:
-        b = part.encode() if isinstance(part, str) else part
-        h.update(len(b).to_bytes(8, "big"))
-        h.update(b)
-    return h.hexdigest()
+    return digest(["folder-digest", *head, json.dumps(sig)])
 
 
 def _settled(sig: Signature, started_ns: int) -> bool:
