@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tests.conftest import write_connector
 from worker.models import FailureKind, Fragment, FragmentFailure
 from worker.protocol import HEADER, LISTING_SCHEMA, encode_batch, encode_json, listing_batch
-from worker.sandbox.session import FramedSession
+from worker.sandbox.session import LOG_FRAME_CAP, FramedSession
 from worker.spec import Connector, load_connector
 
 
@@ -248,3 +248,74 @@ def test_listing_extra_metadata_that_is_not_a_json_object(conn, extra):
                             schema=LISTING_SCHEMA)
     e = user_failure(session(conn, encode_batch(batch) + LISTED).list)
     assert "'a'" in e.message and "metadata" in e.message, e.message
+
+
+# --------------------------------------------------------------- log frames
+
+class CountingSource:
+    """A sandbox that announces one huge frame: its header, then body bytes made on
+    demand (never held by the test), counting how many of them the host asked for."""
+
+    def __init__(self, head: bytes, size: int, prefix: bytes) -> None:
+        self._pending = memoryview(head + prefix)
+        self._left = size - len(prefix)
+        self.served = 0
+
+    def read_exact(self, n: int, deadline: float | None) -> bytes:
+        out = bytes(self._pending[:n])
+        self._pending = self._pending[len(out):]
+        want = n - len(out)
+        if want:
+            if want > self._left:
+                raise EOFError
+            self._left -= want
+            self.served += want
+            out += b"x" * want
+        return out
+
+
+@pytest.fixture(scope="module")
+def roomy(tmp_path_factory: pytest.TempPathFactory) -> Connector:
+    """A connector with the default output budget (1 GiB)."""
+    folder = write_connector(tmp_path_factory.mktemp("roomy") / "c", """
+        def list_objects(context, metadata):
+            return []
+        def read_bytes(context, metadata):
+            return []
+        """, "name: roomy\n")
+    return load_connector(folder)
+
+
+@pytest.mark.parametrize("prefix", [b'{"op":"log","text":"', b'{"text":"'],
+                         ids=["log-first", "op-last"])
+def test_a_forged_giant_log_frame_is_refused_before_it_is_buffered(roomy, prefix):
+    # A read's budget (1 GiB by default) would otherwise let one log frame of hundreds
+    # of MiB be buffered whole and parsed on the host, for 64 KiB of it to be kept.
+    size = 300 << 20
+    ch = ScriptedChannel(b"")
+    ch.source = CountingSource(HEADER.pack(b"J", size), size, prefix)
+    s = FramedSession(ch, roomy, str(roomy.path))
+    e = user_failure(read_all, s)
+    assert e.kind == FailureKind.USER
+    assert "control frame of 300 MiB" in e.message, e.message
+    assert ch.source.served < 1 << 20, ch.source.served
+    assert not s.usable
+
+
+def test_a_log_frame_behind_a_reports_first_bytes_is_refused(roomy):
+    text = "y" * (2 << 20)
+    body = b'{"op":"done","op":"log","text":"' + text.encode() + b'"}'
+    e = user_failure(read_all, session(roomy, raw(b"J", body)))
+    assert "not what it begins as" in e.message, e.message
+
+
+def test_a_large_report_and_a_large_error_still_cross(roomy):
+    rejects = [{"row": i, "value": "v" * 1000, "reason": "bad"} for i in range(2000)]
+    report = encode_json({"op": "done", "rows": 0, "rejected": 2000, "rejects": rejects})
+    assert len(report) > LOG_FRAME_CAP
+    s = session(roomy, report)
+    stream = s.read(Fragment(name="a", fingerprint="1"))
+    assert list(stream) == [] and len(stream.report.rejects) == 2000
+    error = encode_json({"op": "error", "kind": "user", "message": "m" * (3 << 20)})
+    e = user_failure(read_all, session(roomy, error))
+    assert e.message.startswith("mmm") and len(e.to_model().message) < 9000

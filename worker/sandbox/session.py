@@ -32,6 +32,7 @@ from worker.listing import Listing
 from worker.models import FailureKind, Fragment, FragmentFailure, ReadReport
 from worker.protocol import (
     ARROW,
+    JSON,
     LISTING_SCHEMA,
     ByteSource,
     ProtocolError,
@@ -49,6 +50,17 @@ from worker.spec import Connector, Limits
 
 # A control frame (log, error, done) bigger than this is not one the runtime writes.
 CONTROL_FRAME_CAP = 16 << 20
+# The runtime sends a log in pieces of at most 64 KiB of output (at most 384 KiB once
+# JSON escapes it): a bigger control frame must be a read's report (`done`: up to
+# 100,000 rejected rows, as large as the read's output budget allows) or an error (the
+# user's exception text, cut by the host). The runtime writes every control object
+# `{"op":"<op>", ...}` (worker.protocol), so a frame's first bytes say which it claims to
+# be; anything else that size is refused before the rest is buffered, and a claim its
+# body belies (a log behind a report's first bytes) is refused once parsed.
+LOG_FRAME_CAP = 1 << 20
+_LARGE_OPS = {b'{"op":"done",': frames.Read | frames.Listed,
+              b'{"op":"error"': frames.Failed}
+_PREFIX = 13
 LOG_HEAD = 32 << 10
 LOG_TAIL = 32 << 10
 # Read requests in flight per session in read_many: this one and the next.
@@ -206,7 +218,14 @@ class FramedSession:
                     raise self._over(budget)  # refused from its header: never buffered
                 if not counted and size > CONTROL_FRAME_CAP:
                     raise ProtocolError(f"control frame of {human_size(size)}")
-                body = src.read_exact(size, deadline)
+                body = b""
+                if kind == JSON and size > LOG_FRAME_CAP:
+                    body = src.read_exact(_PREFIX, deadline)
+                    if body not in _LARGE_OPS:
+                        raise ProtocolError(
+                            f"a control frame of {human_size(size)}; only a report or an "
+                            f"error may be over {human_size(LOG_FRAME_CAP)}")
+                body += src.read_exact(size - len(body), deadline)
             except (TimeoutError, EOFError, ProtocolError, OSError) as e:
                 raise self._broken(e) from None
             if counted:
@@ -225,6 +244,9 @@ class FramedSession:
                 msg = frames.parse_control(body, phase)
             except ProtocolError as e:
                 raise self._broken(e) from None
+            if size > LOG_FRAME_CAP and not isinstance(msg, _LARGE_OPS[body[:_PREFIX]]):
+                raise self._broken(ProtocolError(
+                    f"a control frame of {human_size(size)} that is not what it begins as"))
             if isinstance(msg, frames.Log):
                 self._log.add(msg.text)
             elif isinstance(msg, frames.Failed):
