@@ -13,7 +13,7 @@ import sys
 import time
 
 from tests.conftest import ROOT
-from tests.integration.docker.test_hostile import run_cli
+from tests.helpers.peak import run_cli
 
 FAT_CODE = '''
 def list_objects(context, metadata):

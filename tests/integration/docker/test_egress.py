@@ -19,11 +19,11 @@ import docker
 import docker.errors
 import pytest
 
+from tests.helpers.peak import run_cli
 from tests.integration.docker.test_hostile import (
     Listener,
     attack_connector,
     rows,
-    run_cli,
     sandbox_containers,
 )
 from worker.models import FragmentFailure
