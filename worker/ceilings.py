@@ -11,7 +11,10 @@ them). Two ceilings bound the tenant rather than a connector: `bundle_bytes`
 (CONNECTOR_MAX_TENANT_BUNDLE_BYTES), the bytes of deployed bundles the tenant keeps in
 Redis, enforced at deploy by worker.bundle_store; `running`
 (CONNECTOR_MAX_TENANT_RUNNING), the tenant's jobs running at once while another tenant
-has work queued, enforced by the workers (worker.queue.slots). The limits check runs at validate,
+has work queued, enforced by the workers (worker.queue.slots); `fragments`
+(CONNECTOR_MAX_TENANT_FRAGMENTS), the fragments the tenant's connectors keep in the
+Redis state together, enforced when a listing arrives (worker.state.tenant_fragments).
+The limits check runs at validate,
 at deploy and on the worker before it opens a session for a deployed version, so a
 ceiling lowered after a deploy holds too.
 """
@@ -41,6 +44,7 @@ SETTING = {
     "pids": "max_pids",
     "bundle_bytes": "max_tenant_bundle_bytes",
     "running": "max_tenant_running",
+    "fragments": "max_tenant_fragments",
 }
 ENV = {field: f"CONNECTOR_{name.upper()}" for field, name in SETTING.items()}
 SIZES = ("memory", "max_output_bytes", "bundle_bytes")
@@ -68,6 +72,7 @@ class Ceilings(BaseModel):
     pids: int = Field(default=512, gt=0)
     bundle_bytes: int = Field(default=512 << 20, gt=0)
     running: int = Field(default=4, gt=0)
+    fragments: int = Field(default=1_000_000, gt=0)
     source: dict[str, str] = Field(default_factory=lambda: dict(ENV))
 
     @field_validator("memory", "max_output_bytes", "bundle_bytes", mode="before")

@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from worker.arrays import int64s
-from worker.models import Fragment, FragmentFailure
+from worker.models import FailureKind, Fragment, FragmentFailure
 from worker.protocol import LISTING_SCHEMA, STANDARD_KEYS, listing_batch
+from worker.settings import settings
 
 
 class Listing:
@@ -32,6 +33,7 @@ class Listing:
             dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"]
             raise FragmentFailure(f"list_objects yielded the name {dup.as_py()!r} twice; "
                                   "fragment names must be unique")
+        _check_sizes(table)
         _check_extras(table)
         self.table = table
 
@@ -83,6 +85,28 @@ class Listing:
                           if k not in STANDARD_KEYS})
             out.append(Fragment.model_validate(r))
         return out
+
+
+def _check_sizes(table: pa.Table) -> None:
+    """Names and fingerprints within their caps: the state keeps each several times over
+    (in queue mode in Redis, which every tenant shares), so one fragment of megabytes
+    would cost them all."""
+    for col, setting in (("name", "max_fragment_name_bytes"),
+                         ("fingerprint", "max_fingerprint_bytes")):
+        values = table.column(col)
+        limit = getattr(settings(), setting)
+        if not len(values) or pc.max(pc.binary_length(values)).as_py() <= limit:
+            continue
+        i = pc.index(pc.greater(pc.binary_length(values), limit), True).as_py()
+        size = len(values[i].as_py().encode())
+        where = f"the limit is {limit:,} (CONNECTOR_{setting.upper()})"
+        if col == "name":
+            shown = values[i].as_py()[:40]
+            raise FragmentFailure(f"list_objects yielded a fragment name of {size:,} bytes "
+                                  f"({shown!r}...); {where}", FailureKind.LIMIT)
+        name = table.column("name")[i].as_py()
+        raise FragmentFailure(f"list_objects yielded fragment {name!r} with a fingerprint "
+                              f"of {size:,} bytes; {where}", FailureKind.LIMIT)
 
 
 def _check_extras(table: pa.Table) -> None:

@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     """Bytes of deployed bundles one tenant may keep in Redis (e.g. 512m)."""
     max_tenant_running: int | None = None
     """Most jobs of one tenant running at once while another tenant has work queued."""
+    max_tenant_fragments: int | None = None
+    """Most fragments one tenant's connectors may keep in the (Redis) state, together."""
 
     network_allow_within: Annotated[tuple[str, ...] | None, NoDecode] = None
     """Comma-separated IPv4 networks every `limits.network.allow` entry (and every
@@ -187,6 +189,11 @@ class Settings(BaseSettings):
     """Bytes of Arrow one listing may bring (the host holds a listing whole to diff it)."""
     max_listed_fragments: int = Field(250_000, gt=0)
     """Most fragments one listing may yield."""
+    max_fragment_name_bytes: int = Field(1024, gt=0)
+    """Longest fragment name (UTF-8 bytes) a listing may yield: the state keeps each name
+    several times over (README: Tenant state in Redis)."""
+    max_fingerprint_bytes: int = Field(1024, gt=0)
+    """Longest fingerprint (UTF-8 bytes) a listing may yield."""
 
     @field_validator("retry_intervals", mode="before")
     @classmethod

@@ -96,3 +96,36 @@ def test_sigterm_stops_a_refresh_with_many_fragments_left(connector, tmp_path):
         raise AssertionError("the CLI ignored SIGTERM") from None
     assert p.returncode == 128 + signal.SIGTERM, err
     assert len(reads.read_text().split()) < 1000
+
+
+LONG_CODE = '''
+def list_objects(context, metadata):
+    yield {{"name": "ok", "fingerprint": "1"}}
+    yield {{"name": {name!r}, "fingerprint": {fingerprint!r}}}
+
+def read_bytes(context, metadata):
+    yield "a\\n1\\n"
+'''
+
+
+def test_a_fragment_name_or_fingerprint_over_its_cap_fails_the_listing(connector, cli):
+    # Every name and fingerprint is kept in the state store (Redis, shared by every
+    # tenant, in queue mode) several times over: each is capped.
+    long_name = "n" * 1025
+    c = connector(LONG_CODE.format(name=long_name, fingerprint="1"), "name: longname\n")
+    r, _ = cli.refresh(c)
+    assert r.returncode == 1, r.stderr
+    assert ("listing failed (limit): list_objects yielded a fragment name of 1,025 bytes "
+            f"('{'n' * 40}'...); the limit is 1,024 (CONNECTOR_MAX_FRAGMENT_NAME_BYTES)"
+            ) in r.stderr, r.stderr
+    c = connector(LONG_CODE.format(name="big", fingerprint="f" * 5000), "name: longfp\n",
+                  name="fp")
+    r, _ = cli.refresh(c)
+    assert r.returncode == 1, r.stderr
+    assert ("listing failed (limit): list_objects yielded fragment 'big' with a "
+            "fingerprint of 5,000 bytes; the limit is 1,024 "
+            "(CONNECTOR_MAX_FINGERPRINT_BYTES)") in r.stderr, r.stderr
+    ok = connector(LONG_CODE.format(name="é" * 512, fingerprint="f" * 1024), "name: fits\n",
+                   name="fits")
+    r, s = cli.refresh(ok)
+    assert r.returncode == 0 and s["read"] == 2, r.stderr

@@ -44,6 +44,7 @@ from worker.sandbox.base import Session
 from worker.sandbox.process import unenforced_network
 from worker.settings import settings
 from worker.spec import Connector
+from worker.state import tenant_fragments
 from worker.state.redis import RedisState
 from worker.table.owner import check_queue
 from worker.table.schema import read_key, schema_tag
@@ -152,6 +153,7 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
             check_queue(ctx.output, tenant, connector)  # not a local refresh's dataset
             recover(spec, ctx.output, state, running=refresh_id)
             listed = _session(ctx, key).list()
+            tenant_fragments.check_listing(ctx.redis, tenant, connector, len(listed))
         except FragmentFailure as e:
             if e.kind == FailureKind.INFRA:
                 ctx.sessions.discard(key)

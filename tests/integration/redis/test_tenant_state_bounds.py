@@ -1,0 +1,61 @@
+"""One tenant cannot fill the shared Redis: the fragments its connectors keep in state
+are capped per tenant (`connector ceilings TENANT --fragments`), and a listing that
+would pass the cap fails as a `limit` naming the connector, the count and the setting,
+losing nothing already ingested."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.redis
+
+LISTS = '''
+import pathlib
+
+def list_objects(context, metadata):
+    n = int((pathlib.Path(__file__).parent / "count.txt").read_text())
+    for i in range(n):
+        yield {"name": f"f{i}", "fingerprint": "1"}
+
+def read_bytes(context, metadata):
+    yield "name\\n" + metadata["name"] + "\\n"
+'''
+
+
+def _lister(connector, name: str, n: int):  # noqa: ANN001, ANN202 - fixtures
+    return connector(LISTS, f"name: {name}\ntenant: acme\n", name=name,
+                     files={"count.txt": str(n)})
+
+
+def test_a_listing_past_the_tenants_fragment_ceiling_fails_and_keeps_the_data(
+        queue_env, connector):
+    r = queue_env.cli("ceilings", "acme", "--fragments", "5")
+    assert r.returncode == 0, r.stderr
+    first, second = _lister(connector, "first", 3), _lister(connector, "second", 2)
+    queue_env.deploy(first)
+    queue_env.deploy(second)
+    queue_env.start_workers(1)
+    for name in ("first", "second"):
+        r, s = queue_env.refresh(name, "acme")
+        assert r.returncode == 0, r.stderr + queue_env.logs()
+
+    (second / "count.txt").write_text("4")  # 3 + 4 = 7 fragments: over 5
+    queue_env.deploy(second)
+    r, s = queue_env.refresh("second", "acme")
+    assert r.returncode == 1 and s["failed"] == 1, r.stderr + queue_env.logs()
+    assert ("listing failed (limit): connector 'acme/second' listed 4 fragments; with "
+            "the 3 its tenant's other connectors keep that is 7, over the tenant's "
+            "ceiling of 5 fragments (tenant override (connector ceilings acme))"
+            ) in r.stderr, r.stderr
+    # nothing already ingested is lost: both keep their rows
+    assert sorted(x["name"] for x in queue_env.rows("second", "acme")) == ["f0", "f1"]
+    assert len(queue_env.rows("first", "acme")) == 3
+    # a connector listing what it already holds is never refused
+    r, s = queue_env.refresh("first", "acme")
+    assert r.returncode == 0, r.stderr
+
+    r = queue_env.cli("ceilings", "acme", "--fragments", "7")
+    assert r.returncode == 0, r.stderr
+    r, s = queue_env.refresh("second", "acme")
+    assert r.returncode == 0 and s["read"] == 2, r.stderr
+    assert len(queue_env.rows("second", "acme")) == 4
