@@ -51,8 +51,13 @@ class Counts(BaseModel):
             s.failed = self.failed
 
 
+# Failures whose text a refresh keeps (the count covers all): every worker's reads in
+# flight can fail before the refresh stops, each keeping up to 24,000 characters of the
+# tenant's text, and a connector keeps KEEP_REFRESHES records in the shared Redis.
+MAX_KEPT_FAILURES = 20
+
 # KEYS pending, counts, failures, stop, finalize; ARGV name, outcome, rows, failure JSON,
-# ttl, rejected, defaulted.
+# ttl, rejected, defaulted, failures kept at most.
 # Returns {1 when this report emptied `pending` first (the caller finalizes), 1 when
 # the refresh is stopped}: the reporter learns both in the round trip it makes anyway.
 _ACCOUNT = """
@@ -65,8 +70,10 @@ if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then
     redis.call('HINCRBY', KEYS[2], 'defaulted', ARGV[7])
   end
   if ARGV[2] == 'failed' then
-    redis.call('RPUSH', KEYS[3], ARGV[4])
-    redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
+    if redis.call('LLEN', KEYS[3]) < tonumber(ARGV[8]) then
+      redis.call('RPUSH', KEYS[3], ARGV[4])
+      redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
+    end
     redis.call('SET', KEYS[4], '1', 'EX', tonumber(ARGV[5]))
   end
 end
@@ -189,7 +196,7 @@ class Tracker:
         won, stopped = self._account(
             keys=[self._pending, self._counts, self._failures, self._stop, self._finalize],
             args=[name, outcome.value, rows, failure.model_dump_json() if failure else "",
-                  RUN_TTL, rejected, defaulted])
+                  RUN_TTL, rejected, defaulted, MAX_KEPT_FAILURES])
         self.halted = bool(stopped)
         return bool(won)
 

@@ -59,3 +59,21 @@ def test_a_listing_past_the_tenants_fragment_ceiling_fails_and_keeps_the_data(
     r, s = queue_env.refresh("second", "acme")
     assert r.returncode == 0 and s["read"] == 2, r.stderr
     assert len(queue_env.rows("second", "acme")) == 4
+
+
+def test_a_refresh_keeps_the_text_of_a_bounded_number_of_failures(redis_client, redis_prefix):
+    # Every worker's in-flight reads can fail before the refresh stops; each failure
+    # keeps up to 24,000 characters, and a connector keeps 100 refresh records.
+    from worker.listing import Listing
+    from worker.models import FailedFragment, FailureKind, Fragment
+    from worker.queue.tracker import MAX_KEPT_FAILURES, Outcome, Tracker
+
+    names = [f"f{i}" for i in range(MAX_KEPT_FAILURES + 30)]
+    tr = Tracker(redis_client, "acme", "loud", "r1")
+    tr.plan(Listing.of([Fragment(name=n, fingerprint="1") for n in names]), [], [names])
+    for n in names:
+        tr.account(n, Outcome.FAILED, failure=FailedFragment(
+            name=n, kind=FailureKind.USER, message="boom " + "x" * 7000))
+    assert tr.counts().failed == len(names)
+    kept = tr.failures()
+    assert [f.name for f in kept] == names[:MAX_KEPT_FAILURES]
