@@ -22,6 +22,8 @@ something may still need it, deleted otherwise (worker/bundle_legacy.py finds th
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel
 from redis import Redis
 
@@ -43,9 +45,16 @@ end
 """
 
 # KEYS deployment, bundles, pin, tenant bytes, new bundle, tenant connectors, tenants
-# ARGV data, digest, size, limit, deployment JSON, connector, tenant, bundle key prefix
-# Returns {stored (1/0), bytes used before, bytes used after (or that it would be)}.
+# ARGV data, digest, size, limit, deployment JSON, connector, tenant, bundle key prefix,
+# connectors limit
+# Returns {stored (1/0), bytes used before, bytes used after (or that it would be)}, or
+# {-1, connectors deployed, connectors it would make} when the connector is new and the
+# tenant is at its ceiling of connectors.
 _PUT = _KEEP_DEPLOYED + """
+if redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then
+  local count = redis.call('SCARD', KEYS[6])
+  if count >= tonumber(ARGV[9]) then return {-1, count, count + 1} end
+end
 local keep = {[ARGV[2]] = true}
 keep_deployed(keep, KEYS[1])
 local pin = redis.call('GET', KEYS[3])
@@ -118,13 +127,16 @@ return {counted, deleted}
 
 
 class Stored(BaseModel):
-    """What a `put` did: `stored` False means refused over the quota, nothing changed."""
+    """What a `put` did: `stored` False means refused over the quota (`over`: the bytes
+    of bundles, or the count of connectors, which `used_*` and `limit` then count),
+    nothing changed."""
 
     stored: bool
     used_before: int
     used_after: int  # or what it would have been
     limit: int
     limit_source: str
+    over: Literal["bundle_bytes", "connectors"] = "bundle_bytes"
 
 
 def put(redis: Redis, tenant: str, connector: str, digest: str, data: bytes,
@@ -137,9 +149,10 @@ def put(redis: Redis, tenant: str, connector: str, digest: str, data: bytes,
         _PUT, 7, k.deployment, k.bundles, k.bundle_pin, keys.tenant_bundle_bytes(tenant),
         k.bundle(digest), keys.tenant_connectors(tenant), keys.tenants(),
         data, digest, len(data), limits.bundle_bytes, deployment_json, connector, tenant,
-        k.bundle(""))
-    return Stored(stored=bool(ok), used_before=used, used_after=after,
-                  limit=limits.bundle_bytes, limit_source=limits.source["bundle_bytes"])
+        k.bundle(""), limits.connectors)
+    over = "connectors" if ok == -1 else "bundle_bytes"
+    return Stored(stored=ok == 1, used_before=used, used_after=after,
+                  limit=getattr(limits, over), limit_source=limits.source[over], over=over)
 
 
 def pin(redis: Redis, tenant: str, connector: str, digest: str) -> bool:

@@ -7,16 +7,16 @@ stored in Redis). CPUs are also capped by the host's own. A connector may ask fo
 than a ceiling, never more: asking more is a validation error naming the limit, the
 ceiling and where it is set. `CONNECTOR_NETWORK_ALLOW_WITHIN` bounds where a
 `limits.network.allow` list may point (names are checked when the worker resolves
-them). Two ceilings bound the tenant rather than a connector: `bundle_bytes`
+them). Four ceilings bound the tenant rather than a connector: `bundle_bytes`
 (CONNECTOR_MAX_TENANT_BUNDLE_BYTES), the bytes of deployed bundles the tenant keeps in
-Redis, enforced at deploy by worker.bundle_store; `running`
+Redis, and `connectors` (CONNECTOR_MAX_TENANT_CONNECTORS), how many connectors it
+deploys, both enforced at deploy by worker.bundle_store; `running`
 (CONNECTOR_MAX_TENANT_RUNNING), the tenant's jobs running at once while another tenant
 has work queued, enforced by the workers (worker.queue.slots); `fragments`
-(CONNECTOR_MAX_TENANT_FRAGMENTS), the fragments the tenant's connectors keep in the
-Redis state together, enforced when a listing arrives (worker.state.tenant_fragments).
-The limits check runs at validate,
-at deploy and on the worker before it opens a session for a deployed version, so a
-ceiling lowered after a deploy holds too.
+(CONNECTOR_MAX_TENANT_FRAGMENTS), the fragments its connectors keep in the Redis state
+together, enforced when a listing arrives (worker.state.tenant_fragments). The limits
+check runs at validate, at deploy and on the worker before it opens a session for a
+deployed version, so a ceiling lowered after a deploy holds too.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ SETTING = {
     "pids": "max_pids",
     "bundle_bytes": "max_tenant_bundle_bytes",
     "running": "max_tenant_running",
+    "connectors": "max_tenant_connectors",
     "fragments": "max_tenant_fragments",
 }
 ENV = {field: f"CONNECTOR_{name.upper()}" for field, name in SETTING.items()}
@@ -72,6 +73,7 @@ class Ceilings(BaseModel):
     pids: int = Field(default=512, gt=0)
     bundle_bytes: int = Field(default=512 << 20, gt=0)
     running: int = Field(default=4, gt=0)
+    connectors: int = Field(default=100, gt=0)
     fragments: int = Field(default=1_000_000, gt=0)
     source: dict[str, str] = Field(default_factory=lambda: dict(ENV))
 

@@ -32,6 +32,10 @@ class OverBundleQuota(DeployError):
     """A deploy would take its tenant's stored bundles over the tenant's quota."""
 
 
+class OverConnectorCeiling(DeployError):
+    """A deploy of a new connector would take its tenant past its ceiling of connectors."""
+
+
 class NotDeployed(ConfigError, LookupError):
     def __init__(self, tenant: str, name: str) -> None:
         super().__init__(f"no connector '{tenant}/{name}' is deployed")
@@ -104,8 +108,13 @@ def deploy(redis: Redis, folder: str | os.PathLike[str], credentials_ref: bool =
     r = bundle_store.put(redis, spec.tenant, spec.name, digest, data,
                          d.model_dump_json(by_alias=True))
     if not r.stored:
-        env = ceilings.ENV["bundle_bytes"]
+        env = ceilings.ENV[r.over]
         where = env if r.limit_source in (env, "environment") else r.limit_source
+        if r.over == "connectors":
+            raise OverConnectorCeiling(
+                f"tenant '{spec.tenant}' has {r.used_before} connectors deployed; deploying "
+                f"'{spec.tenant}/{spec.name}' would make {r.used_after}, over its ceiling of "
+                f"{r.limit} ({where}); nothing was changed")
         raise OverBundleQuota(
             f"tenant '{spec.tenant}' stores {r.used_before} bytes of deployed bundles; "
             f"deploying '{spec.tenant}/{spec.name}' ({len(data)} bytes) would bring it to "

@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     """Bytes of deployed bundles one tenant may keep in Redis (e.g. 512m)."""
     max_tenant_running: int | None = None
     """Most jobs of one tenant running at once while another tenant has work queued."""
+    max_tenant_connectors: int | None = None
+    """Most connectors one tenant may deploy."""
     max_tenant_fragments: int | None = None
     """Most fragments one tenant's connectors may keep in the (Redis) state, together."""
 

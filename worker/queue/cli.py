@@ -201,13 +201,14 @@ def print_refreshes(heading: str, records: list[RefreshRecord]) -> None:
               "(e.g. 1g).")
 @click.option("--running", help="Most of the tenant's jobs running at once while "
               "another tenant has work queued.")
+@click.option("--connectors", help="Most connectors the tenant may deploy.")
 @click.option("--fragments", help="Most fragments the tenant's connectors may keep in "
               "the state, together.")
 @click.option("--reset", is_flag=True, help="Drop this tenant's overrides first.")
 def ceilings(tenant: str, reset: bool, **values: str | None) -> None:
     """Operator: show or override one tenant's ceilings on connector limits (and on the
-    bytes of bundles it may store, the jobs it may run at once and the fragments its
-    connectors may keep)."""
+    bytes of bundles it may store, the jobs it may run at once, the connectors it may
+    deploy and the fragments they may keep)."""
     given = {k: v for k, v in values.items() if v is not None}
     client = _client(tenant)  # checks Redis and the tenant name
     try:

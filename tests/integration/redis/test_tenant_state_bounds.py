@@ -77,3 +77,22 @@ def test_a_refresh_keeps_the_text_of_a_bounded_number_of_failures(redis_client, 
     assert tr.counts().failed == len(names)
     kept = tr.failures()
     assert [f.name for f in kept] == names[:MAX_KEPT_FAILURES]
+
+
+def test_a_tenant_deploys_at_most_its_ceiling_of_connectors(queue_env, connector):
+    # Each connector keeps its own state, runs and 100 refresh records: without a
+    # ceiling on how many a tenant deploys, every per-connector bound multiplies away.
+    r = queue_env.cli("ceilings", "acme", "--connectors", "2")
+    assert r.returncode == 0, r.stderr
+    a, b, c = (_lister(connector, n, 1) for n in ("one", "two", "three"))
+    queue_env.deploy(a)
+    queue_env.deploy(b)
+    r = queue_env.cli("deploy", str(c))
+    assert r.returncode != 0
+    assert ("tenant 'acme' has 2 connectors deployed; deploying 'acme/three' would make "
+            "3, over its ceiling of 2 (tenant override (connector ceilings acme)); nothing "
+            "was changed") in r.stderr, r.stderr
+    queue_env.deploy(b)  # a deployed connector is redeployed as before
+    r = queue_env.cli("ceilings", "acme", "--connectors", "3")
+    assert r.returncode == 0, r.stderr
+    queue_env.deploy(c)
