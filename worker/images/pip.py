@@ -2,28 +2,37 @@
 
 Two pip runs: `pip install --dry-run --ignore-installed --report` resolves the
 requirements for the image's Python and platform (not the host's, and ignoring what the
-host has installed) and says, as JSON, which distribution and file it chose for each;
-`pip download --no-deps` then fetches exactly those into the shared wheel cache. Only
-wheels are considered (`--only-binary=:all:`): nothing is ever built from source, on the
-host or in the image. pip reports a failed resolution only as text, so the reason shown
-to the user is picked out of pip's output.
+host has installed) and says, as JSON, which distribution and file it chose for each,
+with the file's sha256 from the index; `pip download --no-deps --require-hashes` then
+fetches exactly those files. Only wheels are considered (`--only-binary=:all:`): nothing
+is ever built from source, on the host or in the image. pip reports a failed resolution
+only as text, so the reason shown to the user is picked out of pip's output.
+
+The wheel cache is shared by every build on the host, so every tenant's, and is never a
+candidate of a resolution (no `--find-links` to it): a release cached for one tenant,
+since yanked or never on the index another tenant's build reads, is offered to nobody.
+The cache is addressed by content, `sha256/<hex>/<file>`: a resolution takes a cached
+file only under the hash the index gave for the file it chose, and only after checking
+the file's bytes still hash to it; anything else is downloaded into a directory of its
+own, checked, then moved in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, ValidationError
 
 from worker.errors import ConnectorError
-from worker.images.once import file_lock
-from worker.images.tags import digest
 
 # The interpreter and platform of the image (Debian bookworm's python3 is 3.11, glibc 2.36).
 PY_VERSION = "3.11"
@@ -60,8 +69,13 @@ class _Metadata(BaseModel):
     version: str
 
 
+class _ArchiveInfo(BaseModel):
+    hashes: dict[str, str] = {}
+
+
 class _DownloadInfo(BaseModel):
     url: str
+    archive_info: _ArchiveInfo | None = None
 
 
 class _Install(BaseModel):
@@ -91,42 +105,108 @@ def _pip(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return r
 
 
-def _resolve(requirements: Sequence[str], cache: Path) -> list[tuple[str, str, str]]:
-    """(canonical name, version, wheel file name) of each distribution pip would install."""
+class _Chosen(NamedTuple):
+    """A file the resolver chose: its distribution, version, file name and sha256 (when
+    the index gave one)."""
+
+    name: str
+    version: str
+    file: str
+    sha256: str | None
+
+
+def _resolve(requirements: Sequence[str]) -> list[_Chosen]:
+    """What pip would install for `requirements`, from the index alone."""
     with tempfile.TemporaryDirectory() as td:
         report = Path(td) / "report.json"
         _pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
-              *_target(), "--find-links", str(cache), *requirements])
+              *_target(), *requirements])
         try:
             parsed = _Report.model_validate_json(report.read_text())
         except (OSError, ValidationError) as e:
             raise PipFailure(f"pip's installation report could not be read: {e}", "") from None
-    return [(canonical_name(i.metadata.name), i.metadata.version,
-             unquote(Path(urlparse(i.download_info.url).path).name)) for i in parsed.install]
+    out = []
+    for i in parsed.install:
+        info = i.download_info
+        sha = (info.archive_info.hashes.get("sha256") if info.archive_info else None)
+        out.append(_Chosen(canonical_name(i.metadata.name), i.metadata.version,
+                           unquote(Path(urlparse(info.url).path).name),
+                           sha.lower() if sha and _HEX64.fullmatch(sha.lower()) else None))
+    return out
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cached(cache: Path, sha: str, file: str) -> Path:
+    return cache / "sha256" / sha / file
+
+
+def _download(chosen: list[_Chosen], cache: Path) -> dict[_Chosen, Path]:
+    """Fetch `chosen` into a directory of this call's own, check each file's hash (the
+    index's, where it gave one) and move it into the cache under its content's hash."""
+    cache.mkdir(parents=True, exist_ok=True)
+    out: dict[_Chosen, Path] = {}
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as td:
+        dest = Path(td) / "wheels"
+        hashed = [c for c in chosen if c.sha256]
+        plain = [c for c in chosen if not c.sha256]
+        if hashed:
+            reqs = Path(td) / "requirements.txt"
+            reqs.write_text("".join(f"{c.name}=={c.version} --hash=sha256:{c.sha256}\n"
+                                    for c in hashed))
+            _pip(["download", "--no-deps", "--progress-bar", "off", *_target(),
+                  "--require-hashes", "--dest", str(dest), "-r", str(reqs)])
+        if plain:
+            _pip(["download", "--no-deps", "--progress-bar", "off", *_target(),
+                  "--dest", str(dest), *(f"{c.name}=={c.version}" for c in plain)])
+        for c in chosen:
+            got = dest / c.file
+            if not got.is_file():
+                raise PipFailure(f"pip did not download the wheel it chose: {c.file}", "")
+            sha = _sha256(got)
+            if c.sha256 and sha != c.sha256:
+                raise PipFailure(f"{c.file} does not have the sha256 the index gave "
+                                 f"({sha}, not {c.sha256})", "")
+            final = _cached(cache, sha, c.file)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(got, final)  # atomic: a concurrent build sees the whole file or none
+            out[c] = final
+    return out
 
 
 def wheels_for(requirements: Sequence[str], cache: Path) -> list[Wheel]:
-    """Resolve `requirements` to wheels in `cache` for the image's Python and platform.
+    """Resolve `requirements` to wheels for the image's Python and platform, kept in
+    `cache` by content hash.
 
     Nothing constrains them: the user's packages live in their own environment
     (/opt/user), apart from the runtime's. Raises PipFailure with pip's reason.
     """
-    cache.mkdir(parents=True, exist_ok=True)
-    chosen = _resolve(requirements, cache)
+    chosen = _resolve(requirements)
     if not chosen:
         raise PipFailure("pip resolved the requirements to nothing", "")
-    if any(not f.endswith(".whl") for _, _, f in chosen):
-        raise PipFailure(f"pip chose files that are not wheels: {[f for _, _, f in chosen]}",
+    if any(not c.file.endswith(".whl") for c in chosen):
+        raise PipFailure(f"pip chose files that are not wheels: {[c.file for c in chosen]}",
                          "")
-    # One pip at a time writes into a cache: two writing one file corrupt it.
-    with file_lock("wheel-cache-" + digest([str(cache.resolve())])):
-        _pip(["download", "--no-deps", "--progress-bar", "off", *_target(), "--dest",
-              str(cache), "--find-links", str(cache), *(f"{n}=={v}" for n, v, _ in chosen)])
-    wheels = [Wheel(name=n, version=v, path=cache / f) for n, v, f in chosen]
-    missing = [w.path.name for w in wheels if not w.path.is_file()]
+    paths: dict[_Chosen, Path] = {}
+    for c in chosen:
+        path = _cached(cache, c.sha256, c.file) if c.sha256 else None
+        # Checked on every use: the cache is a directory on the host, shared by every
+        # build; a file changed in it is fetched again rather than installed.
+        if path is not None and path.is_file() and _sha256(path) == c.sha256:
+            paths[c] = path
+    missing = [c for c in chosen if c not in paths]
     if missing:
-        raise PipFailure(f"pip did not download the wheels it chose: {missing}", "")
-    return wheels
+        paths.update(_download(missing, cache))
+    return [Wheel(name=c.name, version=c.version, path=paths[c]) for c in chosen]
 
 
 def _pip_reason(stdout: str, stderr: str) -> str:

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import ROOT, write_connector
 from tests.helpers.lingering import SPEC, lingering_code
 from tests.helpers.wait import wait_until
-from tests.helpers.wheels import make_wheel
+from tests.helpers.wheels import index_folder, make_wheel
 from worker.sandbox.docker import LABEL, LABEL_OWNER
 
 pytestmark = pytest.mark.docker
@@ -99,10 +99,11 @@ build_connector_image(docker.from_env(timeout=600), load_connector(sys.argv[1]),
 """
 
 
-def test_an_import_check_stops_when_its_builder_is_killed(tmp_path):
+def test_an_import_check_stops_when_its_builder_is_killed(tmp_path, monkeypatch):
     client = docker.from_env()
     cache = tmp_path / "wheels"
-    make_wheel(cache, "cxhangup", "import time\ntime.sleep(10 ** 6)\n")
+    make_wheel(index_folder(tmp_path / "index", monkeypatch), "cxhangup",
+               "import time\ntime.sleep(10 ** 6)\n")
     folder = write_connector(tmp_path / "c", ("def list_objects(c, m):\n    return []\n\n"
                               "def read_bytes(c, m):\n    yield b''\n"),
                              "name: hangup\npackages: ['cxhangup==1.0']\n"

@@ -2,7 +2,8 @@
 inside the sandbox's wall, not as root with the host's whole memory, pids and time.
 
 The hostile package is a wheel this test makes (anyone can publish one to an index) and
-puts in a wheel cache of its own, which the build resolves pins from (`--find-links`).
+puts in a folder of its own that pip reads as an index (`PIP_FIND_LINKS`, as an operator
+configures pip), which the build resolves pins from.
 Its import reports what it can see and fails, so the build's error carries the report.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.helpers.wheels import make_wheel
+from tests.helpers.wheels import index_folder, make_wheel
 from worker import naming
 from worker.images import ImageBuildError, build_connector_image
 from worker.spec import load_connector
@@ -64,9 +65,14 @@ def client():
     c.close()
 
 
-def test_a_pins_import_at_build_time_runs_inside_the_sandbox_wall(client, tmp_path):
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    return index_folder(tmp_path / "index", monkeypatch)
+
+
+def test_a_pins_import_at_build_time_runs_inside_the_sandbox_wall(client, tmp_path, index):
     cache = tmp_path / "wheels"
-    make_wheel(cache, "cxrt3probe", PROBE)
+    make_wheel(index, "cxrt3probe", PROBE)
     folder = hostile_connector(tmp_path / "c", "probe", "cxrt3probe",
                                "{memory: 256m, pids: 64}")
     with pytest.raises(ImageBuildError) as e:
@@ -81,9 +87,9 @@ def test_a_pins_import_at_build_time_runs_inside_the_sandbox_wall(client, tmp_pa
 
 
 def test_a_pin_whose_import_never_returns_fails_the_build_at_the_connectors_timeout(
-        client, tmp_path):
+        client, tmp_path, index):
     cache = tmp_path / "wheels"
-    make_wheel(cache, "cxrt3hang", HANG)
+    make_wheel(index, "cxrt3hang", HANG)
     folder = hostile_connector(tmp_path / "c", "hang", "cxrt3hang", "{timeout: 5}")
     with pytest.raises(ImageBuildError) as e:
         build_connector_image(client, load_connector(folder), wheel_cache=cache)
