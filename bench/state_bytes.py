@@ -20,13 +20,18 @@ import uuid
 
 import redis
 
-from worker.models import Commit
+from worker.listing import Listing
+from worker.models import Commit, Fragment
+from worker.queue import enqueue
+from worker.queue.tracker import Tracker
 from worker.settings import settings
 from worker.state.keys import ConnectorKeys
 from worker.state.redis import RedisState
 
 
-def per_fragment(r: redis.Redis, n: int, name_len: int, fp_len: int) -> float:
+def per_fragment(r: redis.Redis, n: int, name_len: int, fp_len: int
+                 ) -> tuple[float, float]:
+    """(bytes a committed fragment, bytes more while a refresh reading it runs)."""
     os.environ["CONNECTOR_REDIS_PREFIX"] = "cxbench" + uuid.uuid4().hex[:8]
     settings.cache_clear()
     state = RedisState(r, "bench", "orders")
@@ -45,9 +50,20 @@ def per_fragment(r: redis.Redis, n: int, name_len: int, fp_len: int) -> float:
             state.commit_many(commits[i:i + 2000])
         used = sum(r.memory_usage(key, samples=0) or 0
                    for key in (k.fragments, k.fingerprints))
-        return used / n
+        # A refresh that reads them all: its plan (todo, pending, batches) and staged
+        # versions, until it closes.
+        tr = Tracker(r, "bench", "orders", "rbench")
+        listing = Listing.of(Fragment(name=c.name, fingerprint=c.fingerprint[13:])
+                             for c in commits)
+        tr.plan(listing, [], enqueue.split(listing.names))
+        for c in commits:
+            state.stage("rbench", c)
+        running = sum(r.memory_usage(key, samples=0) or 0 for key in (
+            k.staged("rbench"), *(k.run("rbench", part) for part in
+                                  ("todo", "pending", "batches"))))
+        return used / n, running / n
     finally:
-        r.delete(k.fragments, k.fingerprints)
+        r.delete(*r.scan_iter(match=f"{k.base}:*", count=1000))
 
 
 def main() -> None:
@@ -59,9 +75,10 @@ def main() -> None:
     for label, name_len, fp_len in (("typical", 48, 32),
                                     ("largest", s.max_fragment_name_bytes,
                                      s.max_fingerprint_bytes)):
-        b = per_fragment(r, args.fragments, name_len, fp_len)
+        b, run = per_fragment(r, args.fragments, name_len, fp_len)
         print(f"{label:8s} name {name_len:5d} B, fingerprint {fp_len:5d} B: {b:6.0f} bytes "
-              f"a fragment, {b * 1e6 / 2**30:5.2f} GiB a million")
+              f"a fragment, {b * 1e6 / 2**30:5.2f} GiB a million; {run:6.0f} more while "
+              "a refresh reading it runs")
 
 
 if __name__ == "__main__":
