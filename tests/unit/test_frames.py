@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -57,15 +58,20 @@ class ScriptedChannel:
         return "sandbox process exited 1", FailureKind.USER
 
 
-@pytest.fixture(scope="module")
-def conn(tmp_path_factory: pytest.TempPathFactory) -> Connector:
-    folder = write_connector(tmp_path_factory.mktemp("frames") / "c", """
+def _idle(folder: Path, spec: str) -> Connector:
+    """A connector whose code is never run: the scripted channel plays the sandbox."""
+    return load_connector(write_connector(folder, """
         def list_objects(context, metadata):
             return []
         def read_bytes(context, metadata):
             return []
-        """, "name: frames\nlimits: {max_output_bytes: 1m}\n")
-    return load_connector(folder)
+        """, spec))
+
+
+@pytest.fixture(scope="module")
+def conn(tmp_path_factory: pytest.TempPathFactory) -> Connector:
+    return _idle(tmp_path_factory.mktemp("frames") / "c",
+                 "name: frames\nlimits: {max_output_bytes: 1m}\n")
 
 
 def raw(kind: bytes, body: bytes) -> bytes:
@@ -277,13 +283,7 @@ class CountingSource:
 @pytest.fixture(scope="module")
 def roomy(tmp_path_factory: pytest.TempPathFactory) -> Connector:
     """A connector with the default output budget (1 GiB)."""
-    folder = write_connector(tmp_path_factory.mktemp("roomy") / "c", """
-        def list_objects(context, metadata):
-            return []
-        def read_bytes(context, metadata):
-            return []
-        """, "name: roomy\n")
-    return load_connector(folder)
+    return _idle(tmp_path_factory.mktemp("roomy") / "c", "name: roomy\n")
 
 
 @pytest.mark.parametrize("prefix", [b'{"op":"log","text":"', b'{"text":"'],
