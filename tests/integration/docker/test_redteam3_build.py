@@ -105,14 +105,14 @@ def test_a_pin_whose_import_never_returns_fails_the_build_at_the_connectors_time
 def test_a_sandbox_reports_an_import_check_over_its_limits_as_a_limit_failure(
         client, tmp_path, monkeypatch):
     # What a refresh reports: the sandbox's failure, not the builder's error. The build
-    # cache of this test holds the hostile wheel the build resolves the pin from.
+    # resolves the pin from this test's own index, which holds the hostile wheel.
     from worker.models import FailureKind, FragmentFailure
     from worker.sandbox.docker import DockerSandbox
     from worker.settings import settings
 
     monkeypatch.setenv("CONNECTOR_BUILD_CACHE", str(tmp_path / "build"))
     settings.cache_clear()
-    make_wheel(tmp_path / "build" / "wheels", "cxrt3slow", HANG)
+    make_wheel(index_folder(tmp_path / "index", monkeypatch), "cxrt3slow", HANG)
     folder = hostile_connector(tmp_path / "c", "slow", "cxrt3slow", "{timeout: 5}")
     try:
         with pytest.raises(FragmentFailure) as e:
