@@ -70,6 +70,30 @@ def test_failed_fragment_is_reread_next_time_and_nothing_duplicates(plan, cli):
     assert ids(cli.rows(c)) == [0, 1, 2, 3, 4, 5]
 
 
+def test_a_first_refresh_whose_every_fragment_fails_makes_no_table(plan, cli):
+    """Nothing read: no empty version 0 standing for the dataset, `show` and `history`
+    say there is no table yet, and the next refresh reads the failed fragments."""
+    c = plan.folder
+    plan.set({"a": {"fp": "1", "rows": "FAIL"}})
+    r, s = cli.refresh(c)
+    assert r.returncode == 1, r.stderr
+    assert (s["read"], s["failed"]) == (0, 1)
+    assert "remote said no for a" in r.stderr
+    assert not (cli.output / "default" / "plan" / "_delta_log").exists()
+    r = cli("history", str(c))
+    assert r.returncode == 0 and "no table" in r.stderr, r.stdout + r.stderr
+    r = cli("show", str(c))
+    assert "no table" in r.stderr, r.stdout + r.stderr
+
+    plan.set({"a": {"fp": "1", "rows": [1, 2]}})
+    r, s = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    assert (s["read"], s["failed"]) == (1, 0)
+    assert ids(cli.rows(c)) == [1, 2]
+    assert [v["version"] for v in map(json.loads, cli("history", str(c), "--json")
+                                      .stdout.splitlines())] == [0]
+
+
 def test_test_command_prints_each_folder_once(plan, cli):
     c = plan.folder
     plan.set({n: {"fp": "1", "rows": [1]} for n in ("2026/01/a", "2026/01/b", "2026/02/c")})

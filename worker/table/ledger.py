@@ -158,8 +158,10 @@ def commit_refresh(state: StateStore, table: DeltaDataset, output: Output, root:
         if declared is not None and (summary.failed or kept):
             _drop(state, output, root, refresh_id, staged)
             return None
-    if current is None and schema is None:
-        # Nothing with a column yet (no declared schema, no rows): state only.
+    if current is None and (schema is None or (summary.failed and not adds)):
+        # Nothing with a column yet (no declared schema, no rows), or a first refresh
+        # that failed without a row to add: state only. An empty version 0 would stand
+        # for a dataset nothing was read into; the failed fragments are read next time.
         _apply(state, PendingCommit(refresh_id=refresh_id, seq=0, deleted=deleted), staged)
         return None
     if current is not None and not adds and not removes and not changed:
