@@ -254,7 +254,8 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
                           "value(s) defaulted[/yellow]")
                 for rej in report.rejects[:10]:
                     where = f"line {rej.line}" if rej.line is not None else f"row {rej.row}"
-                    err.print(literal(f"  {where} {rej.column or ''} {rej.value!r}: {rej.reason}"
+                    col = f" {rej.column}" if rej.column else ""
+                    err.print(literal(f"  {where}{col} {rej.value!r}: {rej.reason}"
                                       f"{': ' + rej.detail if rej.detail else ''} ({rej.action})"),
                               markup=False, highlight=False)
             if report and report.log:

@@ -88,3 +88,61 @@ def test_missing_column_fails_by_default_and_is_reported_when_allowed(cli, tmp_p
     r = cli("refresh", str(c), "--sandbox", "process")
     assert r.returncode == 0, r.stderr
     assert "warning:" in r.stderr and "'frgment'" in r.stderr and "read as null" in r.stderr
+
+
+ORDER_CSV = ("id,placed,amount\n"
+             "1,2026-01-03,1.00\n"
+             "2,2026-01-04,4.005\n"      # row 2: amount needs rounding (defaulted)
+             "x3,2026-01-05,7.50\n"      # row 3: id is not a number (rejected)
+             "4,2026-01-06\n"            # line 5: a field short (malformed)
+             "5,not a date,3.25\n"       # row 4: placed is not a date (defaulted)
+             "x6,bad,1\n")               # row 5: two bad values, in column order
+ORDER_JSONL = ('{"id": 1, "placed": "2026-01-03", "amount": "1.00"}\n'
+               '{"id": 2, "placed": "bad", "amount": "1.00"}\n'
+               'not json\n'
+               '{"id": "x4", "placed": "2026-01-05", "amount": "1.00"}\n')
+ORDER_SPEC = """
+name: ordered
+parser: {{format: {fmt}}}
+schema:
+  on_invalid: skip
+  max_errors: 100
+  columns:
+    - {{name: id, type: int64}}
+    - {{name: placed, type: date, on_invalid: default}}
+    - {{name: amount, type: "decimal(10,2)", on_invalid: default}}
+"""
+ORDER_CODE = """
+DATA = {data!r}
+
+def list_objects(context, metadata):
+    yield {{"name": "f", "fingerprint": "1"}}
+
+def read_bytes(context, metadata):
+    yield DATA.encode()
+"""
+
+
+def test_test_lists_rejects_in_the_order_of_the_input_rows(cli, connector):
+    """Malformed lines and invalid values of one fragment, as they appear in the file:
+    `connector test` and the rejects dataset list them in that order."""
+    c = connector(ORDER_CODE.format(data=ORDER_CSV), ORDER_SPEC.format(fmt="xsv"))
+    r = cli("test", str(c), "--sandbox", "process")
+    assert r.returncode == 0, r.stderr
+    listed = [ln.split()[:2] for ln in r.stderr.splitlines() if ln.startswith("  ")]
+    assert listed == [["row", "2"], ["row", "3"], ["line", "5"], ["row", "4"], ["row", "5"],
+                      ["row", "5"]], r.stderr
+    assert "row 5 id 'x6'" in r.stderr.split("row 5 placed")[0], r.stderr  # column order
+    r, _ = cli.refresh(c)
+    assert r.returncode == 0, r.stderr
+    kept = cli("show", str(c), "--rejects", "--jsonl").stdout.splitlines()
+    assert [(j["row"], j["line"], j["column"]) for j in map(json.loads, kept)] == [
+        (2, None, "amount"), (3, None, "id"), (None, 5, None), (4, None, "placed"),
+        (5, None, "id"), (5, None, "placed")]
+
+    c = connector(ORDER_CODE.format(data=ORDER_JSONL), ORDER_SPEC.format(fmt="json"),
+                  name="j")
+    r = cli("test", str(c), "--sandbox", "process")
+    assert r.returncode == 0, r.stderr
+    listed = [ln.split()[:2] for ln in r.stderr.splitlines() if ln.startswith("  ")]
+    assert listed == [["row", "2"], ["line", "3"], ["row", "3"]], r.stderr

@@ -59,6 +59,12 @@ class RowRejects:
         self.defaulted = 0  # values replaced by the default (or null)
         self.invalid_rows = 0  # rows with anything wrong: what the limits count
         self.records: list[RejectRecord] = []
+        # Where each record sits in the input, in data rows: records are reported as
+        # parsers and conformance find them (malformed lines of a block before the
+        # block's invalid values, values column by column), and `finish` puts them
+        # back in the input's order.
+        self._at: list[float] = []
+        self._malformed = 0
         self.warnings: list[str] = []
         self._suppressed = 0
         self._dropped = 0  # records over MAX_RECORDS
@@ -82,22 +88,35 @@ class RowRejects:
     # ------------------------------------------------------------------ reports
 
     def malformed(self, line: int | None, text: str, detail: str,
-                  reason: RejectReason = RejectReason.MALFORMED_ROW) -> None:
-        """A row the parser skipped (call only when `skips_malformed`)."""
+                  reason: RejectReason = RejectReason.MALFORMED_ROW,
+                  rows_before: int | None = None) -> None:
+        """A row the parser skipped (call only when `skips_malformed`). `rows_before`:
+        the fragment's data rows that parsed before it, for the records' order (else the
+        rows conformed so far, which misses those of the block being parsed)."""
+        if rows_before is None:
+            rows_before = self.read - self._malformed
         self.read += 1
         self.rejected += 1
-        self.invalid(RejectRecord(None, line, None, text, reason, detail, "rejected"))
+        self._malformed += 1
+        self.invalid(RejectRecord(None, line, None, text, reason, detail, "rejected"),
+                     at=rows_before + 0.5)
         where = f"line {line}" if line is not None else "a row"
         self.warn(f"fragment {self.fragment!r} {where}: {detail} (row skipped)")
         self.count_invalid(1)
 
-    def invalid(self, record: RejectRecord) -> None:
+    @property
+    def malformed_rows(self) -> int:
+        return self._malformed
+
+    def invalid(self, record: RejectRecord, at: float | None = None) -> None:
+        """`at`: the record's place in the input in data rows (default: its row)."""
         if len(self.records) >= MAX_RECORDS:
             self._dropped += 1
             return
         if record.value is not None and len(record.value) > MAX_VALUE:
             record = replace(record, value=record.value[:MAX_VALUE] + "...")
         self.records.append(record)
+        self._at.append(at if at is not None else float(record.row or 0))
 
     def count_invalid(self, rows: int) -> None:
         self.invalid_rows += rows
@@ -109,6 +128,10 @@ class RowRejects:
                              f"exceed {name}={limit}; last: {self._last}")
 
     def finish(self) -> None:
+        # Stable: one row's values stay in column order.
+        order = sorted(range(len(self.records)), key=self._at.__getitem__)
+        self.records = [self.records[i] for i in order]
+        self._at = [self._at[i] for i in order]
         if self._dropped:
             self.note(f"fragment {self.fragment!r}: {self._dropped} more reject record(s) "
                       f"counted but not kept (over {MAX_RECORDS} in one fragment)")

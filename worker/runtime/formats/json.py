@@ -127,10 +127,11 @@ def _json_lines_slow(blob: bytes, line_no: int, first: int, batch_rows: int,
         try:
             value = json.loads(line, parse_float=parse_float)
         except ValueError as e:
-            _malformed(i, line, str(e), rejects)
+            _malformed(i, line, str(e), rejects, first - 1 + len(rows))
             continue
         if not isinstance(value, dict):
-            _malformed(i, line, f"expected an object, got {_kind(value)}", rejects)
+            _malformed(i, line, f"expected an object, got {_kind(value)}", rejects,
+                       first - 1 + len(rows))
             continue
         rows.append(value)
         if len(rows) >= batch_rows:
@@ -141,10 +142,11 @@ def _json_lines_slow(blob: bytes, line_no: int, first: int, batch_rows: int,
         yield rows_to_batch(rows, first, as_text, fmt="json")
 
 
-def _malformed(line: int, text: bytes, detail: str, rejects: RowRejects | None) -> None:
+def _malformed(line: int, text: bytes, detail: str, rejects: RowRejects | None,
+               rows_before: int) -> None:
     if rejects is None or not rejects.skips_malformed:
         raise ParseError(f"json: line {line}: {detail}")
-    rejects.malformed(line, text.decode("utf-8", "replace"), detail)
+    rejects.malformed(line, text.decode("utf-8", "replace"), detail, rows_before=rows_before)
 
 
 def _kind(value: Any) -> str:

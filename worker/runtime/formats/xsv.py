@@ -63,7 +63,11 @@ class _RaggedRows:
             self.first_bad = f"xsv: {where}{': ' if where else ''}{detail}: {text[:200]!r}"
             return "error"
         try:
-            self.rejects.malformed(line, row.text, detail)
+            # Data rows before it: its own number counts the header and earlier
+            # malformed rows, which never reach conformance.
+            before = (None if record is None
+                      else record - self.header - 1 - self.rejects.malformed_rows)
+            self.rejects.malformed(line, row.text, detail, rows_before=before)
         except BaseException as e:  # noqa: BLE001 - re-raised once pyarrow unwinds
             self.error = e
             return "error"
