@@ -30,6 +30,7 @@ from worker.console import (
     print_failures,
     print_summary,
     safe,
+    tables,
     text,
 )
 from worker.errors import ConfigError
@@ -228,7 +229,7 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
                     nodes[key] = parent.add(text(part + "/"))
                 parent = nodes[key]
             parent.add(Text.assemble(text(parts[-1]), "  ", text(f.fingerprint, "dim")))
-        out.print(tree)
+        tables.print(tree)
         for f in listed[:limit]:
             if not session.usable:
                 session.close()
@@ -245,7 +246,7 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
                 continue
             if batches:
                 table = pa.Table.from_batches(batches)
-                out.print(rows_table(table, f"{f.name}: {table.num_rows} row(s)", 20,
+                tables.print(rows_table(table, f"{f.name}: {table.num_rows} row(s)", 20,
                                      "refresh, then connector show --limit N"))
             else:
                 out.print(f"{safe(f.name)}: 0 rows", highlight=False)
@@ -285,7 +286,7 @@ def infer(path: str, credentials_file: str | None, fragments: int, sandbox: str 
     creds = _credentials(c, credentials_file)
     box = _sandbox(sandbox, c)
     session, listed = _open_and_list(box, raw, creds)
-    tables: list[pa.Table] = []
+    samples: list[pa.Table] = []
     try:
         for f in listed[:fragments]:
             try:
@@ -294,16 +295,16 @@ def infer(path: str, credentials_file: str | None, fragments: int, sandbox: str 
                 _print_failure(f.name, e)
                 sys.exit(EXIT_FAILED)
             if batches:
-                tables.append(pa.Table.from_batches(batches))
+                samples.append(pa.Table.from_batches(batches))
     finally:
         session.close()
-    if not tables:
+    if not samples:
         err.print(f"[yellow]no rows in the first {fragments} fragment(s): nothing to "
                   "infer[/yellow]")
         sys.exit(EXIT_FAILED)
-    err.print(f"[dim]inferred from {sum(t.num_rows for t in tables)} row(s) of "
-              f"{len(tables)} fragment(s)[/dim]")
-    sys.stdout.write(schema_yaml(infer_columns(tables)))
+    err.print(f"[dim]inferred from {sum(t.num_rows for t in samples)} row(s) of "
+              f"{len(samples)} fragment(s)[/dim]")
+    sys.stdout.write(schema_yaml(infer_columns(samples)))
 
 
 def _open_and_list(box: Sandbox, c: Connector,
@@ -435,7 +436,7 @@ def _show_rejects(path: str, output: str | None, jsonl: bool, limit: int,
         out.print(f"{name}: none in {store.directory(tenant or 'default', path)}")
         return
     fragments = len(set(table.column("fragment").to_pylist()))
-    out.print(rows_table(table, f"{name}: {table.num_rows} row(s) in {fragments} "
+    tables.print(rows_table(table, f"{name}: {table.num_rows} row(s) in {fragments} "
                                 "fragment(s)", limit))
 
 
@@ -527,7 +528,7 @@ def show(path: str, output: str | None, jsonl: bool, limit: int, version: int | 
                  if FRAGMENT_COLUMN in table.schema.names else None)
     where = f" in {fragments} fragment(s)" if fragments is not None else ""
     at = "" if version is None else f" (version {version})"
-    out.print(rows_table(table, f"{name}{at}: {table.num_rows} row(s){where}", limit))
+    tables.print(rows_table(table, f"{name}{at}: {table.num_rows} row(s){where}", limit))
 
 
 @main.command()
@@ -558,7 +559,7 @@ def history(path: str, output: str | None, limit: int, as_json: bool,
         t.add_row(str(v.version), when, v.refresh_id or v.operation, str(c.get("read", "")),
                   str(c.get("deleted", "")), str(c.get("failed", "")), str(c.get("rows", "")),
                   f"+{c.get('files_added', 0)}/-{c.get('files_removed', 0)}")
-    out.print(t)
+    tables.print(t)
 
 
 @main.command()

@@ -19,6 +19,10 @@ from worker.models import FailedFragment, FailureKind, RefreshSummary
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+# Tables for stdout. A terminal's width fits them to the screen; into a pipe or a file
+# rich would assume 80 columns and cut cells to "…", so there they take the width their
+# cells need (a script or a log loses no character; `--jsonl`/`--json` parse better).
+tables = out if out.is_terminal else Console(soft_wrap=True, width=1 << 16)
 EXIT_OK, EXIT_FAILED, EXIT_BAD = 0, 1, 2
 
 

@@ -14,7 +14,6 @@ from typing import NoReturn
 
 import click
 import redis.exceptions
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -30,6 +29,7 @@ from worker.console import (
     print_failures,
     print_summary,
     safe,
+    tables,
 )
 from worker.errors import ConnectorError
 from worker.models import RefreshRecord
@@ -39,9 +39,6 @@ from worker.sink import Output
 from worker.spec import SpecError, load_connector
 from worker.state.redis import RedisState
 from worker.table.delta import DeltaDataset
-
-# Tables read by scripts and logs (not a terminal) get room instead of 80 columns.
-wide = out if out.is_terminal else Console(soft_wrap=True, width=160)
 
 
 def _fail(message: str) -> NoReturn:
@@ -183,7 +180,7 @@ def print_refreshes(heading: str, records: list[RefreshRecord]) -> None:
         t.add_row(r.id, f"[{colour}]{r.shown_status}[/{colour}]", _when(r.started), secs,
                   *(str(v) for v in (s.listed, s.read, s.skipped, s.recovered, s.deleted,
                                      s.failed, s.rows, s.rejected, s.defaulted)))
-    wide.print(t)
+    tables.print(t)
     for r in records:
         if r.summary.failures:
             err.print(f"[bold]refresh {r.id}[/bold]:")
@@ -221,7 +218,7 @@ def ceilings(tenant: str, reset: bool, **values: str | None) -> None:
         t.add_column(col)
     for field in ceilings_.ENV:
         t.add_row(field, ceilings_.show(field, getattr(c, field)), escape(c.source[field]))
-    wide.print(t)
+    tables.print(t)
 
 
 @click.command()
