@@ -255,7 +255,7 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
                 return summary
             plan = diff(listed, committed.result(), schema_tag(connector.spec), full)
         summary.listed, summary.skipped = plan.listed, plan.skipped
-        summary.recovered = _recovered_unread(recovered, listed, plan)
+        summary.recovered = recovered_unread(recovered, listed, plan)
         summary.skipped -= summary.recovered
         total = len(plan.reads)
         if on_progress:
@@ -336,7 +336,7 @@ def refresh(connector: Connector, sandbox: Sandbox, state: StateStore, output: O
         state.save_refresh(record)
 
 
-def _recovered_unread(recovered: list[str], listed: Listing, plan: Plan) -> int:
+def recovered_unread(recovered: list[str], listed: Listing, plan: Plan) -> int:
     """Of the listed fragments not read now, those a crashed or interrupted refresh read
     and recovery committed: counted apart from `skipped` (unchanged since a commit)."""
     if not recovered:

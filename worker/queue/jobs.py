@@ -38,7 +38,7 @@ from worker.queue.admission import TenantNotServed
 from worker.queue.context import WorkerContext, current
 from worker.queue.sessions import SessionKey
 from worker.queue.tracker import Outcome, Tracker
-from worker.refresh import diff, finalize, recover, stage_stream
+from worker.refresh import diff, finalize, recover, recovered_unread, stage_stream
 from worker.registry import get_deployment, materialize, open_credentials
 from worker.sandbox.base import Session
 from worker.sandbox.process import unenforced_network
@@ -151,7 +151,7 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
             _admit(ctx, tenant)  # before anything of the tenant is loaded
             spec = _connector(ctx, key).spec
             check_queue(ctx.output, tenant, connector)  # not a local refresh's dataset
-            recover(spec, ctx.output, state, running=refresh_id)
+            recovered = recover(spec, ctx.output, state, running=refresh_id)
             listed = _session(ctx, key).list()
             tenant_fragments.check_listing(ctx.redis, tenant, connector, len(listed))
         except FragmentFailure as e:
@@ -161,7 +161,11 @@ def list_job(tenant: str, connector: str, refresh_id: str, bundle: str) -> dict[
             _close(ctx.redis, None, tenant, connector, refresh_id, e.to_model(step="listing"))
             return {"failed": 1}
         plan = diff(listed, state.fingerprints(), schema_tag(spec))
-        record.summary.listed, record.summary.skipped = plan.listed, plan.skipped
+        # What an earlier refresh read and left uncommitted (a stalled or crashed one),
+        # committed by the recovery above, is `recovered`, apart from `skipped`.
+        s = record.summary
+        s.listed, s.recovered = plan.listed, recovered_unread(recovered, listed, plan)
+        s.skipped = plan.skipped - s.recovered
         state.save_refresh(record)
         tr.plan(plan.reads, plan.deleted, enqueue.split(plan.reads.names))
     batches = tr.batches()
