@@ -28,6 +28,7 @@ from worker.state.base import StateStore
 from worker.state.staged import DataFile, Staged
 from worker.table import crash
 from worker.table.delta import DeltaDataset, same_schema
+from worker.table.owner import check_commit
 from worker.table.schema import storable_problem
 
 
@@ -145,6 +146,8 @@ def commit_refresh(state: StateStore, table: DeltaDataset, output: Output, root:
     adds = staged.files()
     removes = [committed[n] for n in replaced + deleted if committed[n].path]
     current = table.table()
+    if current is not None:
+        check_commit(table, current, state.owner)  # the other mode may have committed
     current_schema = table.schema(current) if current is not None else None
     schema = declared if declared is not None else _data_schema(output, root, adds,
                                                                  current_schema)

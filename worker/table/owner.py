@@ -14,6 +14,12 @@ beside those already there. Both sides check before reading anything:
   records its store's kind in the Delta commit info (`connector.owner`: local or queue).
   This is what catches a local refresh's table on S3, whose state is not in the folder.
 
+These checks run when a refresh starts; the other side may commit while its reads run.
+So every commit looks again (`check_commit`), at the table version it commits on: the
+latest version must not be the other store's. delta-rs refuses a commit on a version
+another commit has followed (both sides' commits carry the project's transaction id),
+so no commit can slip in between that look and the commit.
+
 Each refusal names the folder, who wrote it and what to do instead. Reading a deployed
 connector's rows (`show NAME --tenant T`) refuses a local refresh's folder the same way:
 those rows are not the workers'.
@@ -24,6 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.fs as pafs
+from deltalake import DeltaTable
 
 from worker.errors import ConfigError
 from worker.models import FragmentFailure
@@ -110,3 +117,23 @@ def check_queue_read(output: Output, tenant: str, name: str) -> None:
         f"{output.dataset_uri(tenant, name)} holds a local `connector refresh`'s dataset "
         f"({state}), not the workers' rows of {tenant}/{name}: set "
         "CONNECTOR_OUTPUT (or --output) to where the workers write.")
+
+
+def check_commit(table: DeltaDataset, current: DeltaTable, owner: str) -> None:
+    """Before committing on `current` for the state store `owner`: its latest version
+    must not be the other store's (one committed after this refresh's start check)."""
+    other = table.owner(current, versions=10)
+    if other is None or other == owner:
+        return
+    if owner == "queue":
+        raise FragmentFailure(
+            f"{table.uri}: a local `connector refresh` committed a version of this table "
+            "while this queue-mode refresh ran (its owner is now that refresh's state); "
+            "the workers keep their own state in Redis, and committing would add rows a "
+            "second time, so nothing was committed. Give the workers another "
+            "CONNECTOR_OUTPUT (or delete the table to start over).")
+    raise FragmentFailure(
+        f"{table.uri}: queue-mode workers committed a version of this table while this "
+        "local refresh ran (its owner is now their state in Redis); committing would add "
+        "rows a second time, so nothing was committed. Refresh it with `connector "
+        "refresh NAME --tenant TENANT --queue`, or give this refresh another --output.")

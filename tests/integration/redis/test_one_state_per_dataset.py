@@ -72,3 +72,36 @@ def test_a_local_refresh_refuses_the_workers_dataset_and_adds_nothing(queue_env,
     r, s = queue_env.refresh("plan", "acme")
     assert r.returncode == 0, r.stderr + queue_env.logs()
     assert ids(queue_env.rows("plan", "acme")) == [0, 1, 2]
+
+
+def test_a_local_commit_landing_while_the_workers_read_is_not_duplicated(queue_env, tmp_path,
+                                                                         redis_client):
+    """The workers' check runs when their refresh lists; a local refresh into the same
+    folder may commit while their reads run. Their commit looks again, on the table
+    version it would commit on, and refuses: the local rows stay as they are, once."""
+    from tests.helpers.wait import wait_until
+    from worker.queue.client import TenantClient
+
+    gate = tmp_path / "gate"
+    c = PlanConnector(tmp_path, "plan", "acme")
+    c.set({"f0": {"fp": "1", "rows": [0], "gate": str(gate)}})
+    queue_env.deploy(c.folder)
+    queue_env.start_workers(1)
+    rid = queue_env.start("plan", "acme")
+    wait_until(c.reads, 60, queue_env.logs)  # the workers' read waits at the gate
+
+    c.set({"f0": {"fp": "1", "rows": [0]}})  # the same fragment version, no gate
+    r = _local_refresh(queue_env, c.folder)
+    assert r.returncode == 0, r.stderr
+    assert _local_rows(queue_env, c.folder) == [0]
+
+    gate.touch()
+    record = TenantClient(redis_client, "acme").wait("plan", rid, timeout=120)
+    assert record.status == "failed", record.model_dump_json() + queue_env.logs()
+    (failure,) = record.summary.failures
+    assert failure.step == "commit", failure
+    assert "a local `connector refresh`" in failure.message, failure.message
+    assert "CONNECTOR_OUTPUT" in failure.message, failure.message
+    assert _local_rows(queue_env, c.folder) == [0]  # not twice
+    r = queue_env.cli("status", "plan", "--tenant", "acme")
+    assert "commit failed (user)" in r.stderr, r.stdout + r.stderr
