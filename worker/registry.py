@@ -17,11 +17,13 @@ from redis import Redis
 from worker import bundle_cache, bundle_legacy, bundle_store, ceilings, naming, secrets
 from worker.bundle import BundleError, make_bundle, unpack_bundle
 from worker.errors import ConfigError
+from worker.images.cache import wheel_cache_dir
 from worker.settings import settings
 from worker.spec import Connector, ConnectorSpec, load_connector
 from worker.state import keys
 from worker.state.keys import ConnectorKeys
 from worker.userenv.lock import locked_requirements
+from worker.userenv.wheels import check_pins
 
 
 class DeployError(ConfigError):
@@ -97,6 +99,10 @@ def deploy(redis: Redis, folder: str | os.PathLike[str], credentials_ref: bool =
                           f"not '{tenant}'")
     ceilings.enforce(connector, ceilings.tenant_ceilings(redis, spec.tenant))
     locked_requirements(connector)  # a broken or stale connector.lock: refused now
+    try:
+        check_pins(connector, wheel_cache_dir())  # a pin no worker could install
+    except ConfigError as e:
+        raise DeployError(f"{e}; nothing was deployed") from None
     exclude = []
     if spec.credentials and spec.credentials.file:
         exclude.append(connector.path / spec.credentials.file)

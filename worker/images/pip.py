@@ -183,6 +183,13 @@ def _download(chosen: list[_Chosen], cache: Path) -> dict[_Chosen, Path]:
     return out
 
 
+def resolve(requirements: Sequence[str], cache: Path) -> list[str]:
+    """`name==version` of each distribution `requirements` resolve to for the image's
+    Python and platform, downloading nothing into `cache`. Raises PipFailure."""
+    cache.mkdir(parents=True, exist_ok=True)
+    return [f"{n}=={v}" for n, v, _ in _resolve(requirements, cache)]
+
+
 def wheels_for(requirements: Sequence[str], cache: Path) -> list[Wheel]:
     """Resolve `requirements` to wheels for the image's Python and platform, kept in
     `cache` by content hash.

@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from worker.errors import FailureKind
+from worker.errors import ConfigError, FailureKind
 from worker.images.connector import _resolve_error
 from worker.images.errors import ImageBuildError
-from worker.images.pip import PipFailure, wheels_for
+from worker.images.pip import PipFailure, resolve, wheels_for
 from worker.images.tags import normalize_pins
 from worker.spec import Connector
 from worker.userenv.lock import lock_path, locked_requirements, read_lock, warn_unpinned
@@ -60,3 +60,17 @@ def lock_text(connector: Connector) -> str:
     """The lock's bytes, an input of every environment's hash ('' without one)."""
     path = lock_path(connector)
     return path.read_text() if path.is_file() else ""
+
+
+def check_pins(connector: Connector, wheel_cache: Path) -> None:
+    """The connector's pins (its lock's versions, when it has one) resolve as a build
+    would resolve them; ConfigError naming the pin and pip's reason when they do not.
+    Deploy checks this: the build happens later, on a worker, where a bad pin would
+    fail every refresh. pip's dry run only: nothing is downloaded into the cache."""
+    if not normalize_pins(connector.spec.packages):
+        return
+    requirements = locked_requirements(connector)
+    try:
+        resolve(requirements, wheel_cache)
+    except PipFailure as e:
+        raise ConfigError(_resolve_error(connector, requirements, e).message) from None
