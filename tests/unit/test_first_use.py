@@ -191,3 +191,25 @@ def test_a_bad_date_is_reported_against_the_date_type(connector, cli):
     assert r.returncode == 1
     assert "column 'day' (date): cannot convert 'not a date'" in r.stderr, r.stderr
     assert "timestamp" not in r.stderr, r.stderr
+
+
+def test_read_bytes_failing_under_a_custom_parser_is_named_as_read_bytes(connector, cli):
+    """The custom parser pulls the bytes, but the exception is read_bytes': the message
+    names the function the traceback points into."""
+    code = """
+def list_objects(context, metadata):
+    yield {"name": "two.kv", "fingerprint": "1"}
+
+def read_bytes(context, metadata):
+    yield b"a=1\\n"
+    raise ConnectionError("remote went away")
+
+def parser_function(reader, onNext):
+    for line in reader:
+        onNext(dict([line.strip().split("=", 1)]))
+"""
+    c = connector(code, "name: kv\nparser: {format: custom}\n")
+    r = cli("test", str(c), "--sandbox", "process")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "read_bytes('two.kv') raised ConnectionError: remote went away" in r.stderr, r.stderr
+    assert "parser_function('two.kv') raised" not in r.stderr, r.stderr

@@ -425,11 +425,12 @@ class Shim:
         except ValueError:
             write_json(self._out, "listed", objects=objects)
 
-    def _chunks(self, fragment: dict[str, Any], where: str) -> Iterator[bytes]:
-        """read_bytes() as bytes; its failures as UserFailure naming `where`."""
+    def _chunks(self, fragment: dict[str, Any]) -> Iterator[bytes]:
+        """read_bytes() as bytes; its failures as UserFailure naming read_bytes, also
+        when parser_function pulls the bytes: the traceback points into read_bytes."""
         name = fragment.get("name")
         chunks = _guarded(lambda: self._module.read_bytes(self._ctx, fragment) or (),
-                          f"read_bytes({name!r})", f"{where}({name!r})")
+                          f"read_bytes({name!r})", f"read_bytes({name!r})")
         for index, chunk in enumerate(chunks, 1):
             if isinstance(chunk, str):
                 chunk = chunk.encode("utf-8")
@@ -454,7 +455,7 @@ class Shim:
         # a line-per-chunk connector does not pay a frame per line.
         pending: list[bytes | bytearray | memoryview] = []
         size = 0
-        for chunk in self._chunks(fragment, "read_bytes"):
+        for chunk in self._chunks(fragment):
             if len(chunk) >= CHUNK and not pending:
                 view = memoryview(chunk)
                 for i in range(0, len(view), MAX_CHUNK):
@@ -477,7 +478,7 @@ class Shim:
         if not callable(fn):
             raise UserFailure(f"parser.format is 'custom' but {CODE_FILE} does not define "
                               "parser_function(reader, onNext)")
-        raw = ChunkReader(self._chunks(fragment, "parser_function"))
+        raw = ChunkReader(self._chunks(fragment))
         buffered = io.BufferedReader(raw, buffer_size=1 << 20)
         reader: io.BufferedReader | io.TextIOWrapper = buffered
         if spec.get("reader", "text") == "text":
