@@ -230,6 +230,14 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
                 parent = nodes[key]
             parent.add(Text.assemble(text(parts[-1]), "  ", text(f.fingerprint, "dim")))
         tables.print(tree)
+        if not listed:
+            err.print("[yellow]note:[/yellow] list_objects yielded no fragments", end="")
+            if box.name == "docker":
+                # A glob of a host folder lists nothing in a container instead of failing.
+                err.print(". In the docker sandbox the connector sees its own folder "
+                          "only: a host folder it lists needs --mount HOST:CONTAINER "
+                          "(local runs), or --sandbox process", highlight=False, end="")
+            err.print()
         for f in listed[:limit]:
             if not session.usable:
                 session.close()

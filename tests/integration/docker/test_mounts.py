@@ -77,3 +77,26 @@ def test_process_sandbox_mounts_only_at_the_same_path(connector, cli, folder):
     assert "the process sandbox sees this machine's files as they are" in r.stderr
     r = cli("test", str(c), "--sandbox", "process", "--mount", f"{folder}:{folder}")
     assert r.returncode == 0, r.stderr
+
+
+def test_an_empty_listing_in_docker_says_host_folders_need_a_mount(connector, cli, folder):
+    """A connector that globs a host folder lists nothing in a container (the folder is
+    not there, and a glob does not raise): `connector test` says why that may be."""
+    code = f"""
+from pathlib import Path
+def list_objects(c, m):
+    for p in sorted(Path({str(folder)!r}).glob("*.csv")):
+        yield {{"name": p.name, "fingerprint": "1"}}
+def read_bytes(c, m):
+    yield b""
+"""
+    c = connector(code, "name: globbed\n")
+    r = cli("test", str(c), "--sandbox", "docker")
+    assert r.returncode == 0, r.stderr
+    assert "0 fragment(s)" in r.stdout, r.stdout
+    said = " ".join(r.stderr.split())
+    assert "list_objects yielded no fragments" in said, said
+    assert "--mount HOST:CONTAINER" in said, said
+    r = cli("test", str(c), "--sandbox", "process")
+    assert r.returncode == 0 and "a.csv" in r.stdout, r.stdout + r.stderr
+    assert "--mount" not in r.stderr, r.stderr
