@@ -64,7 +64,8 @@ def _load(path: str) -> Connector:
         ceilings.enforce(c, ceilings.global_ceilings())
         return c
     except (SpecError, ceilings.CeilingError) as e:
-        err.print(f"[red]error:[/red] {safe(e)}", highlight=False)
+        # one line per mistake found (the message's own newlines kept)
+        err.print(f"[red]error:[/red] {escape(literal(e, lines=True))}", highlight=False)
         sys.exit(EXIT_BAD)
 
 

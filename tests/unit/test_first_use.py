@@ -45,6 +45,9 @@ def read_bytes(context, metadata):
     # a strptime format on a column that never parses one is not silently ignored
     ("name: x\nschema: [{name: n, type: int64, format: '%Y'}]\n",
      ["schema.columns[n]", "format applies to date and timestamp columns only"]),
+    # two mistakes: one line each
+    ("name: x\nparser: {format: custom, reder: text}\nschema: [{name: a, type: int46}]\n",
+     ["parser.reder: unknown field", "unknown type 'int46'"]),
 ])
 def test_spec_mistakes_say_what_and_why(connector, cli, spec, needles):
     r = cli("validate", str(connector(CODE, spec)))

@@ -25,10 +25,10 @@ from worker.console import (
     EXIT_FAILED,
     EXIT_OK,
     err,
+    literal,
     out,
     print_failures,
     print_summary,
-    safe,
     tables,
 )
 from worker.errors import ConnectorError
@@ -42,7 +42,8 @@ from worker.table.delta import DeltaDataset
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {safe(message)}", highlight=False)
+    # a message of several lines (a spec with several mistakes) keeps them
+    err.print(f"[red]error:[/red] {escape(literal(message, lines=True))}", highlight=False)
     sys.exit(EXIT_BAD)
 
 
