@@ -282,7 +282,9 @@ def test(path: str, credentials_file: str | None, limit: int, sandbox: str | Non
 @click.option("--credentials-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--fragments", default=3, show_default=True, help="Fragments to sample.")
 @sandbox_option
-def infer(path: str, credentials_file: str | None, fragments: int, sandbox: str | None) -> None:
+@mount_option
+def infer(path: str, credentials_file: str | None, fragments: int, sandbox: str | None,
+          mounts: tuple[str, ...]) -> None:
     """Read the first fragments and print a `schema:` block for connector.yaml."""
     import pyarrow as pa
 
@@ -293,7 +295,7 @@ def infer(path: str, credentials_file: str | None, fragments: int, sandbox: str 
     # Read as the data is: no declared columns, so nothing is cast or rejected.
     raw = c.model_copy(update={"spec": c.spec.model_copy(update={"schema_": Schema()})})
     creds = _credentials(c, credentials_file)
-    box = _sandbox(sandbox, c)
+    box = _sandbox(sandbox, c, mounts)
     session, listed = _open_and_list(box, raw, creds)
     samples: list[pa.Table] = []
     try:

@@ -100,3 +100,11 @@ def read_bytes(c, m):
     r = cli("test", str(c), "--sandbox", "process")
     assert r.returncode == 0 and "a.csv" in r.stdout, r.stdout + r.stderr
     assert "--mount" not in r.stderr, r.stderr
+
+
+def test_infer_reads_a_mounted_folder(connector, cli, folder):
+    """What `test` and `refresh` read with --mount, `infer` reads too."""
+    c = connector(CODE, "name: inferred\n")
+    r = cli("infer", str(c), "--sandbox", "docker", "--mount", f"{folder}:/data")
+    assert r.returncode == 0, r.stderr
+    assert '{name: "n", type: int64' in r.stdout, r.stdout
