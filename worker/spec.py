@@ -435,6 +435,15 @@ class ConnectorSpec(_Strict):
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_,.-]+\])?\s*"
                                 r"((==|>=|<=|~=|!=|<|>)\s*[A-Za-z0-9.*+!-]+\s*,?\s*)*", p):
                 raise ValueError(f"not a pip requirement: {p!r}")
+        seen: dict[str, str] = {}
+        for p in v:
+            # a distribution named twice is at best redundant, at worst two versions
+            # that no resolver can satisfy together; one entry holds all its specifiers
+            name = re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~\s]", p, maxsplit=1)[0]).lower()
+            if name in seen and re.sub(r"\s+", "", seen[name]) != re.sub(r"\s+", "", p):
+                raise ValueError(f"{seen[name]!r} and {p!r} name the same distribution: "
+                                 f"list it once (e.g. '{name}>=2,<3')")
+            seen[name] = p
         return v
 
     @field_validator("schema_", mode="before")

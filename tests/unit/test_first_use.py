@@ -45,6 +45,9 @@ def read_bytes(context, metadata):
     # a strptime format on a column that never parses one is not silently ignored
     ("name: x\nschema: [{name: n, type: int64, format: '%Y'}]\n",
      ["schema.columns[n]", "format applies to date and timestamp columns only"]),
+    # one distribution pinned twice cannot resolve: said before anything is built
+    ("name: x\npackages: ['requests==2.32.3', 'Requests==2.31.0']\n",
+     ["packages", "'requests==2.32.3' and 'Requests==2.31.0' name the same distribution"]),
     # two mistakes: one line each
     ("name: x\nparser: {format: custom, reder: text}\nschema: [{name: a, type: int46}]\n",
      ["parser.reder: unknown field", "unknown type 'int46'"]),
