@@ -17,7 +17,6 @@ from redis import Redis
 from worker import bundle_cache, bundle_legacy, bundle_store, ceilings, naming, secrets
 from worker.bundle import BundleError, make_bundle, unpack_bundle
 from worker.errors import ConfigError
-from worker.images.cache import wheel_cache_dir
 from worker.settings import settings
 from worker.spec import Connector, ConnectorSpec, load_connector
 from worker.state import keys
@@ -100,7 +99,7 @@ def deploy(redis: Redis, folder: str | os.PathLike[str], credentials_ref: bool =
     ceilings.enforce(connector, ceilings.tenant_ceilings(redis, spec.tenant))
     locked_requirements(connector)  # a broken or stale connector.lock: refused now
     try:
-        check_pins(connector, wheel_cache_dir())  # a pin no worker could install
+        check_pins(connector)  # a pin no worker could install
     except ConfigError as e:
         raise DeployError(f"{e}; nothing was deployed") from None
     exclude = []

@@ -183,11 +183,10 @@ def _download(chosen: list[_Chosen], cache: Path) -> dict[_Chosen, Path]:
     return out
 
 
-def resolve(requirements: Sequence[str], cache: Path) -> list[str]:
+def resolve(requirements: Sequence[str]) -> list[str]:
     """`name==version` of each distribution `requirements` resolve to for the image's
-    Python and platform, downloading nothing into `cache`. Raises PipFailure."""
-    cache.mkdir(parents=True, exist_ok=True)
-    return [f"{n}=={v}" for n, v, _ in _resolve(requirements, cache)]
+    Python and platform, from the index alone, downloading nothing. Raises PipFailure."""
+    return [f"{c.name}=={c.version}" for c in _resolve(requirements)]
 
 
 def wheels_for(requirements: Sequence[str], cache: Path) -> list[Wheel]:

@@ -62,7 +62,7 @@ def lock_text(connector: Connector) -> str:
     return path.read_text() if path.is_file() else ""
 
 
-def check_pins(connector: Connector, wheel_cache: Path) -> None:
+def check_pins(connector: Connector) -> None:
     """The connector's pins (its lock's versions, when it has one) resolve as a build
     would resolve them; ConfigError naming the pin and pip's reason when they do not.
     Deploy checks this: the build happens later, on a worker, where a bad pin would
@@ -71,6 +71,6 @@ def check_pins(connector: Connector, wheel_cache: Path) -> None:
         return
     requirements = locked_requirements(connector)
     try:
-        resolve(requirements, wheel_cache)
+        resolve(requirements)
     except PipFailure as e:
         raise ConfigError(_resolve_error(connector, requirements, e).message) from None
