@@ -12,7 +12,7 @@ them). Four ceilings bound the tenant rather than a connector: `bundle_bytes`
 Redis, and `connectors` (CONNECTOR_MAX_TENANT_CONNECTORS), how many connectors it
 deploys, both enforced at deploy by worker.bundle_store; `running`
 (CONNECTOR_MAX_TENANT_RUNNING), the tenant's jobs running at once while another tenant
-has work queued, enforced by the workers (worker.queue.slots); `fragments`
+has work pending, enforced by the workers (worker.queue.slots); `fragments`
 (CONNECTOR_MAX_TENANT_FRAGMENTS), the fragments its connectors keep in the Redis state
 together, enforced when a listing arrives (worker.state.tenant_fragments). The limits
 check runs at validate, at deploy and on the worker before it opens a session for a

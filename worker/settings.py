@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     max_tenant_bundle_bytes: str | None = None
     """Bytes of deployed bundles one tenant may keep in Redis (e.g. 512m)."""
     max_tenant_running: int | None = None
-    """Most jobs of one tenant running at once while another tenant has work queued."""
+    """Most jobs of one tenant running at once while another tenant has work pending."""
     max_tenant_connectors: int | None = None
     """Most connectors one tenant may deploy."""
     max_tenant_fragments: int | None = None

@@ -198,7 +198,7 @@ def print_refreshes(heading: str, records: list[RefreshRecord]) -> None:
 @click.option("--bundle-bytes", help="Bytes of deployed bundles the tenant may store "
               "(e.g. 1g).")
 @click.option("--running", help="Most of the tenant's jobs running at once while "
-              "another tenant has work queued.")
+              "another tenant has work pending (finalize jobs excepted).")
 @click.option("--connectors", help="Most connectors the tenant may deploy.")
 @click.option("--fragments", help="Most fragments the tenant's connectors may keep in "
               "the state, together.")

@@ -61,6 +61,14 @@ def refresh_job_ids(tenant: str, connector: str, refresh_id: str, batches: int) 
     return [_job_id(tenant, connector, refresh_id, part) for part in parts]
 
 
+def platform_only(job_id: str) -> bool:
+    """Whether the job runs only the platform's code (a refresh's finalize, a periodic
+    trigger), no tenant code: the tenant's running cap admits it whatever the tenant
+    holds (worker.queue.slots)."""
+    parts = job_id.split(naming.SEP)
+    return parts[1:2] == ["sched"] or (parts[1:2] == ["run"] and parts[-1] == "fin")
+
+
 def enqueue_list(redis: Redis, tenant: str, connector: str, refresh_id: str,
                  bundle: str, timeout: float) -> Job:
     return tenant_queue(redis, tenant).enqueue_call(

@@ -6,9 +6,11 @@ runs in every worker, and one at a time (by lock) runs RQ's started-registry cle
 every REAP_EVERY s: in rq 3.0 an abandoned job with retries left is retried (with its
 backoff), otherwise failed through its failure callback. The same pass promotes due
 scheduled jobs (retry backoff, periodic refreshes) onto their queues, so RQ's separate
-scheduler process is not needed, and runs the stuck-refresh watchdog
-(worker.queue.watchdog) on its own cadence. A SIGKILLed worker's job runs again after
-at most STARTED_TTL + REAP_EVERY + first backoff (~35 s default).
+scheduler process is not needed; drops lapsed tenant-slot leases, putting back a job
+whose worker died between claiming its slot and starting it (worker.queue.slots); and
+runs the stuck-refresh watchdog (worker.queue.watchdog) on its own cadence. A
+SIGKILLed worker's job runs again after at most STARTED_TTL + REAP_EVERY + first
+backoff (~35 s default).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
-from worker.queue import watchdog
+from worker.queue import slots, watchdog
 from worker.queue.backlog import queue_names
 from worker.queue.conn import REDIS_DOWN
 from worker.settings import settings
@@ -67,6 +69,10 @@ def reap(r: Redis) -> None:
         log.exception("watchdog pass failed")
     if not r.set(keys.reaper_lock(), os.getpid(), nx=True, ex=max(2, int(REAP_EVERY))):
         return
+    # Before the started registries: a requeued job must not wait for their cleanup.
+    for job_id in slots.recover_lapsed(r):
+        log.warning("reaper: job %s was claimed by a worker that stopped before starting "
+                    "it; put back on its queue", job_id)
     for name in queue_names(r):
         q = Queue(name, connection=r, serializer=JSONSerializer)
         StartedJobRegistry(queue=q, serializer=JSONSerializer,

@@ -5,8 +5,9 @@ overrides in RQ.
   warm between jobs (worker.queue.sessions), keyed by tenant, connector and version.
 - Fairness: one queue per tenant, dequeued round-robin; the list of tenant queues is
   re-read from Redis while idle, so a newly deployed tenant is served within a second.
-- Per-tenant cap: while another tenant has work queued, a tenant runs at most its
-  `running` ceiling of jobs at once (worker.queue.slots); a job over it stays queued.
+- Per-tenant cap: while another tenant has work pending, a tenant runs at most its
+  `running` ceiling of tenant-code jobs at once (worker.queue.slots); a job over it
+  stays queued.
 - Dead workers: SimpleWorker sends no heartbeat while a job runs. Here a thread
   heartbeats the running job every HEARTBEAT s with a short entry TTL (STARTED_TTL), so
   the reaper (worker.queue.reaper) finds the job of a worker that died soon after.
@@ -65,6 +66,7 @@ class _JobHeartbeat(threading.Thread):
         while not self._stop_event.wait(HEARTBEAT):
             with contextlib.suppress(redis.exceptions.RedisError):
                 self._w.maintain_heartbeats(self._job, self._execution)
+            with contextlib.suppress(redis.exceptions.RedisError):
                 self._w.slots.renew()
 
     def stop(self) -> None:
@@ -132,14 +134,21 @@ class ConnectorWorker(SimpleWorker):
                 self.await_redis("dequeue", e)
 
     def _claim(self, job: Job, queue: Queue) -> bool:
-        """A slot of the job's tenant, or the job back at the front of its queue."""
+        """A slot of the job's tenant, or the job back at the front of its queue (the
+        refusing claim puts it there)."""
         try:
-            if self.slots.claim(queue, job.id):
-                return True
+            return self.slots.claim(queue, job.id)
         except REDIS_DOWN as e:
             self.await_redis(f"the slot of job {job.id}", e)
-        queue.push_job_id(job.id, at_front=True)
-        return False
+        # The claim may have run with its answer lost: give back the lease and the job.
+        while True:
+            try:
+                self.slots.give_back(queue, job.id)
+                return False
+            except REDIS_DOWN as e:
+                if self.stopping:  # its lease, if any, lapses and the reaper requeues
+                    return False
+                self.await_redis(f"the slot of job {job.id}", e)
 
     # --- Redis blips ----------------------------------------------------------------
 
