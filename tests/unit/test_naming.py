@@ -95,3 +95,16 @@ def test_bad_names_on_the_command_line_are_usage_errors(cli, args: tuple[str, ..
     assert r.returncode == 2, r.stdout + r.stderr
     assert "invalid tenant name 'Bad" in r.stderr or "invalid connector name '../x'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("tenant", "connector"), [("t", "c"), ("sched", "fin"), ("fin", "run")])
+def test_only_a_refreshs_finalize_and_its_periodic_trigger_run_platform_code_alone(
+        tenant: str, connector: str) -> None:
+    """The tenant running cap admits these whatever the tenant holds (worker.queue.slots);
+    names that look like job parts must not turn a tenant's read into one."""
+    from worker.queue.enqueue import platform_only, refresh_job_ids
+    from worker.state.keys import ConnectorKeys
+
+    ids = refresh_job_ids(tenant, connector, "abc123", 2)
+    assert [platform_only(i) for i in ids] == [False, False, False, True]
+    assert platform_only(ConnectorKeys(tenant, connector).schedule_job)

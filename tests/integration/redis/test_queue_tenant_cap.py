@@ -198,3 +198,31 @@ def test_a_job_whose_worker_died_between_its_claim_and_its_start_runs(
     done = wait_until(lambda: _closed(state), 60, queue_env.logs, interval=0.2)
     assert done[0].status == "ok" and done[0].summary.read == 2, done[0]
     assert sorted(a.reads()) == ["x", "y"]
+
+
+def test_a_running_jobs_lease_lost_in_a_redis_stall_is_back_after_its_heartbeat(
+        queue_env, tmp_path, redis_client):
+    """The lease key is gone while a read runs (a stall longer than the lease, or the key
+    lost): the job's next heartbeat puts it back, so its tenant counts it again."""
+    from tests.helpers.timing import LEASES, fast
+    from worker.state import keys
+    from worker.state.redis import RedisState
+
+    gate = tmp_path / "long.gate"
+    a = PlanConnector(tmp_path, "long", "ta")
+    a.set({"k": {"fp": "1", "rows": [1], "gate": str(gate)}})
+    queue_env.deploy(a.folder)
+    queue_env.start_workers(1, env=fast(LEASES))
+    queue_env.start("long", "ta")
+    wait_until(lambda: a.reads() == ["k"], 60, queue_env.logs, interval=0.1)
+    key = keys.tenant_running("ta")
+    [held] = wait_until(lambda: redis_client.zrange(key, 0, -1), 30, queue_env.logs)
+
+    redis_client.delete(key)
+    wait_until(lambda: redis_client.zscore(key, held) is not None, 30, queue_env.logs)
+
+    gate.touch()
+    state = RedisState(redis_client, "ta", "long")
+    done = wait_until(lambda: _closed(state), 60, queue_env.logs, interval=0.2)
+    assert done[0].status == "ok" and done[0].summary.read == 1, done[0]
+    wait_until(lambda: not redis_client.exists(key), 30, queue_env.logs)
