@@ -27,6 +27,21 @@ assert TenantSlots(r).claim(q, job_id)
 """
 
 
+def _backlog(tmp_path) -> PlanConnector:
+    """Tenant tb's connector of 60 one-second fragments: work queued for a while."""
+    b = PlanConnector(tmp_path, "many", "tb")
+    b.set({f"m{i:02d}": {"fp": "1", "rows": [i], "sleep": 1} for i in range(60)})
+    return b
+
+
+def _deploy_capped(queue_env, *connectors: PlanConnector) -> None:
+    """Deploy `connectors`; tenant ta may run one job at once while another waits."""
+    for c in connectors:
+        queue_env.deploy(c.folder)
+    r = queue_env.cli("ceilings", "ta", "--running", "1")
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_tenant_at_its_cap_leaves_a_worker_to_another_tenant(queue_env, tmp_path,
                                                                redis_client):
     from worker.state.redis import RedisState
@@ -35,10 +50,7 @@ def test_a_tenant_at_its_cap_leaves_a_worker_to_another_tenant(queue_env, tmp_pa
     a.set({f"f{i}": {"fp": "1", "rows": [i], "sleep": SLEEP} for i in range(6)})
     b = PlanConnector(tmp_path, "small", "tb")
     b.set({"x": {"fp": "1", "rows": [100]}})
-    queue_env.deploy(a.folder)
-    queue_env.deploy(b.folder)
-    r = queue_env.cli("ceilings", "ta", "--running", "1")
-    assert r.returncode == 0, r.stderr
+    _deploy_capped(queue_env, a, b)
     queue_env.start_workers(2)
 
     # Alone, tenant A may use both workers.
@@ -71,12 +83,8 @@ def test_a_worker_killed_mid_job_does_not_keep_its_tenants_slot(queue_env, tmp_p
             "CONNECTOR_REAP_EVERY": "1"}
     a = PlanConnector(tmp_path, "one", "ta")
     a.set({"k": {"fp": "1", "rows": [1], "sleep": 600}})
-    b = PlanConnector(tmp_path, "many", "tb")
-    b.set({f"m{i:02d}": {"fp": "1", "rows": [i], "sleep": 1} for i in range(60)})
-    queue_env.deploy(a.folder)
-    queue_env.deploy(b.folder)
-    r = queue_env.cli("ceilings", "ta", "--running", "1")
-    assert r.returncode == 0, r.stderr
+    b = _backlog(tmp_path)
+    _deploy_capped(queue_env, a, b)
 
     # A's only job is running when its worker is killed: its slot is taken, never given
     # back by that worker.
@@ -116,12 +124,8 @@ def test_a_refresh_of_a_capped_tenant_finishes_while_another_tenant_keeps_work_q
 
     a = PlanConnector(tmp_path, "batches", "ta")
     a.set({f"f{i}": {"fp": "1", "rows": [i]} for i in range(4)})
-    b = PlanConnector(tmp_path, "many", "tb")
-    b.set({f"m{i:02d}": {"fp": "1", "rows": [i], "sleep": 1} for i in range(60)})
-    queue_env.deploy(a.folder)
-    queue_env.deploy(b.folder)
-    r = queue_env.cli("ceilings", "ta", "--running", "1")
-    assert r.returncode == 0, r.stderr
+    b = _backlog(tmp_path)
+    _deploy_capped(queue_env, a, b)
     queue_env.start_workers(2)
     queue_env.start("many", "tb")
     wait_until(lambda: b.reads(), 60, queue_env.logs, interval=0.1)
@@ -147,12 +151,8 @@ def test_a_read_refresh_is_committed_while_the_tenants_other_reads_hold_its_slot
     hold.set({"h": {"fp": "1", "rows": [1], "gate": str(hold_gate)}})
     quick = PlanConnector(tmp_path, "quick", "ta")
     quick.set({"q": {"fp": "1", "rows": [2], "gate": str(done_gate)}})
-    b = PlanConnector(tmp_path, "many", "tb")
-    b.set({f"m{i:02d}": {"fp": "1", "rows": [i], "sleep": 1} for i in range(60)})
-    for c in (hold, quick, b):
-        queue_env.deploy(c.folder)
-    r = queue_env.cli("ceilings", "ta", "--running", "1")
-    assert r.returncode == 0, r.stderr
+    b = _backlog(tmp_path)
+    _deploy_capped(queue_env, hold, quick, b)
     queue_env.start_workers(3)
 
     # Alone, ta runs both reads at once; then tb's backlog arrives.
