@@ -95,3 +95,38 @@ def test_lost_finalize_job_is_reenqueued_and_the_refresh_closes(queue_env, tmp_p
     assert worker.poll() is None
     r, s = queue_env.refresh("nofin", "acme", timeout=60)  # unlocked: a new refresh
     assert "joining" not in r.stderr and r.returncode == 0 and s["read"] == 1
+
+
+def test_a_refresh_waiting_on_its_queue_keeps_its_connectors_lock(queue_env, tmp_path,
+                                                                 redis_client):
+    """A refresh's jobs extend its connector's lock only while they run; one whose jobs
+    wait on the queue (every worker busy, or its tenant at its running cap) long enough
+    for the lock to lapse must still own the connector: the next refresh joins it
+    rather than starting a second refresh of the same connector beside it."""
+    from worker.state.keys import ConnectorKeys
+    from worker.state.redis import RedisState
+
+    gate = tmp_path / "busy.gate"
+    busy = PlanConnector(tmp_path, "busy", "ta")
+    busy.set({"b": {"fp": "1", "rows": [1], "gate": str(gate)}})
+    waiting = PlanConnector(tmp_path, "waiting", "ta")
+    waiting.set({"w": {"fp": "1", "rows": [2]}})
+    queue_env.deploy(busy.folder)
+    queue_env.deploy(waiting.folder)
+    queue_env.start_workers(1, env=WATCH)
+    queue_env.start("busy", "ta")
+    wait_until(lambda: busy.reads(), 60, queue_env.logs, interval=0.1)
+
+    first = queue_env.start("waiting", "ta")  # its list job waits: the one worker is busy
+    lock = ConnectorKeys("ta", "waiting").lock
+    assert redis_client.get(lock) == first.encode()
+    redis_client.delete(lock)  # its TTL ran out while the job waited
+    wait_until(lambda: redis_client.get(lock), 30, queue_env.logs)
+    assert queue_env.start("waiting", "ta") == first
+
+    gate.touch()
+    state = RedisState(redis_client, "ta", "waiting")
+    done = wait_until(lambda: [x for x in state.refreshes() if x.status != "running"],
+                      120, queue_env.logs, interval=0.2)
+    assert [x.id for x in state.refreshes()] == [first]
+    assert done[0].status == "ok" and done[0].summary.read == 1, done[0]
