@@ -92,6 +92,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS lock; ARGV id, ttl. Extended while this refresh holds it, taken again if it lapsed.
+_HOLD = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"""
 # KEYS lock, bundle pin; ARGV id. The pin goes with the lock: the next refresh sets its own.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1], KEYS[2]) end
@@ -127,6 +134,13 @@ class Tracker:
     def extend(self) -> bool:
         self._extended = time.monotonic()
         return bool(self._r.eval(_EXTEND, 1, self.keys.lock, self.id, LOCK_TTL))
+
+    def hold(self) -> bool:
+        """Keep the lock for a refresh that still has a live job: its jobs extend it
+        only while they run, so one waiting on the queue (busy workers, or its tenant
+        at its running cap) longer than LOCK_TTL would lose it to a second refresh of
+        the same connector. False: another refresh holds it."""
+        return bool(self._r.eval(_HOLD, 1, self.keys.lock, self.id, LOCK_TTL))
 
     def keep(self) -> None:
         """Extend the lock if this tracker has not for EXTEND_EVERY seconds: a batch of

@@ -13,7 +13,10 @@ job is noted; if it is still so STUCK_AFTER s later it is
 - finalized, when every fragment was accounted for (only the finalize job was lost), or
 - marked failed with the reason, its bookkeeping closed and its lock released, so the
   next refresh runs (and reads whatever this one left unread).
-A lock held by a refresh that is already closed is released too.
+A lock held by a refresh that is already closed is released too. A running refresh with
+a live job keeps its lock, taken again if it lapsed: jobs extend it only while they
+run, and one waiting on its queue past the lock's TTL must not let a second refresh of
+the connector start beside it.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ def check(r: Redis, tenant: str, name: str, refresh_id: str) -> str | None:
         return None
     if alive(r, tenant, name, refresh_id):
         r.delete(suspect)
+        tr.hold()
         return None
     after = stuck_after()
     now = time.time()
