@@ -70,9 +70,14 @@ def reap(r: Redis) -> None:
     if not r.set(keys.reaper_lock(), os.getpid(), nx=True, ex=max(2, int(REAP_EVERY))):
         return
     # Before the started registries: a requeued job must not wait for their cleanup.
-    for job_id in slots.recover_lapsed(r):
-        log.warning("reaper: job %s was claimed by a worker that stopped before starting "
-                    "it; put back on its queue", job_id)
+    try:
+        for job_id in slots.recover_lapsed(r):
+            log.warning("reaper: job %s was claimed by a worker that stopped before "
+                        "starting it; put back on its queue", job_id)
+    except REDIS_DOWN:
+        raise
+    except Exception:  # must not stop the started registries' cleanup below
+        log.exception("lapsed-lease pass failed")
     for name in queue_names(r):
         q = Queue(name, connection=r, serializer=JSONSerializer)
         StartedJobRegistry(queue=q, serializer=JSONSerializer,

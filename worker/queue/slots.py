@@ -214,11 +214,9 @@ class TenantSlots:
         """Undo a claim that may or may not have happened (its answer was lost): no
         lease for `job_id`, and the job at the front of its queue unless already there."""
         tenants = self._tenants([queue])
-        if tenants:
+        if tenants:  # a claim on the system queue asks nothing of Redis: nothing to undo
             self._give_back(keys=[keys.tenant_running(tenants[queue.name]), queue.key],
                             args=[job_id])
-        elif job_id not in queue.get_job_ids():
-            queue.push_job_id(job_id, at_front=True)
 
     def _all_tenants(self) -> list[tuple[Queue, str]]:
         """(queue, tenant) of every known tenant."""
