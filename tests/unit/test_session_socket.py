@@ -69,6 +69,23 @@ def test_a_second_connection_queued_before_accept_is_dropped(tmp_root: Path) -> 
     ss.close()
 
 
+def test_a_connection_from_outside_the_container_is_hung_up_on_and_named(
+        tmp_root: Path) -> None:
+    ss = SessionSocket()
+    impostor = _connect(ss.path)  # this process: not in the container
+    container = "f" * 64
+    with pytest.raises(NotConnected) as e:
+        ss.accept(time.monotonic() + 0.5, lambda: False,
+                  lambda c: session_socket.container_peer_problem(c, container))
+    assert e.value.timed_out  # it was not taken for the runtime; the wait went on
+    assert e.value.refused == [f"pid {os.getpid()} (uid {os.getuid()}) is not a process "
+                               f"of container {container[:12]}"]
+    impostor.settimeout(5)
+    assert impostor.recv(10) == b""  # hung up on, sent nothing
+    impostor.close()
+    ss.close()
+
+
 def test_accept_times_out_and_stops_listening(tmp_root: Path) -> None:
     ss = SessionSocket()
     with pytest.raises(NotConnected) as e:

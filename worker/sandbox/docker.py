@@ -238,14 +238,19 @@ class DockerChannel:
         has run yet: this is the platform's start-up (interpreter, imports), so the
         operator's setting bounds it, not the connector's `limits.timeout`."""
         assert self._socket is not None
+        container_id = self.id
         try:
-            link.connected(self._socket.accept(time.monotonic() + timeout, link.ended.is_set))
+            link.connected(self._socket.accept(
+                time.monotonic() + timeout, link.ended.is_set,
+                lambda conn: session_socket.container_peer_problem(conn, container_id)))
         except session_socket.NotConnected as e:
+            refused = (f" (refused {len(e.refused)} connection(s) from outside the "
+                       f"container: {'; '.join(e.refused[:3])})" if e.refused else "")
             if e.timed_out:
                 self.kill()
                 raise FragmentFailure(
                     f"container runtime did not connect to its session socket within "
-                    f"{timeout:g} s", FailureKind.INFRA) from None
+                    f"{timeout:g} s{refused}", FailureKind.INFRA) from None
             msg, kind = self.exit_reason()
             self.kill()
             raise FragmentFailure(f"{msg} (before connecting to its session socket)",

@@ -12,23 +12,33 @@ that the container's unprivileged user can traverse to it and connect.
 The runtime connects first thing, before it starts the user's process (no user code has
 run in the container yet), and the host accepts exactly one connection: the listener is
 closed and the socket unlinked right after, so user code that later tries the path gets
-ENOENT. The directory stays as the mount's source until the container is gone, then
-`close()` removes it; `reap()` removes those of owners that died without closing.
+ENOENT. That one connection must come from inside the container: the peer's pid
+(SO_PEERCRED, taken when it connected) must be a process of the container's cgroup. A
+host process of the worker's uid can reach the socket too (a process-sandbox
+connector's code runs as that uid), and whoever is accepted first is sent the session's
+credentials; a connection from anywhere else is hung up on before a byte is sent, named
+in the log, and the host keeps waiting for the runtime's. The directory stays as the
+mount's source until the container is gone, then `close()` removes it; `reap()` removes
+those of owners that died without closing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import select
 import shutil
 import socket
 import stat
+import struct
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 CONTAINER_DIR = "/run/connector"
 SOCKET_NAME = "sock"
@@ -41,11 +51,42 @@ class SocketUnavailable(Exception):
 
 
 class NotConnected(Exception):
-    """No connection came: the deadline passed, or `gone()` said the container ended."""
+    """No connection came: the deadline passed, or `gone()` said the container ended.
+    `refused`: why each connection that did come was hung up on."""
 
-    def __init__(self, timed_out: bool) -> None:
+    def __init__(self, timed_out: bool, refused: list[str] | None = None) -> None:
         super().__init__("timed out" if timed_out else "container ended")
         self.timed_out = timed_out
+        self.refused = refused or []
+
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process that connected, as this pid namespace sees it
+    (pid 0: a process this namespace cannot see)."""
+    pid, uid, gid = _PEERCRED.unpack(
+        conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    return pid, uid, gid
+
+
+def container_peer_problem(conn: socket.socket, container_id: str) -> str | None:
+    """Why the peer of `conn` is not a process of container `container_id`, or None.
+    Its cgroup names the container under every cgroup driver and version (cgroupfs:
+    `/docker/<id>`, systemd: `docker-<id>.scope`), as this host's cgroup namespace shows
+    it."""
+    pid, uid, _ = peer_credentials(conn)
+    who = f"pid {pid} (uid {uid})"
+    if pid <= 0:
+        return f"{who}: a process outside this host's view (another pid namespace)"
+    try:
+        cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return f"{who} ended before it could be checked"
+    if container_id not in cgroups:
+        return f"{who} is not a process of container {container_id[:12]}"
+    return None
 
 
 def sessions_root() -> Path:
@@ -100,24 +141,36 @@ class SessionSocket:
         """docker-py `binds` entry: this directory, read-only, at CONTAINER_DIR."""
         return {str(self.dir): {"bind": CONTAINER_DIR, "mode": "ro"}}
 
-    def accept(self, deadline: float, gone: Callable[[], bool]) -> socket.socket:
-        """The one connection (blocking); then nobody can connect again. Raises
-        NotConnected past `deadline` (monotonic) or once `gone()` is true."""
+    def accept(self, deadline: float, gone: Callable[[], bool],
+               check: Callable[[socket.socket], str | None] | None = None) -> socket.socket:
+        """The one connection (blocking); then nobody can connect again. `check(conn)`
+        says why a connection is not the one awaited (it is closed unanswered and the
+        wait goes on), or None. Raises NotConnected past `deadline` (monotonic) or once
+        `gone()` is true."""
         listener = self._listener
         if listener is None:
             raise NotConnected(timed_out=False)
+        refused: list[str] = []
         try:
             while True:
                 if gone():
-                    raise NotConnected(timed_out=False)
+                    raise NotConnected(timed_out=False, refused=refused)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise NotConnected(timed_out=True)
+                    raise NotConnected(timed_out=True, refused=refused)
                 ready, _, _ = select.select([listener], [], [], min(POLL_S, left))
-                if ready:
-                    conn, _ = listener.accept()
-                    conn.setblocking(True)
-                    return conn
+                if not ready:
+                    continue
+                conn, _ = listener.accept()
+                problem = check(conn) if check is not None else None
+                if problem is not None:
+                    log.warning("session socket %s: refused a connection: %s", self.path,
+                                problem)
+                    refused.append(problem)
+                    conn.close()
+                    continue
+                conn.setblocking(True)
+                return conn
         finally:
             self._stop_listening()
 
