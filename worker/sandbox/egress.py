@@ -24,7 +24,9 @@ How it works
      every destination in `BLOCKED` is dropped: 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10
      (carrier-grade NAT), 127.0.0.0/8, 169.254.0.0/16 (link-local: cloud metadata),
      172.16.0.0/12 (this includes every other Docker network), 192.168.0.0/16,
-     224.0.0.0/4 and 240.0.0.0/4. Anything else returns to Docker's rules: allowed out.
+     224.0.0.0/4 and 240.0.0.0/4; so is the deployment's Redis (every address of
+     REDIS_URL's host) when it sits on a public address, which the ranges above would
+     let through. Anything else returns to Docker's rules: allowed out.
      Forwarded packets are seen after DNAT, so "host-port -> published container port"
      tricks land on a 172.16/12 address and are dropped too.
    - `CONNECTOR-EGRESS-IN`, jumped to from the top of `INPUT` for packets coming in on
@@ -114,9 +116,20 @@ def host_resolvers(resolv_conf: str = "/etc/resolv.conf") -> list[str]:
     return out
 
 
+def operator_addresses() -> list[str]:
+    """The deployment's own services on addresses `BLOCKED` does not cover (REDIS_URL's
+    host on a public address): the one public destination egress never reaches."""
+    from worker.sandbox.netallow import operator_services
+
+    blocked = [ipaddress.IPv4Network(b) for b in BLOCKED]
+    return sorted(str(a) for a in operator_services() if not any(a in b for b in blocked))
+
+
 def firewall_rules() -> dict[str, list[list[str]]]:
     """The IPv4 rules of our two chains, in order (what `ensure` installs)."""
     fwd: list[list[str]] = [["-i", BRIDGE, "-o", BRIDGE, "-j", "DROP"]]
+    # Redis holds every tenant's state and the jobs workers run
+    fwd += [["-i", BRIDGE, "-d", f"{a}/32", "-j", "DROP"] for a in operator_addresses()]
     for ns in host_resolvers():
         for proto in ("udp", "tcp"):
             fwd.append(["-i", BRIDGE, "-d", f"{ns}/32", "-p", proto, "--dport", "53",
