@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from worker import naming
 from worker.errors import ConfigError
 from worker.settings import settings
-from worker.spec import credentials_file_problem
+from worker.spec import credentials_file_problem, read_credentials_file
 
 KEY_ENV = "CONNECTOR_SECRET_KEY"
 CREDENTIALS_DIR_ENV = "CONNECTOR_CREDENTIALS_DIR"
@@ -107,7 +107,10 @@ def resolve_reference(tenant: str, connector: str, env: str | None, file: str | 
         raise SecretError(f"{who}: {file} resolves outside "
                           f"{CREDENTIALS_DIR_ENV}/{tenant}/{connector}/")
     try:
-        return path.read_text()
+        return read_credentials_file(path)
     except OSError as e:
         raise SecretError(f"{who}: cannot read {CREDENTIALS_DIR_ENV}/{tenant}/{connector}/"
                           f"{file}: {e.strerror}") from None
+    except ValueError as e:  # not a regular file, or too large
+        raise SecretError(f"{who}: {CREDENTIALS_DIR_ENV}/{tenant}/{connector}/{file} "
+                          f"{e}") from None

@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -68,6 +69,43 @@ RESERVED_ENV = frozenset({"REDIS_URL"})
 
 def reserved_env(name: str) -> bool:
     return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)
+
+
+# Credentials are sealed into the deployment record in Redis (outside the bundle quota)
+# and opened by a worker before every session: a key file, a token or a service
+# account's JSON is a few KiB.
+MAX_CREDENTIALS_BYTES = 256 << 10
+
+
+def read_credentials_file(path: Path) -> str:
+    """A credentials file's text; ValueError says why not: it must be a regular file
+    (a FIFO or a device would block the reader, or never end) of at most
+    MAX_CREDENTIALS_BYTES. Opened without blocking and checked on the open descriptor,
+    so a file swapped after a check is checked as what was opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("is not a regular file")
+        if st.st_size > MAX_CREDENTIALS_BYTES:
+            raise ValueError(f"is {st.st_size} bytes, over the {MAX_CREDENTIALS_BYTES} "
+                             "byte limit for credentials")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_CREDENTIALS_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CREDENTIALS_BYTES:  # it grew since fstat
+        raise ValueError(f"is over the {MAX_CREDENTIALS_BYTES} byte limit for credentials")
+    return data.decode()
+
+
+def credentials_value_problem(value: str) -> str | None:
+    """Why a credentials string (an environment variable's value) is too large, or None."""
+    size = len(value.encode())
+    if size > MAX_CREDENTIALS_BYTES:
+        return (f"is {size} bytes, over the {MAX_CREDENTIALS_BYTES} byte limit for "
+                "credentials")
+    return None
 
 
 def credentials_file_problem(file: str) -> str | None:
@@ -478,7 +516,12 @@ class Connector(BaseModel):
             if c.env not in os.environ:
                 raise SpecError(f"{self.path / SPEC_FILE}: credentials.env: "
                                 f"environment variable {c.env} is not set")
-            return os.environ[c.env]
+            value = os.environ[c.env]
+            problem = credentials_value_problem(value)
+            if problem is not None:
+                raise SpecError(f"{self.path / SPEC_FILE}: credentials.env: {c.env} "
+                                f"{problem}")
+            return value
         assert c.file is not None
         folder = self.path.resolve()
         f = (folder / c.file).resolve()
@@ -486,10 +529,13 @@ class Connector(BaseModel):
             raise SpecError(f"{self.path / SPEC_FILE}: credentials.file: {c.file} resolves "
                             "outside the connector folder")
         try:
-            return f.read_text()
+            return read_credentials_file(f)
         except OSError as e:
             raise SpecError(f"{self.path / SPEC_FILE}: credentials.file: cannot read {f}: "
                             f"{e.strerror}") from None
+        except ValueError as e:  # not a regular file, or too large
+            raise SpecError(f"{self.path / SPEC_FILE}: credentials.file: {c.file} "
+                            f"{e}") from None
 
 
 def _format_validation(path: Path, err: ValidationError, raw: Any = None) -> str:
