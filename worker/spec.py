@@ -445,6 +445,12 @@ def parse_interval(value: str) -> int:
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
+# What pip takes for an archive file rather than a package name (pip's own
+# ARCHIVE_EXTENSIONS): `evil-1.0.tar.gz` is read from where pip runs.
+PIP_ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz",
+                        ".txz", ".tlz", ".tar.lz", ".tar.lzma", ".tar")
+
+
 class ConnectorSpec(_Strict):
     name: str
     tenant: str = "default"
@@ -473,6 +479,12 @@ class ConnectorSpec(_Strict):
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_,.-]+\])?\s*"
                                 r"((==|>=|<=|~=|!=|<|>)\s*[A-Za-z0-9.*+!-]+\s*,?\s*)*", p):
                 raise ValueError(f"not a pip requirement: {p!r}")
+            first = re.match(r"[A-Za-z0-9._-]+", p)
+            if first and first.group().lower().endswith(PIP_ARCHIVE_SUFFIXES):
+                raise ValueError(
+                    f"{p!r} names a file (pip reads a requirement ending in "
+                    f"{', '.join(PIP_ARCHIVE_SUFFIXES)} as a path, and builds a source "
+                    "archive on the host); give a package name and version")
         seen: dict[str, str] = {}
         for p in v:
             # a distribution named twice is at best redundant, at worst two versions

@@ -99,7 +99,13 @@ def _target() -> list[str]:
 
 
 def _pip(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+    # In an empty directory of its own: pip reads a requirement that looks like a file
+    # name (`x.tar.gz`, `x.whl`) as a path relative to where it runs, and builds a source
+    # archive found there (its setup.py runs here, --only-binary notwithstanding); the
+    # caller's directory may be a tenant's connector folder.
+    with tempfile.TemporaryDirectory(prefix="connector-pip-") as empty:
+        r = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True,
+                           text=True, cwd=empty)
     if r.returncode != 0:
         raise PipFailure(_pip_reason(r.stdout, r.stderr), r.stderr)
     return r
@@ -196,6 +202,7 @@ def wheels_for(requirements: Sequence[str], cache: Path) -> list[Wheel]:
     Nothing constrains them: the user's packages live in their own environment
     (/opt/user), apart from the runtime's. Raises PipFailure with pip's reason.
     """
+    cache = cache.resolve()  # pip runs in a directory of its own (see _pip)
     chosen = _resolve(requirements)
     if not chosen:
         raise PipFailure("pip resolved the requirements to nothing", "")
