@@ -15,6 +15,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
 
+# Columns a table may have, nested fields counted (a struct of 3 fields is 4). A row
+# of 100,000 one-byte columns is a small output but costs the worker's own process about
+# 1 GB to write as Parquet and commit as a Delta schema: width is bounded apart from size.
+MAX_COLUMNS = 10_000
+
 # name -> Arrow type, built from the pyarrow module on first use
 _TABLE: dict[str, Callable[[ModuleType], pa.DataType]] = {
     "string": lambda pa: pa.string(),

@@ -257,6 +257,9 @@ class Schema(_Strict):
     @field_validator("columns")
     @classmethod
     def _unique(cls, v: list[Column]) -> list[Column]:
+        if len(v) > column_types.MAX_COLUMNS:
+            raise ValueError(f"{len(v)} columns declared, over the "
+                             f"{column_types.MAX_COLUMNS} a table may have")
         seen: set[str] = set()
         for c in v:
             if c.name in seen:

@@ -14,6 +14,9 @@ descriptor, so every frame the host reads is hostile until checked here:
   (null type, empty struct) still costs its length. Types whose logical size can
   exceed their encoded size by aliasing (unions, run-end encoding, view types) are not
   accepted at all: the runtime never produces them.
+- A schema may declare at most `MAX_COLUMNS` fields (nested ones counted), counted from
+  the flatbuffer before pyarrow builds a field: width costs the host memory that the
+  output cap, which counts bytes, does not see.
 - `plain` turns dictionary columns into their value type, so a dataset never mixes
   dictionary and plain columns of one name.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
@@ -29,6 +33,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from worker.column_types import MAX_COLUMNS
 from worker.models import RejectedRow
 from worker.protocol import ProtocolError
 
@@ -123,6 +128,48 @@ def _deref(buf: bytes, pos: int) -> int:
     return pos + _U32.unpack_from(buf, pos)[0]
 
 
+_HEADER_SCHEMA = 1  # Message.header_type of a Schema; Schema.fields and Field.children
+_SCHEMA_FIELDS, _FIELD_CHILDREN = 1, 5  # are slots 1 and 5
+
+
+class TooWide(Exception):
+    """An Arrow frame's schema has more columns than a table may (a limit, not a forgery)."""
+
+
+def _tables(buf: bytes, table: int, slot: int) -> Iterator[int]:
+    """Positions of the tables in a flatbuffer table's vector of tables (lazily)."""
+    at = _field(buf, table, slot)
+    if at is None:
+        return
+    vec = _deref(buf, at)
+    (n,) = _U32.unpack_from(buf, vec)
+    for i in range(n):
+        yield _deref(buf, vec + 4 + 4 * i)
+
+
+def schema_width(metadata: bytes, stop: int) -> int:
+    """Fields, nested ones counted, that an IPC schema message declares (0 for other
+    messages), read from the flatbuffer before pyarrow builds anything from it; counting
+    ends past `stop`, so a million fields (or offsets that loop) cost `stop` steps."""
+    root = _U32.unpack_from(metadata, 0)[0]
+    kind_at = _field(metadata, root, 1)
+    header_at = _field(metadata, root, 2)
+    if kind_at is None or header_at is None or metadata[kind_at] != _HEADER_SCHEMA:
+        return 0
+    stack = [_tables(metadata, _deref(metadata, header_at), _SCHEMA_FIELDS)]
+    count = 0
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            continue
+        count += 1
+        if count > stop:
+            break
+        stack.append(_tables(metadata, child, _FIELD_CHILDREN))
+    return count
+
+
 def _compressed(metadata: bytes) -> bool:
     """Whether an IPC message's record batch declares body compression."""
     root = _U32.unpack_from(metadata, 0)[0]
@@ -148,6 +195,10 @@ def decode_batch(body: bytes) -> pa.RecordBatch:
     try:
         batches = 0
         for message in pa.ipc.MessageReader.open_stream(buf):
+            if message.type == "schema" and schema_width(bytes(message.metadata),
+                                                         MAX_COLUMNS) > MAX_COLUMNS:
+                raise TooWide(f"the rows have more than {MAX_COLUMNS} columns (nested "
+                              "fields counted), the most a table may have")
             if message.type in ("dictionary batch", "record batch"):
                 if _compressed(bytes(message.metadata)):
                     raise ProtocolError("Arrow frame is compressed; the runtime never "
@@ -159,7 +210,7 @@ def decode_batch(body: bytes) -> pa.RecordBatch:
             batch = reader.read_next_batch()
         batch.validate(full=True)
         _check_types(batch.schema)  # reads every field name too: they may not be UTF-8
-    except ProtocolError:
+    except (ProtocolError, TooWide):
         raise
     except Exception as e:  # noqa: BLE001 - whatever hostile bytes make pyarrow raise
         # (ArrowInvalid, OSError for a bad stream, struct.error from _compressed, ...)

@@ -233,6 +233,11 @@ class FramedSession:
             if kind == ARROW:
                 try:
                     batch = frames.decode_batch(body)
+                except frames.TooWide as e:
+                    self._usable = False
+                    self._ch.kill()
+                    raise FragmentFailure(str(e), FailureKind.LIMIT,
+                                          log=self._log.text()) from None
                 except ProtocolError as e:
                     raise self._broken(e) from None
                 budget.used += max(0, frames.logical_size(batch) - size)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from worker.column_types import MAX_COLUMNS
 from worker.models import Commit, FailureKind, FragmentFailure, PendingCommit, RefreshSummary
 from worker.settings import settings
 from worker.sink import Output
@@ -29,7 +30,7 @@ from worker.state.staged import DataFile, Staged
 from worker.table import crash
 from worker.table.delta import DeltaDataset, same_schema
 from worker.table.owner import check_commit
-from worker.table.schema import storable_problem
+from worker.table.schema import column_count, storable_problem
 
 
 class SchemaConflict(FragmentFailure):
@@ -108,16 +109,25 @@ def recover(state: StateStore, table: DeltaDataset, output: Output, root: str,
 
 def _data_schema(output: Output, root: str, adds: list[DataFile],
                  current: pa.Schema | None) -> pa.Schema | None:
-    """Undeclared schema: the table's columns widened by the new files' (in order)."""
-    schemas = [current] if current is not None else []
-    schemas += [pq.read_schema(f"{root}/{c.path}", filesystem=output.fs) for c in adds]
-    if not schemas:
+    """Undeclared schema: the table's columns widened by the new files' (in order), one
+    file at a time, so fragments that are each narrow enough but together too wide are
+    refused before their union is held."""
+    schema = current
+    for c in adds:
+        more = pq.read_schema(f"{root}/{c.path}", filesystem=output.fs)
+        try:
+            schema = more if schema is None else pa.unify_schemas(
+                [schema, more], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise SchemaConflict(f"fragments disagree on column types ({e}); declare a "
+                                 "schema in connector.yaml") from None
+        width = column_count(schema)
+        if width > MAX_COLUMNS:
+            raise SchemaConflict(f"fragments cannot share the Delta table: together they "
+                                 f"have {width} columns (nested fields counted), over the "
+                                 f"{MAX_COLUMNS} a table may have")
+    if schema is None:
         return None
-    try:
-        schema = pa.unify_schemas(schemas, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise SchemaConflict(f"fragments disagree on column types ({e}); declare a schema "
-                             "in connector.yaml") from None
     # Each fragment was storable alone; together they may not be (`a` and `A`).
     problem = storable_problem(schema)
     if problem is not None:

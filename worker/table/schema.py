@@ -92,9 +92,38 @@ def _delta_refuses(schema: pa.Schema) -> str | None:
     return None
 
 
+def column_count(schema: pa.Schema) -> int:
+    """Fields of `schema`, nested ones counted (what MAX_COLUMNS bounds)."""
+    def count(t: pa.DataType) -> int:
+        return sum(1 + count(t.field(i).type) for i in range(t.num_fields))
+
+    return sum(1 + count(f.type) for f in schema)
+
+
+def _empty_object(t: pa.DataType, where: str) -> str | None:
+    """The first struct of no fields in `t` (dotted path), or None."""
+    if pa.types.is_struct(t) and t.num_fields == 0:
+        return where
+    for i in range(t.num_fields):
+        child = t.field(i)
+        # a list's item field is named by Arrow, not by the data: not part of the path
+        name = where if not pa.types.is_struct(t) else f"{where}.{child.name}"
+        found = _empty_object(child.type, name)
+        if found is not None:
+            return found
+    return None
+
+
 @functools.lru_cache(maxsize=256)
 def storable_problem(schema: pa.Schema) -> str | None:
     """Why Delta Lake cannot hold columns of `schema` (naming them), or None."""
+    for field in schema:
+        # Parquet has no struct of no fields (a value that was always `{}`); its writer
+        # raises an error that would otherwise look like the platform's.
+        empty = _empty_object(field.type, field.name)
+        if empty is not None:
+            return (f"column {empty!r} is an object with no fields, which Parquet cannot "
+                    "store; leave it out, or declare it as json")
     if _delta_refuses(schema) is None:
         return None
     seen: dict[str, str] = {}
