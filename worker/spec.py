@@ -404,6 +404,10 @@ Network = Annotated[
     Discriminator(_network_kind)]
 
 
+MIN_MEMORY = 16 << 20
+MIN_CPUS = 0.01
+
+
 class Limits(_Strict):
     memory: Annotated[int, Field(gt=0)] = 512 << 20
     cpus: float = Field(default=1.0, gt=0, allow_inf_nan=False)
@@ -417,6 +421,26 @@ class Limits(_Strict):
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
+
+    # Below these Docker refuses the container (memory under 6 MB; a CPU quota under a
+    # hundredth of a CPU fails the cgroup write): the tenant's setting, refused here
+    # rather than failing every session as the platform's.
+    @field_validator("memory")
+    @classmethod
+    def _min_memory(cls, v: int) -> int:
+        if v < MIN_MEMORY:
+            from worker.sandbox.sizes import human_size
+
+            raise ValueError(f"{human_size(v)} is under the minimum of "
+                             f"{human_size(MIN_MEMORY)}")
+        return v
+
+    @field_validator("cpus")
+    @classmethod
+    def _min_cpus(cls, v: float) -> float:
+        if v < MIN_CPUS:
+            raise ValueError(f"{v:g} is under the minimum of {MIN_CPUS:g}")
+        return v
 
 
 # A refresh re-armed at once (0s) loops on the shared workers; a year is the longest
