@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from tests.helpers.settings_env import settings_env
 from tests.integration.docker.test_netallow import Namespace, probe, probe_folder
 from worker.models import FailureKind, FragmentFailure
 from worker.sandbox.docker import DockerSandbox
-from worker.settings import settings
 from worker.spec import load_connector
 
 pytestmark = pytest.mark.docker
@@ -43,11 +43,8 @@ def engine() -> docker.DockerClient:
 @pytest.fixture
 def redis_there(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The worker's REDIS_URL names the namespace's server on 8000."""
-    monkeypatch.setenv("REDIS_URL", f"redis://{REDIS}:8000/0")
-    settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    settings.cache_clear()
+    with settings_env(monkeypatch, {"REDIS_URL": f"redis://{REDIS}:8000/0"}):
+        yield
 
 
 def test_a_network_holding_redis_reaches_everything_in_it_but_redis(engine, ns, tmp_path,

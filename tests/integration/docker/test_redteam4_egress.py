@@ -17,12 +17,12 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from tests.helpers.settings_env import settings_env
 from tests.integration.docker.test_egress import REACH_CODE
 from tests.integration.docker.test_hostile import attack_connector
 from tests.integration.docker.test_netallow import Namespace
 from worker.sandbox import egress
 from worker.sandbox.docker import DockerSandbox
-from worker.settings import settings
 from worker.spec import load_connector
 
 pytestmark = pytest.mark.docker
@@ -43,11 +43,8 @@ def redis_ns() -> Iterator[Namespace]:
 @pytest.fixture
 def public_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The worker's REDIS_URL names the namespace's server on 8000, a public address."""
-    monkeypatch.setenv("REDIS_URL", f"redis://{REDIS_PUBLIC}:8000/0")
-    settings.cache_clear()
-    yield
-    monkeypatch.undo()
-    settings.cache_clear()
+    with settings_env(monkeypatch, {"REDIS_URL": f"redis://{REDIS_PUBLIC}:8000/0"}):
+        yield
     # the rule this test's Redis address added to the shared egress chain
     subprocess.run(["iptables", "-w", "5", "-D", egress.CHAIN, "-i", egress.BRIDGE, "-d",
                     f"{REDIS_PUBLIC}/32", "-j", "DROP"], capture_output=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ECHO_CODE
 from worker.models import FragmentFailure
 from worker.sandbox import docker as docker_sandbox
 from worker.sandbox import session_socket
@@ -26,16 +27,6 @@ from worker.spec import load_connector
 pytestmark = pytest.mark.docker
 
 SECRET = "impostor-bait-7f3a9c"
-QUIET = """
-def context(credentials):
-    return credentials
-
-def list_objects(c, m):
-    yield {"name": "a", "fingerprint": "1"}
-
-def read_bytes(c, m):
-    yield "x\\n1\\n"
-"""
 
 
 def _session_dirs() -> set[Path]:
@@ -82,7 +73,7 @@ class Impostor:
 def test_a_host_process_that_connects_first_gets_nothing_and_the_runtime_still_does(
         connector, monkeypatch) -> None:
     name = f"peer{uuid.uuid4().hex[:6]}"
-    conn = load_connector(connector(QUIET, f"name: {name}\nlimits: {{timeout: 60}}\n"
+    conn = load_connector(connector(ECHO_CODE, f"name: {name}\nlimits: {{timeout: 60}}\n"
                                     "credentials: {file: secret.txt}\n",
                                     files={"secret.txt": SECRET}))
     box = DockerSandbox()
