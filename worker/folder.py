@@ -69,6 +69,17 @@ def _refusal(root: Path, p: Path, mode: int) -> FolderError:
                        "files only)")
 
 
+def _not_text(root: Path, p: Path) -> FolderError | None:
+    """A refusal when `p`'s name is not UTF-8 (Linux allows any bytes; image tags, tar
+    headers and Docker's build context need text), else None."""
+    try:
+        p.name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = p.relative_to(root).as_posix().encode("utf-8", "backslashreplace").decode()
+        return FolderError(f"{root}: {shown}: the name is not UTF-8 text; rename it")
+    return None
+
+
 def _is_dataset(d: Path) -> bool:
     """A Delta table (a dataset a refresh wrote), not part of the connector."""
     return (d / "_delta_log").is_dir() and not (d / "_delta_log").is_symlink()
@@ -92,6 +103,8 @@ def walk_folder(root: Path, exclude: Iterable[Path] = (), *, max_files: int | No
         for n in dirs:
             if os.path.islink(here / n) and n not in SKIP_DIRS:
                 raise _refusal(root, here / n, os.lstat(here / n).st_mode)
+            if n not in SKIP_DIRS and (refused := _not_text(root, here / n)) is not None:
+                raise refused
         dirs[:] = sorted(n for n in dirs
                          if n not in SKIP_DIRS and not _is_dataset(here / n))
         for n in sorted(names):
@@ -101,6 +114,8 @@ def walk_folder(root: Path, exclude: Iterable[Path] = (), *, max_files: int | No
             st = os.lstat(p)
             if not stat.S_ISREG(st.st_mode):
                 raise _refusal(root, p, st.st_mode)
+            if (refused := _not_text(root, p)) is not None:
+                raise refused
             total += st.st_size
             if max_files is not None and len(out) >= max_files:
                 raise FolderError(f"{root}: more than {max_files} files (the limit)")

@@ -92,3 +92,31 @@ def test_a_file_swapped_for_a_link_after_the_walk_is_not_read(tmp_path: Path) ->
     with pytest.raises(FolderError, match=r"zz.py: cannot be read: became a symbolic link"):
         swapped.read_bytes()
     assert files[0].read_bytes() == b"x = 1\n"
+
+
+@pytest.mark.parametrize("where", ["file", "directory"])
+def test_a_name_that_is_not_utf8_is_refused_naming_it(tmp_path: Path, where: str) -> None:
+    # It packed into a bundle and deployed, then every worker's image build crashed on it
+    # (UnicodeEncodeError hashing the name): retried as infra, blamed on the platform.
+    src = _folder(tmp_path)
+    if where == "file":
+        with open(os.fsencode(src / "sub") + b"/caf\xe9.csv", "w") as f:
+            f.write("a\n")
+    else:
+        os.mkdir(os.fsencode(src) + b"/d\xff")
+        with open(os.fsencode(src) + b"/d\xff/x.py", "w") as f:
+            f.write("")
+    bad = "sub/caf\\udce9.csv" if where == "file" else "d\\udcff"
+    with pytest.raises(FolderError) as e:
+        walk_folder(src)
+    assert f"{bad}: the name is not UTF-8 text" in str(e.value), str(e.value)
+
+
+def test_deploys_bundle_refuses_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    from worker.bundle import BundleError, make_bundle
+
+    src = _folder(tmp_path)
+    with open(os.fsencode(src) + b"/\xff.txt", "w") as f:
+        f.write("x")
+    with pytest.raises(BundleError, match="the name is not UTF-8 text"):
+        make_bundle(src, [])
