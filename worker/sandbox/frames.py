@@ -24,6 +24,7 @@ descriptor, so every frame the host reads is hostile until checked here:
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
@@ -82,12 +83,31 @@ ReadReply = TypeAdapter(Annotated[Read | Log | Failed, Field(discriminator="op")
 Control = Ready | Log | Failed | Listed | Read
 
 
+# A JSON escape of a UTF-16 surrogate: text that may hold a lone one after decoding.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _escaped(v: Any) -> Any:
+    """`v` with every lone surrogate in its strings written out (`\\udcff`), as the
+    terminal shows them: no record, file or Redis value the host writes can hold one."""
+    if isinstance(v, str):
+        return v.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(v, list):
+        return [_escaped(x) for x in v]
+    if isinstance(v, dict):
+        return {_escaped(k): _escaped(x) for k, x in v.items()}
+    return v
+
+
 def parse_control(body: bytes, phase: TypeAdapter[Any]) -> Control:
-    """A control frame as the model `phase` allows, or ProtocolError saying why not."""
+    """A control frame as the model `phase` allows, or ProtocolError saying why not.
+    Lone surrogates (valid JSON escapes, but not Unicode) in its text are escaped."""
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError):  # bad UTF-8 or JSON; absurd nesting
         raise ProtocolError("control frame is not JSON") from None
+    if _SURROGATE_ESCAPE.search(body):
+        obj = _escaped(obj)
     if not isinstance(obj, dict):
         raise ProtocolError(f"control frame is a JSON {type(obj).__name__}, not an object")
     try:
