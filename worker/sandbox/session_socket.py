@@ -79,7 +79,9 @@ def container_peer_problem(conn: socket.socket, container_id: str) -> str | None
     pid, uid, _ = peer_credentials(conn)
     who = f"pid {pid} (uid {uid})"
     if pid <= 0:
-        return f"{who}: a process outside this host's view (another pid namespace)"
+        return (f"{who}: a process in a pid namespace this worker cannot see (a worker "
+                "that does not share the engine's pid namespace needs "
+                "CONNECTOR_DOCKER_LINK=attach)")
     try:
         cgroups = Path(f"/proc/{pid}/cgroup").read_text()
     except OSError:
