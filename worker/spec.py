@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -406,6 +407,9 @@ Network = Annotated[
 
 MIN_MEMORY = 16 << 20
 MIN_CPUS = 0.01
+# field -> (least value, as shown, unit of the value given)
+_MINIMUMS = {"memory": (MIN_MEMORY, f"{MIN_MEMORY >> 20} MiB", " bytes"),
+             "cpus": (MIN_CPUS, f"{MIN_CPUS:g}", "")}
 
 
 class Limits(_Strict):
@@ -425,21 +429,13 @@ class Limits(_Strict):
     # Below these Docker refuses the container (memory under 6 MB; a CPU quota under a
     # hundredth of a CPU fails the cgroup write): the tenant's setting, refused here
     # rather than failing every session as the platform's.
-    @field_validator("memory")
+    @field_validator("memory", "cpus")
     @classmethod
-    def _min_memory(cls, v: int) -> int:
-        if v < MIN_MEMORY:
-            from worker.sandbox.sizes import human_size
-
-            raise ValueError(f"{human_size(v)} is under the minimum of "
-                             f"{human_size(MIN_MEMORY)}")
-        return v
-
-    @field_validator("cpus")
-    @classmethod
-    def _min_cpus(cls, v: float) -> float:
-        if v < MIN_CPUS:
-            raise ValueError(f"{v:g} is under the minimum of {MIN_CPUS:g}")
+    def _minimum(cls, v: float, info: ValidationInfo) -> float:
+        least, shown, unit = _MINIMUMS[str(info.field_name)]
+        if v < least:
+            given = v if isinstance(v, int) else f"{v:g}"
+            raise ValueError(f"{given}{unit} is under the minimum of {shown}")
         return v
 
 

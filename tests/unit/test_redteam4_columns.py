@@ -80,7 +80,8 @@ def test_a_declared_schema_wider_than_a_table_may_be_is_refused(connector, cli, 
             "have") in said, said
 
 
-EMPTY = """
+# one fragment, one row: ROW is the row's Python dict literal
+ONE_ROW = """
 def list_objects(c, m):
     yield {"name": "a", "fingerprint": "1"}
 
@@ -89,17 +90,17 @@ def read_bytes(c, m):
 
 def parser_function(reader, onNext):
     reader.read()
-    onNext({"id": 1, ROW})
+    onNext(ROW)
 """
 
 
-@pytest.mark.parametrize(("row", "where"), [('"s": {}', "'s'"),
-                                             ('"o": {"inner": {}}', "'o.inner'")])
+@pytest.mark.parametrize(("row", "where"), [('{"id": 1, "s": {}}', "'s'"),
+                                             ('{"id": 1, "o": {"inner": {}}}', "'o.inner'")])
 def test_an_empty_object_is_the_datas_failure_not_the_platforms(connector, cli, row,
                                                                 where) -> None:
     # Parquet cannot store a struct of no fields; the host's writer raised, and the
     # fragment failed as `infra`: retried by the queue, and blamed on the platform.
-    c = connector(EMPTY.replace("ROW", row), "name: empty\nparser: {format: custom}\n")
+    c = connector(ONE_ROW.replace("ROW", row), "name: empty\nparser: {format: custom}\n")
     r, s = cli.refresh(c, sandbox="process")
     assert r.returncode == 1, r.stdout
     said = " ".join(r.stderr.split())

@@ -12,8 +12,8 @@ from tests.conftest import ECHO_CODE
 
 
 @pytest.mark.parametrize(("limits", "said"), [
-    ("{memory: 1k}", "limits.memory: 1 KiB is under the minimum of 16 MiB"),
-    ("{memory: 6m}", "limits.memory: 6 MiB is under the minimum of 16 MiB"),
+    ("{memory: 1k}", "limits.memory: 1024 bytes is under the minimum of 16 MiB"),
+    ("{memory: 6m}", "limits.memory: 6291456 bytes is under the minimum of 16 MiB"),
     ("{cpus: 0.001}", "limits.cpus: 0.001 is under the minimum of 0.01"),
 ])
 def test_limits_no_container_can_run_with_are_refused_naming_the_minimum(

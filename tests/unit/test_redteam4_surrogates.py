@@ -6,6 +6,8 @@ the platform. The host keeps such text escaped (`\\udcff`), as the terminal show
 
 from __future__ import annotations
 
+from tests.unit.test_redteam4_columns import ONE_ROW
+
 CONTEXT_FAILS = """
 def context(credentials):
     raise ValueError("bad \\udcff value")
@@ -17,17 +19,7 @@ def read_bytes(c, m):
     yield "a\\n1\\n"
 """
 
-SURROGATE_ROW = """
-def list_objects(c, m):
-    yield {"name": "a", "fingerprint": "1"}
-
-def read_bytes(c, m):
-    yield "x"
-
-def parser_function(reader, onNext):
-    reader.read()
-    onNext({"n": "text \\udcff"})
-"""
+SURROGATE_ROW = ONE_ROW.replace("ROW", '{"n": "text \\udcff"}')
 
 
 def test_a_lone_surrogate_in_a_failure_is_kept_escaped(connector, cli) -> None:
