@@ -94,6 +94,13 @@ def read_bytes(context, metadata):
 """
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C as a terminal's user sends it: a suite started in the background of a
+    shell without job control (`.ci/run &`) inherits SIGINT ignored, and so would the
+    CLI, which then never hears the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ctrl_c_refresh(connector: Callable[..., Path], output: Path,
                    tmp_path: Path) -> tuple[Path, str]:
     """A connector folder of SLOW_CODE whose refresh into `output` the user stopped with
@@ -105,7 +112,7 @@ def ctrl_c_refresh(connector: Callable[..., Path], output: Path,
                           "--sandbox", "process", "--concurrency", "1"], cwd=ROOT,
                          env={**os.environ, "CONNECTOR_OUTPUT": str(output)},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=_as_from_a_terminal)
     wait_until(started.exists, timeout=120, message="the third fragment was never read")
     os.killpg(p.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
     _, stderr = p.communicate(timeout=120)
