@@ -12,13 +12,13 @@ from tests.unit.test_first_use import ctrl_c_refresh
 
 
 @pytest.fixture
-def interrupted(connector, cli: Cli, tmp_path: Path) -> Path:
-    """A connector folder whose refresh read 2 of 30 fragments before Ctrl-C, its code
-    then made fast."""
-    c, _ = ctrl_c_refresh(connector, cli.output, tmp_path)
+def interrupted(connector, cli: Cli, tmp_path: Path) -> tuple[Path, int]:
+    """A connector folder whose refresh kept some of its 30 fragments (0 to 2) before
+    Ctrl-C, its code then made fast; and how many it said it kept."""
+    c, kept = ctrl_c_refresh(connector, cli.output, tmp_path)
     fast = c / "connector.py"
     fast.write_text(fast.read_text().replace("time.sleep(600)", "pass"))
-    return c
+    return c, kept
 
 
 def _status_row(cli: Cli, c: Path, status: str) -> list[str]:
@@ -32,17 +32,21 @@ def _status_row(cli: Cli, c: Path, status: str) -> list[str]:
 def test_an_interrupted_refresh_is_recorded_as_interrupted_with_what_it_kept(
         interrupted, cli):
     # id, status, started (date time), seconds, listed, read, skipped, ..., rows
-    row = _status_row(cli, interrupted, "interrupted")
+    c, kept = interrupted
+    row = _status_row(cli, c, "interrupted")
     listed, read, skipped, recovered, deleted, failed, rows = row[5:12]
-    assert (listed, read, failed, rows) == ("30", "2", "0", "2"), row
+    assert (listed, read, failed, rows) == ("30", str(kept), "0", str(kept)), row
 
 
 def test_the_next_refresh_reports_the_kept_fragments_as_recovered(interrupted, cli):
-    r, s = cli.refresh(interrupted)
+    c, kept = interrupted
+    r, s = cli.refresh(c)
     assert r.returncode == 0, r.stderr
-    assert (s["listed"], s["read"], s["recovered"], s["skipped"]) == (30, 28, 2, 0), s
+    assert (s["listed"], s["read"], s["recovered"], s["skipped"]) == (30, 30 - kept, kept,
+                                                                        0), s
     assert s["read"] + s["recovered"] + s["skipped"] + s["failed"] == s["listed"]
-    row = _status_row(cli, interrupted, "ok")
-    assert row[5:9] == ["30", "28", "0", "2"], row  # listed, read, skipped, recovered
-    r = cli("refresh", str(interrupted), "--sandbox", "process")
+    row = _status_row(cli, c, "ok")
+    # listed, read, skipped, recovered
+    assert row[5:9] == ["30", str(30 - kept), "0", str(kept)], row
+    r = cli("refresh", str(c), "--sandbox", "process")
     assert "recovered" not in r.stdout and "skipped 30" in r.stdout, r.stdout

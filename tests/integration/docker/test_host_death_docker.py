@@ -32,6 +32,10 @@ from worker.sandbox.docker import LABEL, LABEL_OWNER
 pytestmark = pytest.mark.docker
 
 ESCAPEE = "time.sleep(600)"  # the command line of the program read_bytes starts
+# `docker top` runs ps in the engine's environment: an engine started with COLUMNS=80
+# (a restart from a test process) cuts each command line to 32 characters, so ask ps
+# for whole command lines.
+WHOLE_LINES = "-ww -eo pid,args"
 
 
 @pytest.mark.parametrize("link", ["socket", "attach"])
@@ -52,7 +56,7 @@ def test_a_container_stops_when_its_host_is_killed_mid_read(tmp_path, link):
         def lingering() -> str | None:
             assert host.poll() is None, host.communicate()[1].decode()
             for c in client.api.containers(filters=filters):
-                procs = client.api.top(c["Id"]).get("Processes") or []
+                procs = client.api.top(c["Id"], ps_args=WHOLE_LINES).get("Processes") or []
                 if any(ESCAPEE in " ".join(p) for p in procs):
                     return str(c["Id"])
             return None
@@ -76,7 +80,7 @@ def wait_stopped(client: docker.DockerClient, cid: str) -> dict:
         return None if state["Running"] else state
 
     return wait_until(stopped, 20, lambda: "the container still runs: " + str(
-        client.api.top(cid).get("Processes")), interval=0.1)
+        client.api.top(cid, ps_args=WHOLE_LINES).get("Processes")), interval=0.1)
 
 
 def clean_up(client: docker.DockerClient, host: subprocess.Popen, filters: dict) -> None:
